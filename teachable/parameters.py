@@ -1,0 +1,216 @@
+"""Parameter sets: one YAML file per run, one section per phase, validated before any work.
+
+A YAML file under `parameters/` is loaded into `Parameters`. Unknown keys, wrong types and
+impossible values raise `ParameterError` naming the file and the dotted key.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+KNOWN_LEVELS = (
+    "GoTo",
+    "GoToLocal",
+    "GoToObj",
+    "GoToObjDoor",
+    "GoToRedBall",
+    "GoToRedBallGrey",
+    "GoToDoor",
+    "GoToSeq",
+    "Open",
+    "OpenDoor",
+    "OpenRedDoor",
+    "OpenTwoDoors",
+    "Pickup",
+    "PickupLoc",
+    "PickupDist",
+    "PickupAbove",
+    "PutNextLocal",
+    "PutNext",
+    "Unlock",
+    "UnlockLocal",
+    "UnlockPickup",
+    "KeyCorridor",
+    "ActionObjDoor",
+    "FindObjS5",
+    "BossLevel",
+    "Synth",
+    "SynthLoc",
+)
+
+
+class ParameterError(ValueError):
+    """A parameter file is invalid; the message names the file and the key."""
+
+
+class Section(BaseModel):
+    """Base of every section: unknown keys are errors, values are checked on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class RunParameters(Section):
+    """Run identity. A relative `output_root` is relative to the parameter file's folder."""
+
+    name: str | None = None
+    seed: int = Field(0, ge=0)
+    output_root: Path = Path("../runs")
+
+
+class StudentParameters(Section):
+    model: str = "default"
+    model_path: str | None = None
+    adapter: str | None = None
+    device: str = "cpu"
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    batch_size: int = Field(32, ge=1)
+    history: int = Field(0, ge=0)
+    tiny_seed: int = Field(0, ge=0)
+
+
+class EnvParameters(Section):
+    levels: list[str] = Field(default_factory=lambda: ["GoToLocal", "PickupLoc", "OpenDoor"])
+
+    @field_validator("levels")
+    @classmethod
+    def _known_levels(cls, levels: list[str]) -> list[str]:
+        if not levels:
+            raise ValueError("at least one level is needed")
+        unknown = [name for name in levels if name not in KNOWN_LEVELS]
+        if unknown:
+            raise ValueError(f"unknown level(s) {unknown}; known: {', '.join(KNOWN_LEVELS)}")
+        return levels
+
+
+class TeacherParameters(Section):
+    backend: Literal["bot", "openai"] = "bot"
+    model: str = "gpt-4o-mini"
+    temperature: float = Field(0.0, ge=0.0)
+    max_tokens: int = Field(256, ge=1)
+    base_url: str | None = None
+    timeout_s: float = Field(30.0, gt=0)
+    max_retries: int = Field(3, ge=0)
+
+
+class LoraParameters(Section):
+    """Hyperparameters of the one LoRA SFT function every phase trains through."""
+
+    r: int = Field(16, ge=1)
+    alpha: int = Field(32, ge=1)
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "v_proj"])
+    learning_rate: float = Field(5e-4, gt=0)
+    steps: int = Field(60, ge=1)
+    batch_size: int = Field(8, ge=1)
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    seed: int = Field(0, ge=0)
+
+
+class WarmupParameters(Section):
+    """Behaviour cloning on bot trajectories that turns the raw default into a partial expert."""
+
+    enabled: bool = True
+    n_tasks: int = Field(60, ge=1)
+    steps: int = Field(120, ge=1)
+    learning_rate: float = Field(1e-3, gt=0)
+    batch_size: int = Field(8, ge=1)
+    patched_fraction: float = Field(0.0, ge=0.0, le=1.0)
+    eval_tasks: int = Field(20, ge=1)
+    max_steps: int = Field(20, ge=1)
+
+
+class ExpertSamplingParameters(Section):
+    n_tasks: int = Field(20, ge=0)
+    sample_rate: float = Field(0.5, gt=0.0, le=1.0)
+    max_steps: int = Field(40, ge=1)
+
+
+class Phase0Parameters(Section):
+    warmup: WarmupParameters = Field(default_factory=WarmupParameters)
+    n_tasks: int = Field(40, ge=1)
+    max_steps: int = Field(15, ge=1)
+    temperature: float = Field(1.0, ge=0.0)
+    max_snapshots: int = Field(200, ge=1)
+    expert: ExpertSamplingParameters = Field(default_factory=ExpertSamplingParameters)
+
+
+class Parameters(Section):
+    """A whole parameter file. `source` is the file it was read from."""
+
+    run: RunParameters = Field(default_factory=RunParameters)
+    student: StudentParameters = Field(default_factory=StudentParameters)
+    env: EnvParameters = Field(default_factory=EnvParameters)
+    teacher: TeacherParameters = Field(default_factory=TeacherParameters)
+    lora: LoraParameters = Field(default_factory=LoraParameters)
+    phase0: Phase0Parameters = Field(default_factory=Phase0Parameters)
+    interactive: bool = False
+    source: Path | None = None
+
+    @property
+    def run_name(self) -> str:
+        if self.run.name:
+            return self.run.name
+        return self.source.stem if self.source else "default"
+
+    @property
+    def run_dir(self) -> Path:
+        root = self.run.output_root
+        if not root.is_absolute() and self.source is not None:
+            root = self.source.parent / root
+        return (root / self.run_name).resolve()
+
+    def section(self, name: str) -> dict:
+        """The plain-dict view of one section, as handed to a phase notebook."""
+        return getattr(self, name).model_dump(mode="json")
+
+
+def _describe(error: ValidationError, path: Path) -> str:
+    lines = [f"invalid parameters in {path}:"]
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"]) or "<root>"
+        if item["type"] == "extra_forbidden":
+            lines.append(f"  {key}: unknown key")
+        else:
+            lines.append(f"  {key}: {item['msg']} (got {item.get('input')!r})")
+    return "\n".join(lines)
+
+
+def parse_parameters(data: dict, path: Path) -> Parameters:
+    """Validate an already-read mapping; errors name `path` and the key."""
+    if not isinstance(data, dict):
+        raise ParameterError(f"invalid parameters in {path}: the file must hold a mapping")
+    if "source" in data:
+        raise ParameterError(f"invalid parameters in {path}:\n  source: unknown key")
+    try:
+        return Parameters.model_validate({**data, "source": path})
+    except ValidationError as error:
+        raise ParameterError(_describe(error, path)) from None
+
+
+def load_parameters(path: str | Path) -> Parameters:
+    """Read and validate a YAML parameter file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ParameterError(f"parameter file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ParameterError(f"{path} is not valid YAML: {error}") from None
+    return parse_parameters(data, path)
+
+
+def load_phase_parameters(
+    path: str | Path, section: str, overrides: dict | None = None
+) -> Parameters:
+    """Read a parameter file for one phase; `overrides` (as papermill injects it) replaces
+    that phase's section and is validated like the file itself."""
+    parameters = load_parameters(path)
+    if overrides is None:
+        return parameters
+    data = parameters.model_dump(exclude={"source"})
+    data[section] = overrides
+    return parse_parameters(data, Path(path))
