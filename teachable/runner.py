@@ -1,0 +1,242 @@
+"""Run the phase notebooks headlessly with papermill, in order, and keep them as reports.
+
+Each phase is one notebook under `notebooks/` with one section of the parameter file. The
+runner hands the notebook that section, executes it in its own folder on this interpreter's
+`python3` kernel, saves the executed copy under `runs/<run>/reports/` (ipynb and HTML), and
+skips a phase whose outputs are up to date. A new phase is one more entry in `PHASES`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import nbformat
+import papermill
+from nbclient.exceptions import DeadKernelError
+from nbconvert import HTMLExporter
+from papermill.exceptions import PapermillExecutionError
+
+from teachable.parameters import Parameters
+from teachable.provenance import PhaseRecord, Provenance, now
+from teachable.store import read_json, write_json
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+NOTEBOOKS_DIR = PACKAGE_DIR.parent / "notebooks"
+KERNEL_NAME = "python3"
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One step of the pipeline; `outputs` and `inputs` are paths relative to the run folder."""
+
+    name: str
+    notebook: str
+    section: str
+    outputs: tuple[str, ...]
+    inputs: tuple[str, ...] = ()
+
+
+PHASES: tuple[Phase, ...] = (
+    Phase(
+        name="0",
+        notebook="00_rollouts.ipynb",
+        section="phase0",
+        outputs=(
+            "phase0/warmup.json",
+            "phase0/rollouts.json",
+            "phase0/failure_snapshots.json",
+            "phase0/snapshots_expert.json",
+        ),
+    ),
+)
+
+
+class PhaseFailed(RuntimeError):
+    """A phase could not finish; the message names the notebook, its report and the error."""
+
+
+def select_phases(
+    names: Sequence[str] | None = None, notebooks_dir: Path = NOTEBOOKS_DIR
+) -> list[Phase]:
+    """The named phases in pipeline order (all when no name is given), each with its notebook."""
+    known = [phase.name for phase in PHASES]
+    unknown = [name for name in names or () if name not in known]
+    if unknown:
+        raise ValueError(f"unknown phase(s) {', '.join(unknown)}; known: {', '.join(known)}")
+    phases = [phase for phase in PHASES if not names or phase.name in names]
+    for phase in phases:
+        if not (Path(notebooks_dir) / phase.notebook).is_file():
+            raise ValueError(
+                f"phase {phase.name}: no notebook {Path(notebooks_dir) / phase.notebook}"
+            )
+    return phases
+
+
+def phase_parameters(parameters: Parameters, phase: Phase) -> dict:
+    """The plain dict of the phase's section; empty while `Parameters` has no such section."""
+    if phase.section not in Parameters.model_fields:
+        return {}
+    return parameters.section(phase.section)
+
+
+def parameters_digest(parameters: Parameters, phase: Phase) -> str:
+    """Hash of every parameter that can change the phase's outputs: all sections but the other
+    phases' own, and not where the run is stored (`source`, `run.name`, `run.output_root`)."""
+    others = {other.section: True for other in PHASES if other.section != phase.section}
+    where = {"source": True, "run": {"name": True, "output_root": True}}
+    visible = parameters.model_dump(mode="json", exclude=where | others)
+    return hashlib.sha256(json.dumps(visible, sort_keys=True).encode()).hexdigest()
+
+
+def stamp_path(parameters: Parameters, phase: Phase) -> Path:
+    """Where the record of the phase's last successful run lives."""
+    return parameters.run_dir / "stamps" / f"{phase.name}.json"
+
+
+def stale_reason(parameters: Parameters, phase: Phase, notebooks_dir: Path) -> str | None:
+    """Why the phase must run, or None when its outputs are up to date: they exist, are newer
+    than its notebook, its inputs and the package source, and its parameters are unchanged."""
+    stamp = stamp_path(parameters, phase)
+    if not stamp.exists():
+        return "no finished run on record"
+    if read_json(stamp)["parameters_sha256"] != parameters_digest(parameters, phase):
+        return "its parameters changed"
+    outputs = [parameters.run_dir / name for name in phase.outputs]
+    missing = [path for path in outputs if not path.exists()]
+    if missing:
+        return f"{missing[0]} is missing"
+    oldest_output = min(path.stat().st_mtime for path in outputs)
+    sources = [
+        notebooks_dir / phase.notebook,
+        *(parameters.run_dir / name for name in phase.inputs),
+        *sorted(PACKAGE_DIR.rglob("*.py")),
+    ]
+    for path in sources:
+        if path.stat().st_mtime > oldest_output:
+            return f"{path} is newer than its outputs"
+    return None
+
+
+def check_inputs(parameters: Parameters, phase: Phase) -> None:
+    """Stop before starting a kernel when an input the phase reads is not there."""
+    for name in phase.inputs:
+        if not (parameters.run_dir / name).exists():
+            writers = [other.name for other in PHASES if name in other.outputs]
+            raise PhaseFailed(
+                f"phase {phase.name} needs {parameters.run_dir / name}, which does not exist; "
+                f"run phase {' or '.join(writers) or '?'} first"
+            )
+
+
+def export_html(report: Path) -> Path:
+    """Write an executed notebook as one HTML page beside it (styles and images inlined)."""
+    exporter = HTMLExporter(template_name="lab", embed_images=True)
+    body, _ = exporter.from_notebook_node(nbformat.read(report, as_version=4))
+    html = report.with_suffix(".html")
+    html.write_text(body)
+    return html
+
+
+def describe_failure(error: Exception, notebook: Path, report: Path) -> str:
+    """Which notebook failed, where its report is, and the failing cell with its error."""
+    lines = [f"{notebook} failed", f"  report: {report}"]
+    if isinstance(error, PapermillExecutionError):
+        lines.append(f"  at In [{error.exec_count}]:")
+        lines += [f"    {line}" for line in error.source.splitlines()[:5]]
+        lines.append(f"  {error.ename}: {error.evalue}")
+    else:
+        lines.append(f"  {type(error).__name__}: {error}")
+    return "\n".join(lines)
+
+
+def report_path(parameters: Parameters, phase: Phase) -> Path:
+    """Where the executed notebook is kept; the HTML page sits beside it."""
+    return parameters.run_dir / "reports" / phase.notebook
+
+
+def execute_phase(parameters: Parameters, phase: Phase, notebooks_dir: Path) -> None:
+    """Execute the phase notebook into its report, then stamp the success."""
+    notebook = notebooks_dir / phase.notebook
+    report = report_path(parameters, phase)
+    report.parent.mkdir(parents=True, exist_ok=True)
+    stamp = stamp_path(parameters, phase)
+    stamp.unlink(missing_ok=True)
+    try:
+        papermill.execute_notebook(
+            notebook,
+            report,
+            parameters={
+                "params_file": str(parameters.source.resolve()),
+                "phase_parameters": phase_parameters(parameters, phase),
+                "interactive": False,
+            },
+            kernel_name=KERNEL_NAME,
+            cwd=notebook.parent,
+            progress_bar=True,
+        )
+    except (PapermillExecutionError, DeadKernelError) as error:
+        if report.exists():
+            export_html(report)
+        raise PhaseFailed(describe_failure(error, notebook, report)) from error
+    export_html(report)
+    missing = [name for name in phase.outputs if not (parameters.run_dir / name).exists()]
+    if missing:
+        raise PhaseFailed(
+            f"{notebook} finished without writing {', '.join(missing)}\n  report: {report}"
+        )
+    stamped = {"parameters_sha256": parameters_digest(parameters, phase), "finished_at": now()}
+    write_json(stamp, {"phase": phase.name, **stamped})
+
+
+def run_phase(
+    parameters: Parameters, phase: Phase, notebooks_dir: Path, force: bool, record: PhaseRecord
+) -> None:
+    """Run one phase unless it is up to date, filling in its record."""
+    label = f"phase {phase.name} ({phase.notebook})"
+    reason = "forced" if force else stale_reason(parameters, phase, notebooks_dir)
+    if reason is None:
+        finished_at = read_json(stamp_path(parameters, phase))["finished_at"]
+        record.status, record.reason = "skipped", f"up to date (ran until {finished_at})"
+        print(f"{label}: up to date since {finished_at}, skipped (--force reruns it)")
+        return
+    print(f"{label}: running, {reason}")
+    record.status, record.reason, record.started_at = "running", reason, now()
+    record.report = str(report_path(parameters, phase))
+    try:
+        check_inputs(parameters, phase)
+        execute_phase(parameters, phase, notebooks_dir)
+        record.status = "ran"
+    except PhaseFailed:
+        record.status = "failed"
+        raise
+    finally:
+        record.finished_at = now()
+
+
+def run_phases(
+    parameters: Parameters,
+    phases: Sequence[Phase] = PHASES,
+    notebooks_dir: Path = NOTEBOOKS_DIR,
+    force: bool = False,
+) -> Provenance:
+    """Run the phases in order and record the run in `provenance.json`; raise `PhaseFailed`
+    at the first phase that fails."""
+    if parameters.source is None:
+        raise ValueError("the runner needs parameters read from a file (load_parameters)")
+    run_dir = parameters.run_dir
+    provenance = Provenance.start(parameters, PACKAGE_DIR)
+    status = "failed"
+    try:
+        for phase in phases:
+            record = PhaseRecord(name=phase.name, notebook=phase.notebook)
+            provenance.phases.append(record)
+            provenance.save(run_dir)
+            run_phase(parameters, phase, Path(notebooks_dir).resolve(), force, record)
+        status = "finished"
+    finally:
+        provenance.finish(status, run_dir)
+    return provenance
