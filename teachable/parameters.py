@@ -94,6 +94,9 @@ class TeacherParameters(Section):
     base_url: str | None = None
     timeout_s: float = Field(30.0, gt=0)
     max_retries: int = Field(3, ge=0)
+    cache_dir: Path | None = None  # default: <run dir>/teacher_cache; relative to the file
+    price_per_1k_input: float = Field(0.00015, ge=0.0)  # USD, gpt-4o-mini
+    price_per_1k_output: float = Field(0.0006, ge=0.0)
 
 
 class LoraParameters(Section):

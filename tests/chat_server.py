@@ -1,0 +1,171 @@
+"""A chat-completions server on 127.0.0.1 for the teacher's tests: real HTTP, scripted answers.
+
+It speaks the part of the OpenAI protocol the teacher uses (`POST /v1/chat/completions`, a
+ChatCompletion body with `usage`, JSON errors with `retry-after-ms` so the client retries at
+once) and logs every hit with the request body and what it answered.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What the server does with one request: an HTTP status and, for 200, the message text."""
+
+    status: int
+    content: str | None = None
+    outcome: str = "ok"
+
+
+@dataclass(frozen=True)
+class Hit:
+    body: dict
+    outcome: str
+    content: str | None
+
+
+def offered_actions(body: dict) -> list[str]:
+    """The enum of actions in the request's Structured Outputs schema."""
+    schema = body["response_format"]["json_schema"]["schema"]
+    return schema["properties"]["suggested_action"]["enum"]
+
+
+def answer_json(action: str) -> str:
+    return json.dumps(
+        {
+            "suggested_action": action,
+            "diagnosis": f"The agent should {action} now.",
+            "hint": f"Try to {action}.",
+            "contrast": f"{action} makes progress where the other action does not.",
+        }
+    )
+
+
+def first_offered(body: dict) -> Reply:
+    """A well-behaved model: a valid answer choosing the first action it is offered."""
+    return Reply(200, answer_json(offered_actions(body)[0]))
+
+
+@dataclass
+class Flaky:
+    """Fails a `rate` of hits, drawn from a seeded stream: 429, 500, malformed JSON, or an
+    action outside the list; answers like `first_offered` otherwise."""
+
+    seed: int
+    rate: float = 0.3
+    rng: random.Random = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.rng = random.Random(self.seed)
+
+    def __call__(self, body: dict) -> Reply:
+        if self.rng.random() >= self.rate:
+            return first_offered(body)
+        fault = self.rng.choice(["429", "500", "malformed", "outside"])
+        if fault == "429":
+            return Reply(429, outcome=fault)
+        if fault == "500":
+            return Reply(500, outcome=fault)
+        if fault == "malformed":
+            return Reply(200, answer_json(offered_actions(body)[0])[:40], outcome=fault)
+        return Reply(200, answer_json("jump over the wall"), outcome=fault)
+
+
+def _words(text: str | None) -> int:
+    return len((text or "").split())
+
+
+def completion(body: dict, content: str) -> dict:
+    """A ChatCompletion body; tokens are counted as words, enough to check the sums."""
+    prompt_tokens = sum(_words(message.get("content")) for message in body["messages"])
+    completion_tokens = _words(content)
+    return {
+        "id": "chatcmpl-local",
+        "object": "chat.completion",
+        "created": 0,
+        "model": body["model"],
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": content},
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        },
+    }
+
+
+class ChatServer:
+    """A threaded HTTP server bound to a free loopback port; `replier` scripts its answers."""
+
+    def __init__(self, replier: Callable[[dict], Reply] = first_offered) -> None:
+        self.replier = replier
+        self.hits: list[Hit] = []
+        self._lock = threading.Lock()
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, args=(0.02,), daemon=True
+        )
+
+    @property
+    def base_url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}/v1"
+
+    def __enter__(self) -> ChatServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+    def _reply(self, body: dict) -> Reply:
+        with self._lock:
+            reply = self.replier(body)
+            self.hits.append(Hit(body, reply.outcome, reply.content))
+        return reply
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                if self.path != "/v1/chat/completions":
+                    self._send(404, {"error": {"message": f"no route {self.path}"}})
+                    return
+                length = int(self.headers.get("content-length", 0))
+                body = json.loads(self.rfile.read(length))
+                reply = server._reply(body)
+                if reply.status == 200:
+                    self._send(200, completion(body, reply.content))
+                else:
+                    error = {"message": f"scripted {reply.status}", "type": "server_error"}
+                    self._send(reply.status, {"error": error})
+
+            def _send(self, status: int, payload: dict) -> None:
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(data)))
+                self.send_header("retry-after-ms", "1")
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, format: str, *args: object) -> None:
+                """Quiet: the tests read the hit log instead."""
+
+        return Handler

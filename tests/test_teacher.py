@@ -1,0 +1,377 @@
+"""Teachers: the bot's advice and texts, and the openai backend against a real local server.
+
+The openai tests run the real `openai` client against `ChatServer`, a chat-completions endpoint
+on 127.0.0.1, and check what reaches the server as much as what comes back.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import openai
+import pytest
+from chat_server import ChatServer, Flaky, Reply, answer_json, completion, first_offered
+
+from teachable.env import ACTIONS, EnvState, TextWorld, env_id, expert_trajectory
+from teachable.parameters import Parameters, TeacherParameters
+from teachable.teacher import (
+    BotTeacher,
+    OpenAITeacher,
+    TeacherRequest,
+    make_teacher,
+    prompt_messages,
+    trajectory_player,
+)
+
+MAX_RETRIES = 2
+
+
+def _trajectory_states(level: str, seed: int) -> list[EnvState]:
+    """Every state the bot passes through on one task."""
+    task = EnvState(env_id(level), seed)
+    actions, _ = expert_trajectory(task, 64)
+    return [EnvState(task.env_id, seed, tuple(actions[:k])) for k in range(len(actions))]
+
+
+def _requests(level: str, seeds: range, limit: int) -> list[TeacherRequest]:
+    """Requests with distinct prompts along bot trajectories, each with a student action."""
+    requests, prompts = [], set()
+    for seed in seeds:
+        for k, state in enumerate(_trajectory_states(level, seed)):
+            request = TeacherRequest.at(TextWorld.restore(state), ACTIONS[k % len(ACTIONS)])
+            prompt = prompt_messages(request)[1]["content"]
+            if prompt not in prompts:
+                prompts.add(prompt)
+                requests.append(request)
+    assert len(requests) >= limit
+    return requests[:limit]
+
+
+def _user_prompt(body: dict) -> str:
+    return body["messages"][1]["content"]
+
+
+@pytest.fixture(scope="module")
+def requests() -> list[TeacherRequest]:
+    return _requests("GoToLocal", range(12), 40)
+
+
+@pytest.fixture
+def api_key(monkeypatch, tmp_path):
+    """A key for the local server, and a working folder without any .env file."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("OPENAI_API_KEY", "local-test-key")
+
+
+def _openai(server: ChatServer, cache_dir: Path, **fields) -> OpenAITeacher:
+    params = TeacherParameters(
+        backend="openai", base_url=server.base_url, max_retries=MAX_RETRIES, timeout_s=5, **fields
+    )
+    return OpenAITeacher(params, cache_dir)
+
+
+# --- openai backend ----------------------------------------------------------------------------
+
+
+def test_valid_answers_are_parsed_and_the_server_gets_the_valid_actions_as_enum(
+    api_key, tmp_path, requests
+):
+    narrow = TeacherRequest(
+        requests[0].state, requests[0].mission, "A narrower question.", ("go forward", "toggle")
+    )
+    asked = [*requests[:6], narrow]
+    with ChatServer() as server:
+        answers = _openai(server, tmp_path / "cache").advise(asked)
+
+    assert len(server.hits) == len(asked)
+    for request, answer, hit in zip(asked, answers, server.hits, strict=True):
+        assert answer.valid and not answer.cached and answer.problem is None
+        assert answer.suggested_action == request.valid_actions[0]
+        assert answer.hint == f"Try to {request.valid_actions[0]}."
+        assert (answer.backend, answer.model) == ("openai", "gpt-4o-mini")
+        body = hit.body
+        schema = body["response_format"]["json_schema"]
+        assert schema["strict"] is True
+        assert schema["schema"]["properties"]["suggested_action"]["enum"] == list(
+            request.valid_actions
+        )
+        assert set(schema["schema"]["required"]) == {
+            "suggested_action",
+            "diagnosis",
+            "hint",
+            "contrast",
+        }
+        assert (body["model"], body["temperature"], body["max_tokens"]) == ("gpt-4o-mini", 0.0, 256)
+        assert body["messages"][0]["role"] == "system"
+        assert request.mission in _user_prompt(body)
+        assert request.observation in _user_prompt(body)
+    assert answers[-1].suggested_action == "go forward"
+
+
+def test_flaky_server_still_answers_every_request_and_flags_invalid_ones(
+    api_key, tmp_path, requests
+):
+    with ChatServer(Flaky(seed=4, rate=0.3)) as server:
+        teacher = _openai(server, tmp_path / "cache")
+        answers = teacher.advise(requests)
+        first_run = list(server.hits)
+        _openai(server, tmp_path / "cache").advise(requests)
+        asked_again = {_user_prompt(hit.body) for hit in server.hits[len(first_run) :]}
+
+    outcomes = {hit.outcome for hit in first_run}
+    assert {"429", "500", "malformed", "outside"} <= outcomes
+    assert len(answers) == len(requests)
+    hits_of: dict[str, list] = {}
+    for hit in first_run:
+        hits_of.setdefault(_user_prompt(hit.body), []).append(hit)
+    for request, answer in zip(requests, answers, strict=True):
+        hits = hits_of[prompt_messages(request)[1]["content"]]
+        assert len(hits) <= (1 + MAX_RETRIES) * 2
+        assert answer.suggested_action in request.valid_actions
+        assert answer.valid == (hits[-1].outcome == "ok")
+        if not answer.valid:
+            assert answer.problem
+            expert = TextWorld.restore(request.state).expert_action()
+            assert answer.suggested_action == expert
+            assert answer.hint == BotTeacher().answer(request).hint
+        for k, hit in enumerate(hits):
+            if len(hit.body["messages"]) == 4:
+                asked = [h for h in hits[:k] if len(h.body["messages"]) == 2]
+                bad, instruction = hit.body["messages"][2:]
+                assert bad == {"role": "assistant", "content": asked[-1].content}
+                assert "could not be used" in instruction["content"]
+    invalid = [answer for answer in answers if not answer.valid]
+    assert invalid, "the seed should make at least one answer unusable"
+    usage = teacher.usage()
+    assert usage["invalid"] == len(invalid)
+    assert usage["answers"] == len(requests)
+    assert 0 < usage["repairs"] < len(requests)
+    gave_up = {
+        prompt_messages(request)[1]["content"]
+        for request, answer in zip(requests, answers, strict=True)
+        if answer.problem and answer.problem.startswith("the request failed")
+    }
+    assert gave_up, "the seed should exhaust the client's retries at least once"
+    assert asked_again == gave_up, "a rerun asks again only what the client gave up on"
+
+
+def test_repair_message_carries_the_bad_answer_and_what_was_wrong(api_key, tmp_path, requests):
+    script = iter(
+        [
+            Reply(200, answer_json("fly away"), "outside"),
+            Reply(200, answer_json("turn right")),
+            Reply(200, '{"suggested_action": "turn left"}', "missing"),
+            Reply(200, "not json at all", "malformed"),
+        ]
+    )
+    with ChatServer(lambda body: next(script)) as server:
+        first, second = _openai(server, tmp_path / "cache").advise(requests[:2])
+
+    assert first.valid and first.suggested_action == "turn right"
+    repair = server.hits[1].body["messages"]
+    assert repair[2] == {"role": "assistant", "content": answer_json("fly away")}
+    assert "'fly away' is not one of the valid actions" in repair[3]["content"]
+    assert not second.valid
+    assert second.suggested_action == TextWorld.restore(requests[1].state).expert_action()
+    assert second.problem == "the answer is not valid JSON"
+    tokens = [completion(hit.body, hit.content)["usage"] for hit in server.hits]
+    assert second.prompt_tokens == tokens[2]["prompt_tokens"] + tokens[3]["prompt_tokens"]
+    assert (
+        second.completion_tokens == tokens[2]["completion_tokens"] + tokens[3]["completion_tokens"]
+    )
+    missing = server.hits[3].body["messages"][3]["content"]
+    assert "diagnosis" in missing and "hint" in missing and "contrast" in missing
+    assert len(server.hits) == 4
+
+
+def test_second_run_is_served_from_the_cache_without_any_request(api_key, tmp_path, requests):
+    with ChatServer() as server:
+        first = _openai(server, tmp_path / "cache").advise(requests[:8])
+        sent = len(server.hits)
+        again = _openai(server, tmp_path / "cache")
+        second = again.advise(requests[:8])
+        assert len(server.hits) == sent == 8
+
+    assert all(answer.cached for answer in second)
+    drop = {"cached"}
+    assert [a.model_dump(exclude=drop) for a in first] == [
+        a.model_dump(exclude=drop) for a in second
+    ]
+    usage = again.usage()
+    assert (usage["cache_hits"], usage["requests"], usage["prompt_tokens"]) == (8, 0, 0)
+    files = sorted((tmp_path / "cache").glob("*.json"))
+    assert len(files) == 8
+    stored = json.loads(files[0].read_text())
+    assert stored["request"]["messages"][0]["role"] == "system"
+
+
+def test_a_setup_mistake_is_raised_not_papered_over(api_key, tmp_path, requests):
+    with ChatServer(lambda body: Reply(401, outcome="401")) as server:
+        teacher = _openai(server, tmp_path / "cache")
+        with pytest.raises(openai.AuthenticationError):
+            teacher.advise(requests[:1])
+    assert len(server.hits) == 1
+    assert not list((tmp_path / "cache").glob("*.json"))
+
+
+def test_usage_sums_tokens_and_cost(api_key, tmp_path, requests):
+    prices = {"price_per_1k_input": 0.5, "price_per_1k_output": 2.0}
+    with ChatServer() as server:
+        teacher = _openai(server, tmp_path / "cache", **prices)
+        answers = teacher.advise(requests[:5])
+
+    reported = [
+        completion(hit.body, first_offered(hit.body).content)["usage"] for hit in server.hits
+    ]
+    prompt_tokens = sum(item["prompt_tokens"] for item in reported)
+    completion_tokens = sum(item["completion_tokens"] for item in reported)
+    usage = teacher.usage()
+    assert prompt_tokens > 0 and completion_tokens > 0
+    assert (usage["prompt_tokens"], usage["completion_tokens"]) == (
+        prompt_tokens,
+        completion_tokens,
+    )
+    assert [a.prompt_tokens for a in answers] == [item["prompt_tokens"] for item in reported]
+    assert usage["cost_usd"] == pytest.approx(prompt_tokens * 0.5e-3 + completion_tokens * 2e-3)
+    assert (usage["requests"], usage["answers"], usage["invalid"]) == (5, 5, 0)
+
+
+def test_default_prices_are_gpt_4o_mini_per_million_tokens():
+    params = TeacherParameters()
+    assert params.price_per_1k_input * 1000 == pytest.approx(0.15)
+    assert params.price_per_1k_output * 1000 == pytest.approx(0.60)
+
+
+def test_missing_key_with_the_openai_backend_is_a_clear_error(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    params = Parameters(teacher={"backend": "openai"}, run={"output_root": tmp_path})
+    for build in (make_teacher, trajectory_player):
+        with pytest.raises(RuntimeError, match="OPENAI_API_KEY") as error:
+            build(params)
+        assert "teacher.backend" in str(error.value)
+
+
+def test_key_is_read_from_a_dotenv_file(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    (tmp_path / ".env").write_text("OPENAI_API_KEY=key-from-dotenv\n")
+    params = Parameters(teacher={"backend": "openai"}, run={"output_root": tmp_path, "name": "r"})
+    teacher = make_teacher(params)
+    assert isinstance(teacher, OpenAITeacher)
+    assert teacher.client.api_key == "key-from-dotenv"
+    assert teacher.cache_dir == tmp_path / "r" / "teacher_cache"
+
+
+def test_openai_player_plays_the_teachers_actions_through_the_cache(api_key, tmp_path):
+    task = EnvState(env_id("GoToLocal"), 5)
+    bot_actions, bot_success = expert_trajectory(task, 64)
+    expert_at = {}
+    for k, action in enumerate(bot_actions):
+        world = TextWorld.restore(EnvState(task.env_id, task.seed, tuple(bot_actions[:k])))
+        expert_at[prompt_messages(TeacherRequest.at(world))[1]["content"]] = action
+    params = Parameters(run={"output_root": tmp_path}, teacher={"backend": "openai"})
+
+    def bot_like(body: dict) -> Reply:
+        return Reply(200, answer_json(expert_at[_user_prompt(body)]))
+
+    with ChatServer(bot_like) as server:
+        params.teacher.base_url = server.base_url
+        play, name = trajectory_player(params)
+        actions, success = play(task, 64)
+        assert len(server.hits) == len(bot_actions)
+        assert trajectory_player(params)[0](task, 64) == (actions, success)
+        assert len(server.hits) == len(bot_actions)
+
+    assert name == "openai"
+    assert (actions, success) == (bot_actions, bot_success)
+    assert success
+    assert len(list((params.run_dir / "teacher_cache").glob("*.json"))) == len(bot_actions)
+
+
+def test_bot_backend_plays_with_the_bot_and_needs_no_key(monkeypatch, tmp_path):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    params = Parameters(run={"output_root": tmp_path})
+    assert trajectory_player(params) == (expert_trajectory, "bot")
+    assert isinstance(make_teacher(params), BotTeacher)
+
+
+# --- bot backend -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def bot_requests() -> list[TeacherRequest]:
+    requests = []
+    for level in ("GoToLocal", "PickupLoc", "OpenDoor", "PutNextLocal", "UnlockLocal"):
+        for k, state in enumerate(_trajectory_states(level, 1)):
+            world = TextWorld.restore(state)
+            requests.append(TeacherRequest.at(world, ACTIONS[(k + 2) % len(ACTIONS)]))
+    return requests
+
+
+def test_bot_suggests_the_bots_action_and_contrasts_both_actions(bot_requests):
+    teacher = BotTeacher()
+    answers = teacher.advise(bot_requests)
+    for request, answer in zip(bot_requests, answers, strict=True):
+        assert answer.valid and answer.backend == "bot"
+        assert answer.suggested_action == TextWorld.restore(request.state).expert_action()
+        assert f"'{answer.suggested_action}'" in answer.contrast
+        assert f"'{request.student_action}'" in answer.contrast
+        assert answer.diagnosis.startswith(f"Your mission is to {request.mission}.")
+    assert teacher.usage()["answers"] == len(bot_requests)
+    assert teacher.usage()["cost_usd"] == 0
+
+
+def test_bot_texts_name_the_target_where_the_observation_sees_it():
+    checked, ahead = 0, 0
+    for seed in range(6):
+        for state in _trajectory_states("GoToLocal", seed):
+            world = TextWorld.restore(state)
+            answer = BotTeacher().answer(TeacherRequest.at(world, "toggle"))
+            target = re.fullmatch(r"go to (?:the|a) (\w+ \w+)", world.mission).group(1)
+            assert target in answer.diagnosis and target in answer.hint
+            assert "'toggle' changes nothing here" in answer.contrast
+            seen = re.findall(rf"You see an? {target} ([^.]+)\.", world.observation)
+            if len(seen) == 1 and world.mission.startswith("go to the"):
+                assert answer.diagnosis.endswith(f"The {target} is {seen[0]}.")
+                checked += 1
+            if re.fullmatch(r"[3-9] steps forward", seen[0] if seen else ""):
+                turn = BotTeacher().answer(TeacherRequest.at(world, "turn left"))
+                assert turn.contrast == (
+                    f"'go forward' beats 'turn left': 'go forward' brings you closer to the "
+                    f"{target}, while 'turn left' takes you farther from the {target}."
+                )
+                ahead += 1
+    assert checked >= 10 and ahead >= 2
+
+
+def test_bot_says_a_locked_door_needs_its_key():
+    state = EnvState(env_id("UnlockLocal"), 1)
+    world = TextWorld.restore(state)
+    door = next(obj for obj in world.env.unwrapped.grid.grid if obj and obj.type == "door")
+    answer = BotTeacher().answer(TeacherRequest.at(world, "toggle"))
+    assert f"The {door.color} door is locked, so you need the {door.color} key first" in (
+        answer.diagnosis
+    )
+    assert f"the {door.color} key" in answer.hint
+
+
+def test_bot_answers_are_deterministic(bot_requests):
+    first = [a.model_dump() for a in BotTeacher().advise(bot_requests[::3])]
+    second = [a.model_dump() for a in BotTeacher().advise(bot_requests[::3])]
+    assert first == second
+
+
+def test_bot_without_an_action_falls_back_and_flags_it():
+    task = EnvState(env_id("GoToLocal"), 2)
+    actions, success = expert_trajectory(task, 64)
+    assert success
+    finished = TextWorld.restore(EnvState(task.env_id, task.seed, tuple(actions)))
+    teacher = BotTeacher()
+    (answer,) = teacher.advise([TeacherRequest.at(finished, "go forward")])
+    assert not answer.valid and answer.problem
+    assert answer.suggested_action in ACTIONS
+    assert answer.contrast == "The episode is over, so no action changes anything now."
+    assert teacher.usage()["invalid"] == 1
