@@ -1,4 +1,5 @@
-"""Command line: `python -m teachable run PARAMS [--phases ...] [--force]`.
+"""Command line: `python -m teachable run PARAMS [--phases ...] [--force]`, and the stepwise
+Phase 1 labeling: `python -m teachable label STEP --params PARAMS --input FILE [--output-dir DIR]`.
 
 Each subcommand is a pair of functions: one adds its arguments, one carries it out and returns
 the exit code: 0 done, 1 a phase failed, 2 bad input (parameters, phase names, notebooks).
@@ -12,7 +13,7 @@ from pathlib import Path
 
 from dotenv import find_dotenv, load_dotenv
 
-from teachable.parameters import load_parameters
+from teachable.parameters import Parameters, load_parameters
 from teachable.runner import NOTEBOOKS_DIR, PHASES, PhaseFailed, run_phases, select_phases
 
 
@@ -52,12 +53,100 @@ def add_run_command(commands: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=run)
 
 
+LABEL_STEPS = ("all", "hints", "uncertainty", "leverage", "cpt", "quadrants", "plots")
+
+
+def label(args: argparse.Namespace) -> int:
+    """One step of Phase 1 labeling over a snapshots file, resumable. The labeling modules
+    load torch, so they are imported here rather than slowing every command down."""
+    from teachable import labels
+
+    try:
+        parameters = load_parameters(args.params)
+        rows = labels.load_rows(args.input)
+        chosen = _chosen_thresholds(args)
+        out_dir = args.output_dir or parameters.run_dir / "phase1"
+        print(_label_step(args.step, parameters, rows, out_dir, chosen))
+    except (ValueError, FileNotFoundError) as error:  # bad input, found before any work
+        print(error, file=sys.stderr)
+        return 2
+    return 0
+
+
+def _chosen_thresholds(args: argparse.Namespace) -> tuple[float, float] | None:
+    given = (args.U_threshold, args.L_threshold)
+    if given == (None, None):
+        return None
+    if None in given:
+        raise ValueError("give both --U-threshold and --L-threshold, or neither")
+    return given
+
+
+def _label_step(
+    step: str, parameters: Parameters, rows: list, out_dir: Path, chosen: tuple | None
+) -> str:
+    """Carry out one `label` step and say what it did."""
+    from teachable import labels
+    from teachable.quadrants import Thresholds, load_thresholds
+
+    if step == "all":
+        report = labels.label_snapshots(parameters, rows, out_dir)
+        lines = [f"{len(report.rows)} snapshots labeled ({report.newly_labeled} new) in {out_dir}"]
+        lines += [f"{quadrant}: {count}" for quadrant, count in report.counts.items()]
+        return "\n".join(lines + [f"note: {note}" for note in report.notes])
+    if step in labels.STEPS:
+        labels.label_step(step, parameters, rows, out_dir)
+        return f"{step}: {len(rows)} snapshots labeled in {out_dir / labels.LABELED_JSONL}"
+    thresholds = chosen and Thresholds(U=chosen[0], L=chosen[1], source="command line")
+    if step == "quadrants":
+        assignment = labels.place_in_quadrants(rows, out_dir, parameters.phase1, thresholds)
+        used = assignment.thresholds
+        lines = [f"thresholds U={used.U} L={used.L} ({used.source})"]
+        lines += [f"{quadrant}: {count}" for quadrant, count in assignment.counts.items()]
+        return "\n".join(lines + [f"warning: {w}" for w in assignment.warnings])
+    if thresholds is None:
+        try:
+            thresholds = load_thresholds(out_dir)
+        except FileNotFoundError:
+            thresholds = labels.thresholds_from_parameters(rows, parameters.phase1)
+    return "\n".join(str(path) for path in labels.write_plots(rows, thresholds, out_dir))
+
+
+def add_label_command(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "label", help="Phase 1 labeling, step by step, over a snapshots file (resumable)"
+    )
+    parser.add_argument(
+        "step",
+        choices=LABEL_STEPS,
+        help="all: every label, quadrants and plots; hints: teacher answers; uncertainty: U; "
+        "leverage; cpt: the contextual patch test; quadrants: assign with thresholds; "
+        "plots: threshold plots",
+    )
+    parser.add_argument("--params", type=Path, required=True, help="parameter file")
+    parser.add_argument(
+        "--input", type=Path, required=True, help="snapshots (JSON list) or labeled rows (JSONL)"
+    )
+    parser.add_argument(
+        "--output-dir", type=Path, help="where labels go (default: the run's phase1 folder)"
+    )
+    for axis in ("U", "L"):
+        parser.add_argument(
+            f"--{axis}-threshold",
+            dest=f"{axis}_threshold",
+            type=float,
+            help=f"{axis} threshold for quadrants and plots (default: from the parameters)",
+        )
+    parser.set_defaults(handler=label)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="teachable", description="Find, label and train on teachable moments in BabyAI."
     )
     commands = parser.add_subparsers(dest="command", required=True)
     add_run_command(commands)
+    add_label_command(commands)
     return parser
 
 

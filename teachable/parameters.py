@@ -10,7 +10,14 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 KNOWN_LEVELS = (
     "GoTo",
@@ -141,6 +148,66 @@ class Phase0Parameters(Section):
     expert: ExpertSamplingParameters = Field(default_factory=ExpertSamplingParameters)
 
 
+class Phase1Parameters(Section):
+    """Labeling: which snapshots, how many rollouts per label, and how quadrants are cut.
+
+    Thresholds: `auto` takes the `U_quantile` and `L_quantile` of the labeled snapshots,
+    `fixed` takes `U_threshold` and `L_threshold`; a value at a threshold counts as high.
+    """
+
+    snapshots: Literal["failure", "expert", "both"] = "failure"
+    max_snapshots: int | None = Field(None, ge=1)
+    n_rollouts: int = Field(8, ge=1)
+    n_per_condition: int = Field(8, ge=1)
+    max_steps: int = Field(15, ge=1)
+    temperature: float = Field(1.0, ge=0.0)
+    U_method: Literal["entropy", "margin", "top1"] = "entropy"
+    L_upper: bool = False
+    skip_leverage: bool = False
+    skip_cpt: bool = False
+    batch_snapshots: int = Field(8, ge=1)
+    thresholds: Literal["auto", "fixed"] = "auto"
+    U_quantile: float = Field(0.5, ge=0.0, le=1.0)
+    L_quantile: float = Field(0.5, ge=0.0, le=1.0)
+    U_threshold: float | None = Field(None, ge=0.0, le=1.0)
+    L_threshold: float | None = Field(None, ge=-1.0, le=1.0)
+    min_per_quadrant: int = Field(100, ge=0)
+
+    @model_validator(mode="after")
+    def _fixed_thresholds_given(self) -> Phase1Parameters:
+        if self.thresholds == "fixed" and (self.U_threshold is None or self.L_threshold is None):
+            raise ValueError("thresholds: fixed needs both U_threshold and L_threshold")
+        return self
+
+
+class Phase4Parameters(Section):
+    """Teachability predictor: features from cheap observables, a small MLP, a split by task."""
+
+    embedder: Literal["hashing", "minilm"] = "hashing"
+    embedding_dim: int = Field(256, ge=2)  # hashing width; minilm is 384 per text field
+    hidden: int = Field(128, ge=1)
+    epochs: int = Field(30, ge=1)
+    learning_rate: float = Field(1e-3, gt=0)
+    batch_size: int = Field(64, ge=1)
+    validation_fraction: float = Field(0.15, gt=0.0, lt=1.0)
+    test_fraction: float = Field(0.2, gt=0.0, lt=1.0)
+    k: list[int] = Field(default_factory=lambda: [5, 10, 20])
+    seed: int = Field(0, ge=0)
+
+    @field_validator("k")
+    @classmethod
+    def _positive_ks(cls, k: list[int]) -> list[int]:
+        if not k or min(k) < 1:
+            raise ValueError("k needs at least one value, each >= 1")
+        return k
+
+    @model_validator(mode="after")
+    def _room_for_training(self) -> Phase4Parameters:
+        if self.validation_fraction + self.test_fraction >= 1.0:
+            raise ValueError("validation_fraction + test_fraction must leave tasks to train on")
+        return self
+
+
 class Parameters(Section):
     """A whole parameter file. `source` is the file it was read from."""
 
@@ -150,6 +217,8 @@ class Parameters(Section):
     teacher: TeacherParameters = Field(default_factory=TeacherParameters)
     lora: LoraParameters = Field(default_factory=LoraParameters)
     phase0: Phase0Parameters = Field(default_factory=Phase0Parameters)
+    phase1: Phase1Parameters = Field(default_factory=Phase1Parameters)
+    phase4: Phase4Parameters = Field(default_factory=Phase4Parameters)
     interactive: bool = False
     source: Path | None = None
 

@@ -52,6 +52,18 @@ PHASES: tuple[Phase, ...] = (
             "phase0/snapshots_expert.json",
         ),
     ),
+    Phase(
+        name="1",
+        notebook="01_labeling.ipynb",
+        section="phase1",
+        outputs=(
+            "phase1/labeled_snapshots.jsonl",
+            "phase1/labeled_snapshots.json",
+            "phase1/quadrant_thresholds_auto.json",
+            "phase1/threshold_plots/quantiles.json",
+        ),
+        inputs=("phase0/failure_snapshots.json",),
+    ),
 )
 
 

@@ -17,13 +17,21 @@ from typing import Any, BinaryIO
 
 def write_json(path: str | Path, obj: Any) -> None:
     """Write `obj` as indented JSON, atomically (temporary file, then `os.replace`)."""
+    _write_atomic(path, json.dumps(obj, indent=2) + "\n")
+
+
+def write_jsonl(path: str | Path, rows: list[dict]) -> None:
+    """Replace a JSONL log with `rows`, atomically: a rewrite never leaves half a log."""
+    _write_atomic(path, "".join(json.dumps(row) + "\n" for row in rows))
+
+
+def _write_atomic(path: str | Path, text: str) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(handle, "w") as file:
-            json.dump(obj, file, indent=2)
-            file.write("\n")
+            file.write(text)
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, path)

@@ -25,7 +25,7 @@ from teachable.runner import PHASES, Phase, PhaseFailed, check_inputs, select_ph
 from teachable.store import read_json
 
 FIXTURES = Path(__file__).parent / "notebooks"
-OUTPUTS = ("rollouts.json", "failure_snapshots.json", "snapshots_expert.json")
+OUTPUTS = ("warmup.json", "rollouts.json", "failure_snapshots.json", "snapshots_expert.json")
 
 
 def write_parameters(path: Path, n_tasks: int = 3, batch_size: int = 32) -> Path:
@@ -45,7 +45,9 @@ def copy_notebooks(folder: Path, kind: str = "passing") -> Path:
 
 
 def run(params: Path, notebooks: Path, *extra: str) -> int:
-    return main(["run", str(params), "--notebooks-dir", str(notebooks), *extra])
+    """Run phase 0 (the one the fixture folders hold) unless `extra` names phases."""
+    phases = () if "--phases" in extra else ("--phases", "0")
+    return main(["run", str(params), "--notebooks-dir", str(notebooks), *phases, *extra])
 
 
 def output_mtimes(run_dir: Path) -> list[int]:
@@ -210,7 +212,7 @@ def test_failing_cell_stops_the_cli_with_the_notebook_and_the_error(tmp_path):
     unchanged = notebook.stat().st_mtime
     shutil.copyfile(FIXTURES / "failing" / "00_rollouts.ipynb", notebook)
     os.utime(notebook, (unchanged, unchanged))  # a failure no file change explains, like a crash
-    command = [sys.executable, "-m", "teachable", "run", str(params), "--force"]
+    command = [sys.executable, "-m", "teachable", "run", str(params), "--force", "--phases", "0"]
     result = subprocess.run(
         [*command, "--notebooks-dir", str(notebooks)], capture_output=True, text=True, timeout=300
     )
@@ -245,7 +247,8 @@ def test_bad_parameter_file_exits_2_naming_file_and_key_before_any_run(tmp_path,
 def test_unknown_phase_or_missing_notebook_is_an_error_before_any_run(tmp_path, capsys):
     params = write_parameters(tmp_path / "trial.yaml")
     assert run(params, FIXTURES / "passing", "--phases", "0", "9") == 2
-    assert "unknown phase(s) 9; known: 0" in capsys.readouterr().err
+    known = ", ".join(phase.name for phase in PHASES)
+    assert f"unknown phase(s) 9; known: {known}" in capsys.readouterr().err
     assert run(params, tmp_path / "nowhere") == 2
     assert f"no notebook {tmp_path / 'nowhere' / '00_rollouts.ipynb'}" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()

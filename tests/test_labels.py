@@ -1,0 +1,361 @@
+"""Phase 1 labels: U, leverage, CPT arithmetic, quadrants, deterministic and resumable labeling,
+and the stepwise `label` commands, on the tiny student and the bot teacher."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from teachable.__main__ import main
+from teachable.env import EnvState, env_id, expert_trajectory
+from teachable.labels import (
+    LABELED_JSON,
+    LABELED_JSONL,
+    LabeledSnapshot,
+    Leverage,
+    assign_quadrants,
+    cpt_from_rates,
+    label_snapshots,
+    load_labeled,
+    load_rows,
+    measure,
+    phase1_snapshots,
+    place_in_quadrants,
+    uncertainty,
+)
+from teachable.parameters import ParameterError, Parameters, StudentParameters, parse_parameters
+from teachable.quadrants import CHOSEN_FILE, QUADRANTS, load_thresholds, quadrant_counts
+from teachable.snapshots import Snapshot, SnapshotError, expert_snapshots, save_snapshots
+from teachable.store import read_json, read_jsonl
+from teachable.student import Student
+from teachable.warmup import save_preparation
+
+PHASE1 = {
+    "n_rollouts": 2,
+    "n_per_condition": 2,
+    "max_steps": 5,
+    "temperature": 5.0,  # the tiny student is near-deterministic; its draws must matter here
+    "batch_snapshots": 2,
+    "min_per_quadrant": 0,
+}
+TASKS = (("GoToLocal", 1), ("GoToLocal", 2), ("PickupLoc", 3))
+
+
+def _parameters(root: Path, **phase1) -> dict:
+    return {
+        "run": {"name": "labels-test", "seed": 1, "output_root": str(root)},
+        "student": {"model": "tiny", "batch_size": 16},
+        "env": {"levels": ["GoToLocal", "PickupLoc"]},
+        "phase1": {**PHASE1, **phase1},
+    }
+
+
+def _params(root: Path, **phase1) -> Parameters:
+    return Parameters.model_validate(_parameters(root, **phase1))
+
+
+def _bot_states(level: str, seed: int) -> tuple[list[EnvState], list[str]]:
+    """Every state along the bot's trajectory on a task, with the bot's action there."""
+    task = EnvState(env_id(level), seed)
+    actions, success = expert_trajectory(task, 64)
+    assert success
+    return [EnvState(task.env_id, seed, tuple(actions[:k])) for k in range(len(actions))], actions
+
+
+@pytest.fixture(scope="module")
+def student() -> Student:
+    return Student.load(StudentParameters(model="tiny", batch_size=16))
+
+
+@pytest.fixture(scope="module")
+def snapshots(student) -> list[Snapshot]:
+    """Five snapshots: the start and the last decision of two GoToLocal tasks, and the middle
+    of a PickupLoc one."""
+    picked = []
+    for level, seed in TASKS:
+        states, actions = _bot_states(level, seed)
+        steps = (0, len(states) - 1) if level == "GoToLocal" else (len(states) // 2,)
+        picked += [(states[k], actions[k], True) for k in steps]
+    return expert_snapshots(student, picked)
+
+
+@pytest.fixture(scope="module")
+def labeled(tmp_path_factory, student, snapshots) -> Path:
+    """An uninterrupted labeling run's folder."""
+    root = tmp_path_factory.mktemp("labeled")
+    label_snapshots(_params(root), snapshots, root / "phase1", progress=False, student=student)
+    return root / "phase1"
+
+
+def _rows_by_id(folder: Path) -> dict[str, dict]:
+    rows = read_jsonl(folder / LABELED_JSONL)
+    assert len({row["id"] for row in rows}) == len(rows)
+    return {row["id"]: row for row in rows}
+
+
+def _with_labels(snapshot: Snapshot, u: float, leverage: float | None) -> LabeledSnapshot:
+    lever = None if leverage is None else Leverage(L_local=leverage, p_student=0, p_forced=0, n=1)
+    return LabeledSnapshot.of(snapshot).model_copy(update={"U": u, "leverage": lever})
+
+
+# --- measurements ------------------------------------------------------------------------------
+
+
+def test_U_is_zero_for_one_hot_and_one_for_uniform_under_every_method():
+    one_hot, uniform = np.eye(6)[2], np.full(6, 1 / 6)
+    tie = np.array([0.5, 0.5, 0, 0, 0, 0])
+    for method in ("entropy", "margin", "top1"):
+        assert uncertainty(one_hot, method) == pytest.approx(0.0)
+        assert uncertainty(uniform, method) == pytest.approx(1.0)
+    assert uncertainty(tie, "entropy") == pytest.approx(np.log(2) / np.log(6))
+    assert uncertainty(tie, "margin") == pytest.approx(1.0)
+    assert uncertainty(tie, "top1") == pytest.approx(0.5 * 6 / 5)
+    with pytest.raises(ValueError, match="U_method"):
+        uncertainty(uniform, "variance")
+
+
+def test_forcing_an_action_that_finishes_the_task_gives_p_forced_one(student, tmp_path):
+    states, actions = _bot_states("GoToLocal", 2)
+    last, start = expert_snapshots(
+        student, [(states[-1], actions[-1], True), (states[0], actions[0], True)]
+    )
+    params = _params(tmp_path, n_rollouts=4, L_upper=True)
+    near, far = measure(student, [last, start], [None, None], params, cpt=False)
+    assert near.cpt is None
+    assert near.leverage.p_forced == 1.0
+    assert near.leverage.L_local == pytest.approx(1.0 - near.leverage.p_student)
+    assert near.leverage.L_upper == 1.0
+    assert near.leverage.n == 4
+    assert far.leverage.p_forced < 1.0  # six bot actions away, five steps allowed
+
+
+def test_ELP_ELP_net_and_route_from_hand_made_rates():
+    cpt = cpt_from_rates(
+        {"base": 0.25, "placebo": 0.5, "demo": 0.75, "hint": 0.5, "contrast": 1.0}, n=4
+    )
+    assert cpt.ELP == {"demo": 0.5, "hint": 0.25, "contrast": 0.75}
+    assert cpt.ELP_net == 0.5
+    assert cpt.route_net == "contrast"
+    assert cpt.n_per_condition == 4
+    tie = cpt_from_rates(
+        {"base": 0.5, "placebo": 0.75, "demo": 0.5, "hint": 0.25, "contrast": 0.5}, 4
+    )
+    assert (tie.route_net, tie.ELP_net) == ("demo", -0.25)
+    assert tie.ELP == {"demo": 0.0, "hint": -0.25, "contrast": 0.0}
+    with pytest.raises(ValueError, match="placebo"):
+        cpt_from_rates({"base": 0, "demo": 0, "hint": 0, "contrast": 0}, 1)
+
+
+# --- quadrants ---------------------------------------------------------------------------------
+
+
+def test_quadrants_on_the_threshold_boundaries(snapshots):
+    snapshot = snapshots[0]
+    cases = [
+        (0.5, 0.0, "Q1_highU_highL"),  # both on the thresholds: high
+        (0.9, -0.01, "Q2_highU_lowL"),
+        (0.4999, -0.5, "Q3_lowU_lowL"),
+        (0.0, 0.0, "Q4_lowU_highL"),
+        (0.5, None, None),  # no leverage, no quadrant
+    ]
+    rows = [_with_labels(snapshot, u, leverage) for u, leverage, _ in cases]
+    assigned = assign_quadrants(rows, u_threshold=0.5, l_threshold=0.0)
+    assert [row.quadrant for row in assigned] == [quadrant for *_, quadrant in cases]
+    counts = quadrant_counts(row.quadrant for row in assigned)
+    assert counts == dict.fromkeys(QUADRANTS, 1)
+
+
+def test_auto_thresholds_small_quadrant_warnings_and_chosen_file_precedence(snapshots, tmp_path):
+    values = [(0.1, -0.5), (0.2, 0.0), (0.3, 0.5), (0.4, 1.0), (0.9, 1.0)]
+    rows = [_with_labels(snapshots[0], u, leverage) for u, leverage in values]
+    params = _params(tmp_path, min_per_quadrant=2)
+    with pytest.warns(UserWarning, match="min_per_quadrant=2"):
+        auto = place_in_quadrants(rows, tmp_path, params.phase1)
+    assert (auto.thresholds.U, auto.thresholds.L, auto.thresholds.source) == (0.3, 0.5, "auto")
+    assert auto.counts == {
+        "Q1_highU_highL": 3,
+        "Q2_highU_lowL": 0,
+        "Q3_lowU_lowL": 2,
+        "Q4_lowU_highL": 0,
+    }
+    assert len(auto.warnings) == 2  # Q2 and Q4 hold fewer than 2
+    assert load_thresholds(tmp_path).source == "auto"
+    fixed = _params(tmp_path, thresholds="fixed", U_threshold=0.15, L_threshold=-1.0)
+    place_in_quadrants(rows, tmp_path, fixed.phase1)
+    chosen = load_thresholds(tmp_path)
+    assert (chosen.U, chosen.L, chosen.source) == (0.15, -1.0, "parameters")
+    assert read_json(tmp_path / "quadrant_thresholds_auto.json")["U"] == 0.3
+
+
+# --- labeling runs -----------------------------------------------------------------------------
+
+
+def test_rows_hold_every_label_and_the_files_agree(labeled, snapshots):
+    rows = read_jsonl(labeled / LABELED_JSONL)
+    assert rows == read_json(labeled / LABELED_JSON)
+    assert [row["id"] for row in rows] == [s.id for s in snapshots]
+    for row, snapshot in zip(rows, snapshots, strict=True):
+        label = LabeledSnapshot.model_validate(row)
+        assert label.expert_action == snapshot.expert_action
+        assert (
+            pytest.approx(
+                uncertainty(np.array(list(snapshot.student_distribution.values()))), abs=1e-6
+            )
+            == label.U
+        )
+        assert label.U_method == "entropy"
+        assert label.leverage.n == 2 and label.cpt.n_per_condition == 2
+        assert label.teacher.suggested_action == snapshot.expert_action
+        assert label.quadrant in QUADRANTS
+    for name in ("hist_U.png", "hist_L.svg", "scatter_U_L.png", "quantiles.json"):
+        assert (labeled / "threshold_plots" / name).is_file()
+    quantiles = read_json(labeled / "threshold_plots" / "quantiles.json")
+    assert list(quantiles["U"]) == [f"{q / 10:.1f}" for q in range(1, 10)]
+    assert [row.quadrant for row in load_labeled(labeled)] == [row["quadrant"] for row in rows]
+
+
+def test_labeling_again_gives_identical_rows_whatever_the_batching_or_order(
+    labeled, snapshots, student, tmp_path
+):
+    again = tmp_path / "again"
+    label_snapshots(_params(tmp_path), snapshots, again, progress=False, student=student)
+    assert (again / LABELED_JSONL).read_bytes() == (labeled / LABELED_JSONL).read_bytes()
+
+    reshaped = Student(
+        student.model, student.tokenizer, student.params.model_copy(update={"batch_size": 3})
+    )
+    shuffled = tmp_path / "shuffled"
+    params = _params(tmp_path, batch_snapshots=5)
+    label_snapshots(params, snapshots[::-1], shuffled, progress=False, student=reshaped)
+    assert _rows_by_id(shuffled) == _rows_by_id(labeled)
+
+
+def test_a_killed_run_resumes_to_the_same_files_without_duplicates(
+    labeled, snapshots, student, tmp_path
+):
+    killed = tmp_path / "killed"
+    params = _params(tmp_path)
+    label_snapshots(params, snapshots[:2], killed, progress=False, student=student)
+    first_row = (killed / LABELED_JSONL).read_text().splitlines()[0]
+    with (killed / LABELED_JSONL).open("a") as log:
+        log.write(first_row[: len(first_row) // 2])  # a row torn by the kill
+    (killed / LABELED_JSON).unlink()
+    report = label_snapshots(params, snapshots, killed, progress=False, student=student)
+    assert report.newly_labeled == len(snapshots) - 2
+    for name in (LABELED_JSONL, LABELED_JSON):
+        assert (killed / name).read_bytes() == (labeled / name).read_bytes()
+
+    truncated = tmp_path / "truncated"
+    truncated.mkdir()
+    lines = (labeled / LABELED_JSONL).read_text().splitlines(keepends=True)
+    (truncated / LABELED_JSONL).write_text("".join(lines[:3]) + lines[3][:40])
+    report = label_snapshots(params, snapshots, truncated, progress=False, student=student)
+    assert report.newly_labeled == len(snapshots) - 3
+    assert (truncated / LABELED_JSONL).read_bytes() == (labeled / LABELED_JSONL).read_bytes()
+
+
+def test_skipped_labels_are_null_and_a_parameter_change_starts_afresh(
+    labeled, snapshots, student, tmp_path
+):
+    folder = Path(shutil.copytree(labeled, tmp_path / "phase1"))
+    params = _params(tmp_path, skip_cpt=True)
+    with pytest.warns(UserWarning, match="starts afresh"):
+        report = label_snapshots(params, snapshots, folder, progress=False, student=student)
+    assert report.newly_labeled == len(snapshots)
+    assert any("skip_cpt" in note for note in report.notes)
+    rows = _rows_by_id(folder)
+    before = _rows_by_id(labeled)
+    assert all(row["cpt"] is None for row in rows.values())
+    assert {i: row["leverage"] for i, row in rows.items()} == {
+        i: row["leverage"] for i, row in before.items()
+    }
+
+    params = _params(tmp_path, skip_cpt=True, skip_leverage=True)
+    with pytest.warns(UserWarning, match="starts afresh"):
+        report = label_snapshots(params, snapshots, folder, progress=False, student=student)
+    assert all(row.leverage is None and row.quadrant is None for row in report.rows)
+    assert any("no quadrants" in note for note in report.notes)
+    assert (folder / "threshold_plots" / "quantiles.json").is_file()
+
+
+# --- the label commands ------------------------------------------------------------------------
+
+
+def test_label_steps_from_the_command_line_match_one_labeling_run(
+    labeled, snapshots, student, tmp_path, capsys
+):
+    params_file = tmp_path / "labels.yaml"
+    params_file.write_text(yaml.safe_dump(_parameters(tmp_path / "runs")))
+    run_dir = _params(tmp_path / "runs").run_dir
+    save_preparation(run_dir, student.params, {"skipped": "the tiny student as is"})
+    source = tmp_path / "snapshots.json"
+    save_snapshots(source, snapshots)
+    out = tmp_path / "steps"
+    labeled_log = out / LABELED_JSONL
+
+    def label(step: str, given: Path, *extra: str) -> int:
+        args = ["--params", str(params_file), "--input", str(given), "--output-dir", str(out)]
+        return main(["label", step, *args, *extra])
+
+    assert label("cpt", source) == 2
+    assert "label hints" in capsys.readouterr().err
+    assert label("hints", source) == 0
+    for step in ("uncertainty", "leverage", "cpt"):
+        assert label(step, labeled_log) == 0
+    assert label("quadrants", labeled_log, "--U-threshold", "0.5", "--L-threshold", "0") == 0
+    assert label("plots", labeled_log) == 0
+
+    stepwise, whole = _rows_by_id(out), _rows_by_id(labeled)
+    for key in ("U", "leverage", "cpt", "teacher"):
+        assert {i: row[key] for i, row in stepwise.items()} == {
+            i: row[key] for i, row in whole.items()
+        }
+    chosen = read_json(out / CHOSEN_FILE)
+    assert (chosen["U"], chosen["L"], chosen["source"]) == (0.5, 0.0, "command line")
+    expected = [
+        r.quadrant
+        for r in assign_quadrants(
+            [LabeledSnapshot.model_validate(r) for r in stepwise.values()], 0.5, 0.0
+        )
+    ]
+    assert [row["quadrant"] for row in stepwise.values()] == expected
+    assert (out / "threshold_plots" / "scatter_U_L.png").is_file()
+    assert json.loads((out / LABELED_JSON).read_text()) == read_jsonl(labeled_log)
+
+    assert label("hints", tmp_path / "missing.json") == 2
+    assert "missing.json" in capsys.readouterr().err
+
+
+# --- inputs ------------------------------------------------------------------------------------
+
+
+def test_phase1_reads_the_named_phase0_snapshots_up_to_the_cap(snapshots, tmp_path):
+    params = _params(tmp_path, snapshots="both", max_snapshots=4)
+    phase0 = params.run_dir / "phase0"
+    save_snapshots(phase0 / "failure_snapshots.json", snapshots[:3])
+    save_snapshots(phase0 / "snapshots_expert.json", snapshots[3:])
+    picked = [s.id for s in phase1_snapshots(params)]
+    assert len(picked) == 4
+    assert picked == [s.id for s in snapshots if s.id in picked]  # file order kept
+    only_failures = _params(tmp_path, snapshots="failure")
+    assert [s.id for s in phase1_snapshots(only_failures)] == [s.id for s in snapshots[:3]]
+
+
+def test_bad_rows_and_bad_parameters_are_named(snapshots, tmp_path):
+    row = LabeledSnapshot.of(snapshots[0]).model_dump(mode="json")
+    path = tmp_path / "rows.jsonl"
+    path.write_text(json.dumps({**row, "U": "high"}) + "\n")
+    with pytest.raises(SnapshotError, match=rf"rows\.jsonl: snapshot {row['id']}: U"):
+        load_rows(path)
+    path.write_text(json.dumps(row) + "\n" + json.dumps(row) + "\n")
+    with pytest.raises(SnapshotError, match="appears twice"):
+        load_rows(path)
+    with pytest.raises(ParameterError, match="phase1"):
+        parse_parameters(
+            {"phase1": {"thresholds": "fixed", "U_threshold": 0.5}}, tmp_path / "p.yaml"
+        )

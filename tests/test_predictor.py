@@ -1,0 +1,257 @@
+"""The teachability predictor learns what the text determines, nothing from noise, splits by
+task, reloads exactly, and computes its ranking metrics as defined."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from teachable.parameters import Phase4Parameters
+from teachable.predictor import (
+    QUADRANTS,
+    REGRESSION_TARGETS,
+    Predictor,
+    PredictorInputError,
+    ndcg_at_k,
+    precision_at_k,
+    random_ndcg_at_k,
+    random_precision,
+    split_by_task,
+    train_predictor,
+)
+from teachable.quadrants import quadrant_of
+from teachable.store import read_json
+
+COLORS = ("red", "green", "blue", "purple", "yellow", "grey")
+OBJECTS = ("ball", "box", "key")
+VALID_ACTIONS = ["turn left", "turn right", "go forward", "pick up", "drop", "toggle"]
+PARAMS = Phase4Parameters(embedding_dim=256, hidden=64, epochs=60, learning_rate=3e-3, k=[5, 10])
+
+
+def synthetic_rows(n_tasks: int = 60, per_task: int = 5, seed: int = 0) -> list[dict]:
+    """Labeled rows in BabyAI-Text shape whose targets are planted functions of the text:
+    U of the object seen, L_local of its distance, ELP_net of its color."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for task in range(n_tasks):
+        env_id = ("BabyAI-GoToLocal-v0", "BabyAI-PickupLoc-v0")[task % 2]
+        mission = f"go to the {rng.choice(COLORS)} {rng.choice(OBJECTS)}"
+        for step in range(per_task):
+            color, obj = rng.choice(COLORS), rng.choice(OBJECTS)
+            distance = int(rng.integers(1, 5))
+            steps = "step" if distance == 1 else "steps"
+            u = 0.15 + 0.3 * OBJECTS.index(obj)
+            leverage = 0.3 - 0.2 * (distance - 1)
+            rows.append(
+                {
+                    "id": f"t{task}-s{step}",
+                    "mission": mission,
+                    "observation": f"You see a {color} {obj} {distance} {steps} forward.",
+                    "valid_actions": VALID_ACTIONS,
+                    "student_action": str(rng.choice(VALID_ACTIONS)),
+                    "env_state": {"env_id": env_id, "seed": 1000 + task, "actions": []},
+                    "U": u,
+                    "leverage": {"L_local": leverage},
+                    "cpt": {"ELP_net": 0.1 * COLORS.index(color) - 0.2},
+                    "quadrant": quadrant_of(u, leverage, u_threshold=0.5, l_threshold=0.0),
+                }
+            )
+    return rows
+
+
+def shuffled_labels(rows: list[dict], seed: int) -> list[dict]:
+    """The same texts with the label sets permuted across rows: no signal left to learn."""
+    order = np.random.default_rng(seed).permutation(len(rows))
+    labels = ("U", "leverage", "cpt", "quadrant")
+    return [row | {key: rows[j][key] for key in labels} for row, j in zip(rows, order, strict=True)]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread() -> Iterator[None]:
+    """These models are tiny: one thread is faster than two contending ones."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path, list[dict]]:
+    rows = synthetic_rows()
+    out = tmp_path_factory.mktemp("planted")
+    return train_predictor(rows, PARAMS, out), out, rows
+
+
+def test_recovers_a_planted_signal(planted: tuple[dict, Path, list[dict]]) -> None:
+    result, out, _ = planted
+    metrics = result["metrics"]
+    assert metrics["U_r2"]["value"] > 0.9
+    assert metrics["L_local_r2"]["value"] > 0.9
+    assert metrics["ELP_net_r2"]["value"] > 0.9
+    assert metrics["quadrant_accuracy"]["value"] > 0.9
+    assert metrics["U_r2"]["passed"] and metrics["quadrant_accuracy"]["passed"]
+    # ELP_net depends on color only, so ranking by U (entropy) cannot match the predictor.
+    assert result["ranking"]["passed"]
+    assert read_json(out / "phase4" / "training_result.json") == result
+
+
+def test_best_epoch_is_the_lowest_validation_loss(planted: tuple[dict, Path, list[dict]]) -> None:
+    result, _, _ = planted
+    losses = [epoch["validation_loss"] for epoch in result["history"]]
+    assert len(losses) == PARAMS.epochs
+    assert result["best_epoch"] == 1 + int(np.argmin(losses))
+    assert result["best_validation_loss"] == min(losses)
+
+
+def test_same_seed_same_training(tmp_path: Path) -> None:
+    rows = synthetic_rows(n_tasks=12)
+    params = PARAMS.model_copy(update={"epochs": 3})
+    first = train_predictor(rows, params, tmp_path / "first")
+    assert train_predictor(rows, params, tmp_path / "second") == first
+    other = train_predictor(rows, params.model_copy(update={"seed": 1}), tmp_path / "other")
+    assert other["history"] != first["history"]
+
+
+def test_shuffled_labels_score_no_better_than_chance(tmp_path: Path) -> None:
+    rows = shuffled_labels(synthetic_rows(), seed=1)
+    result = train_predictor(rows, PARAMS, tmp_path)
+    metrics = result["metrics"]
+    for name in REGRESSION_TARGETS:
+        assert metrics[f"{name}_r2"]["value"] <= 0.05
+    test_ids = set(pd.read_csv(tmp_path / "phase4" / "test_predictions.csv")["id"])
+    test_quadrants = pd.Series([row["quadrant"] for row in rows if row["id"] in test_ids])
+    majority_rate = test_quadrants.value_counts(normalize=True).max()
+    # 60 test snapshots: one standard error of an accuracy near 0.3 is about 0.06.
+    assert metrics["quadrant_accuracy"]["value"] <= majority_rate + 0.1
+    assert not result["passed"]
+
+
+def test_saved_predictor_reloads_with_identical_predictions(
+    planted: tuple[dict, Path, list[dict]],
+) -> None:
+    _, out, rows = planted
+    written = pd.read_csv(out / "phase4" / "test_predictions.csv")
+    test_rows = [row for row in rows if row["id"] in set(written["id"])]
+    first = Predictor.load(out / "phase4" / "predictor" / "model.pt").predict(test_rows)
+    second = Predictor.load(out / "phase4" / "predictor").predict(test_rows)
+    pd.testing.assert_frame_equal(first, second)
+    assert list(first["id"]) == list(written["id"])
+    for name in REGRESSION_TARGETS:
+        assert np.array_equal(first[name].to_numpy(np.float32), written[name].to_numpy(np.float32))
+    assert list(first["quadrant"]) == list(written["quadrant"])
+    probabilities = first[[f"p_{quadrant}" for quadrant in QUADRANTS]].to_numpy()
+    assert np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_no_task_appears_in_two_splits(planted: tuple[dict, Path, list[dict]]) -> None:
+    rows = synthetic_rows(n_tasks=40, per_task=3)
+    splits = split_by_task(rows, validation_fraction=0.15, test_fraction=0.2, seed=3)
+    tasks = {
+        name: {
+            (r["env_state"]["env_id"], r["env_state"]["seed"]) for r in map(rows.__getitem__, ix)
+        }
+        for name, ix in splits.items()
+    }
+    assert sorted(i for ix in splits.values() for i in ix) == list(range(len(rows)))
+    assert not tasks["train"] & tasks["validation"]
+    assert not tasks["train"] & tasks["test"]
+    assert not tasks["validation"] & tasks["test"]
+    assert (len(tasks["test"]), len(tasks["validation"])) == (8, 6)
+    recorded = planted[0]["tasks"]
+    recorded_sets = [{tuple(task) for task in recorded[name]} for name in recorded]
+    assert sum(len(s) for s in recorded_sets) == len(set().union(*recorded_sets)) == 60
+    assert sum(planted[0]["counts"][name]["snapshots"] for name in recorded) == 300
+
+
+def test_too_few_tasks_is_a_clear_error() -> None:
+    with pytest.raises(PredictorInputError, match="at least 3 tasks"):
+        split_by_task(synthetic_rows(n_tasks=2), 0.2, 0.2, seed=0)
+
+
+def test_ranking_metrics_match_hand_computed_values() -> None:
+    true_elp = np.array([0.5, -0.1, 0.2, 0.0, 0.3])
+    scores = np.array([0.9, 0.8, 0.1, 0.7, 0.2])
+    # Order by score: rows 0, 1, 3, 4, 2; relevant (ELP_net > 0): rows 0, 2, 4.
+    assert precision_at_k(true_elp, scores, 2) == pytest.approx(1 / 2)
+    assert precision_at_k(true_elp, scores, 3) == pytest.approx(1 / 3)
+    assert precision_at_k(true_elp, scores, 4) == pytest.approx(2 / 4)
+    assert random_precision(true_elp) == pytest.approx(3 / 5)
+    ideal_at_2 = 0.5 + 0.3 / math.log2(3)
+    assert ndcg_at_k(true_elp, scores, 2) == pytest.approx(0.5 / ideal_at_2)
+    expected_random_dcg = 0.2 * (1 + 1 / math.log2(3))
+    assert random_ndcg_at_k(true_elp, 2) == pytest.approx(expected_random_dcg / ideal_at_2)
+    assert ndcg_at_k(true_elp, true_elp, 2) == pytest.approx(1.0)
+
+
+def test_random_ndcg_is_the_mean_over_all_orders() -> None:
+    true_elp = np.array([0.5, -0.1, 0.2, 0.0, 0.3, 0.05])
+    orders = [np.array(order, dtype=float) for order in itertools.permutations(range(6))]
+    mean = np.mean([ndcg_at_k(true_elp, order, 3) for order in orders])
+    assert random_ndcg_at_k(true_elp, 3) == pytest.approx(mean, rel=1e-9)
+
+
+def test_rows_without_leverage_or_cpt_still_train_the_U_head(tmp_path: Path) -> None:
+    rows = synthetic_rows()
+    for index, row in enumerate(rows):
+        if index % 5:
+            row.update(leverage=None, cpt={"ELP_net": None}, quadrant=None)
+    result = train_predictor(rows, PARAMS, tmp_path)
+    assert result["metrics"]["U_r2"]["value"] > 0.9
+    # Scored on the 12 test rows that carry leverage; nulls read as zeros would drag it down.
+    assert result["metrics"]["L_local_r2"]["n"] == 12
+    assert result["metrics"]["L_local_r2"]["value"] > 0.7
+    assert all(math.isfinite(epoch["train_loss"]) for epoch in result["history"])
+    counts = result["counts"]
+    assert sum(counts[name]["U"] for name in counts) == 300
+    assert sum(counts[name]["L_local"] for name in counts) == 60
+    assert sum(counts[name]["quadrant"] for name in counts) == 60
+
+
+def test_a_head_without_targets_reports_none_and_fails(tmp_path: Path) -> None:
+    rows = [row | {"leverage": None} for row in synthetic_rows(n_tasks=20)]
+    result = train_predictor(rows, PARAMS.model_copy(update={"epochs": 3}), tmp_path)
+    assert result["metrics"]["L_local_r2"] == {
+        "value": None,
+        "required": "> 0.5",
+        "passed": None,
+        "n": 0,
+    }
+    assert result["passed"] is False
+
+
+def test_minilm_embedder_trains_and_reloads_from_its_package(tmp_path: Path) -> None:
+    rows = synthetic_rows(n_tasks=10)
+    params = PARAMS.model_copy(update={"embedder": "minilm", "epochs": 2})
+    result = train_predictor(rows, params, tmp_path)
+    assert result["embedder"] == {"kind": "minilm", "dim": 4 * 384}
+    predictor = Predictor.load(tmp_path / "phase4" / "predictor")
+    features = predictor.features(rows).numpy()
+    assert features.shape == (50, 4 * 384)
+    assert np.allclose(np.linalg.norm(features, axis=1), 1.0, atol=1e-5)
+    written = pd.read_csv(tmp_path / "phase4" / "test_predictions.csv")
+    again = predictor.predict([row for row in rows if row["id"] in set(written["id"])])
+    assert np.array_equal(again["U"].to_numpy(np.float32), written["U"].to_numpy(np.float32))
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"mission": None}, "row 4 (id 't0-s4'): field 'mission'"),
+        ({"env_state": {"actions": []}}, "row 4 (id 't0-s4'): env_state"),
+        ({"quadrant": "Q5"}, "row 4 (id 't0-s4'): quadrant 'Q5'"),
+        ({"cpt": {"ELP_net": "high"}}, "row 4 (id 't0-s4'): cpt.ELP_net"),
+    ],
+)
+def test_bad_rows_name_the_row_and_field(tmp_path: Path, change: dict, message: str) -> None:
+    rows = synthetic_rows(n_tasks=5)
+    rows[4] = rows[4] | change
+    with pytest.raises(PredictorInputError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        train_predictor(rows, PARAMS, tmp_path)
+    assert not (tmp_path / "phase4").exists()
