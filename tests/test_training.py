@@ -1,0 +1,123 @@
+"""LoRA SFT core: loss mask, learning the target, adapter round trip, untouched base, merging."""
+
+import numpy as np
+import pytest
+import torch
+
+from teachable.env import ACTIONS
+from teachable.parameters import LoraParameters, StudentParameters
+from teachable.student import Prompt, Student
+from teachable.training import IGNORED, SFTExample, encode_example, merge_adapter, train_lora
+
+TINY = StudentParameters(model="tiny", batch_size=4)
+PROMPT = Prompt(
+    "go to the red ball",
+    "You see a wall 2 steps forward. You see a red ball 1 step left and 2 steps forward.",
+)
+OTHER = Prompt("pick up the blue key", "You see a blue key 3 steps forward.", patch="Hint: go on.")
+LORA = LoraParameters(r=8, alpha=16, learning_rate=1e-2, steps=20, batch_size=2, seed=3)
+
+
+@pytest.fixture(scope="module")
+def student() -> Student:
+    return Student.load(TINY)
+
+
+@pytest.fixture(scope="module")
+def untrained(student) -> np.ndarray:
+    return student.action_logprobs([PROMPT, OTHER])
+
+
+@pytest.fixture(scope="module")
+def target(untrained) -> str:
+    """An action the untrained student does not prefer: its least likely one."""
+    return ACTIONS[int(np.argmin(untrained[0]))]
+
+
+@pytest.fixture(scope="module")
+def trained(student, untrained, target, tmp_path_factory):
+    output = tmp_path_factory.mktemp("lora") / "adapter"
+    return train_lora(student, [SFTExample(PROMPT, target)], LORA, output_dir=output)
+
+
+def test_loss_mask_covers_only_the_action_tokens(student):
+    input_ids, labels = encode_example(student, SFTExample(OTHER, "pick up"))
+    prompt_ids, action_ids = student.prompt_ids(OTHER), student.action_ids("pick up")
+    assert input_ids == prompt_ids + action_ids
+    assert len(labels) == len(input_ids)
+    assert labels[: len(prompt_ids)] == [IGNORED] * len(prompt_ids)
+    assert labels[len(prompt_ids) :] == action_ids
+
+
+def test_first_loss_is_the_masked_full_sequence_loss(student):
+    """A fresh adapter starts as the identity, so step one's loss must equal the plain
+    cross-entropy of whole prompt + action sequences with the prompt masked out."""
+    examples = [SFTExample(PROMPT, "toggle"), SFTExample(OTHER, "go forward")]
+    result = train_lora(student, examples, LORA.model_copy(update={"steps": 1}))
+    encoded = [encode_example(student, example) for example in examples]
+    width = max(len(ids) for ids, _ in encoded)
+    input_ids = torch.zeros((2, width), dtype=torch.long)
+    labels = torch.full((2, width), IGNORED)
+    attention_mask = torch.zeros((2, width), dtype=torch.long)
+    for row, (ids, row_labels) in enumerate(encoded):
+        input_ids[row, : len(ids)] = torch.tensor(ids)
+        labels[row, : len(ids)] = torch.tensor(row_labels)
+        attention_mask[row, : len(ids)] = 1
+    with torch.no_grad():
+        expected = student.model(
+            input_ids=input_ids, attention_mask=attention_mask, labels=labels
+        ).loss
+    assert result.losses[0] == pytest.approx(expected.item(), abs=1e-4)
+
+
+def test_unknown_target_is_rejected_before_training(student):
+    with pytest.raises(ValueError, match="'jump'"):
+        train_lora(student, [SFTExample(PROMPT, "jump")], LORA)
+    with pytest.raises(ValueError, match="at least one"):
+        train_lora(student, [], LORA)
+
+
+def test_sft_lowers_the_loss_and_teaches_the_target(trained, untrained, target):
+    assert np.argmax(untrained[0]) != ACTIONS.index(target)
+    assert trained.steps == LORA.steps == len(trained.losses)
+    assert np.mean(trained.losses[-3:]) < 0.5 * np.mean(trained.losses[:3])
+    probs = trained.student.action_probabilities([PROMPT])[0]
+    assert np.argmax(probs) == ACTIONS.index(target)
+
+
+def test_base_student_is_unchanged_and_shares_weights(student, untrained, trained):
+    np.testing.assert_allclose(student.action_logprobs([PROMPT, OTHER]), untrained, atol=1e-6)
+    base_weight = student.base_model.get_input_embeddings().weight
+    adapted_weight = trained.student.model.get_input_embeddings().weight
+    assert adapted_weight.data_ptr() == base_weight.data_ptr()
+    assert not any("lora" in name for name, _ in student.base_model.named_parameters())
+
+
+def test_adapter_round_trips_through_save_and_load(student, trained):
+    assert (trained.adapter_dir / "adapter_config.json").is_file()
+    assert (trained.adapter_dir / "adapter_model.safetensors").is_file()
+    expected = trained.student.action_probabilities([PROMPT, OTHER])
+    reloaded = Student.load(TINY, adapter=trained.adapter_dir)
+    np.testing.assert_allclose(reloaded.action_probabilities([PROMPT, OTHER]), expected, atol=1e-5)
+    shared = student.with_adapter(trained.adapter_dir)
+    np.testing.assert_allclose(shared.action_probabilities([PROMPT, OTHER]), expected, atol=1e-5)
+
+
+def test_training_is_seeded_and_accumulates(student, target, trained):
+    again = train_lora(student, [SFTExample(PROMPT, target)], LORA)
+    np.testing.assert_allclose(again.losses, trained.losses, rtol=1e-5)
+    assert again.adapter_dir is None
+    accumulated = LORA.model_copy(update={"steps": 3, "gradient_accumulation_steps": 2})
+    result = train_lora(
+        student, [SFTExample(PROMPT, target), SFTExample(OTHER, "toggle")], accumulated
+    )
+    assert len(result.losses) == 3 and all(np.isfinite(result.losses))
+
+
+def test_merged_checkpoint_scores_like_the_adapter(trained, tmp_path):
+    folder = merge_adapter(trained.student, tmp_path / "merged")
+    merged = Student.load(StudentParameters(model_path=str(folder), batch_size=4))
+    expected = trained.student.action_logprobs([PROMPT, OTHER])
+    np.testing.assert_allclose(merged.action_logprobs([PROMPT, OTHER]), expected, atol=1e-4)
+    with pytest.raises(ValueError, match="adapter"):
+        merge_adapter(merged, tmp_path / "again")
