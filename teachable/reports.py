@@ -18,6 +18,7 @@ import pandas as pd
 from teachable.rollouts import Episode
 from teachable.snapshots import Snapshot, level_of
 from teachable.student import normalized_entropy
+from teachable.supervision import FORMATS
 
 if TYPE_CHECKING:
     from teachable.labels import LabeledSnapshot
@@ -152,6 +153,12 @@ def distribution_chart(snapshot: Snapshot) -> alt.Chart:
     )
 
 
+def _format_colour(column: str) -> alt.Color:
+    """The same colour for a supervision format in every chart."""
+    scale = alt.Scale(domain=list(FORMATS), range=["#2563eb", "#f59e0b", "#9333ea"])
+    return alt.Color(f"{column}:N", scale=scale, title="format")
+
+
 def elp_frame(rows: Sequence[LabeledSnapshot]) -> pd.DataFrame:
     """One line per (snapshot, supervision format) with its ELP, for rows with CPT labels."""
     return pd.DataFrame(
@@ -171,9 +178,9 @@ def elp_chart(frame: pd.DataFrame) -> alt.Chart:
         alt.Chart(frame)
         .mark_boxplot(extent="min-max", size=28)
         .encode(
-            x=alt.X("format:N", sort=["demo", "hint", "contrast"], title="supervision format"),
+            x=alt.X("format:N", sort=list(FORMATS), axis=alt.Axis(labelAngle=0), title=None),
             y=alt.Y("ELP:Q", scale=alt.Scale(domain=[-1, 1]), title="ELP = p_format - p_base"),
-            color=alt.Color("format:N", legend=None),
+            color=_format_colour("format"),
         )
         .properties(width=240, height=200, title="ELP per format")
     )
@@ -188,7 +195,7 @@ def route_chart(labels: pd.DataFrame) -> alt.Chart:
         .encode(
             x=alt.X("count():Q", title="snapshots"),
             y=alt.Y("quadrant:N", title=None),
-            color=alt.Color("route_net:N", sort=["demo", "hint", "contrast"], title="route_net"),
+            color=_format_colour("route_net"),
         )
         .properties(width=260, height=160, title="Best format over the placebo, per quadrant")
     )
