@@ -11,11 +11,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.special import softmax
 from tqdm.auto import tqdm
 
 from teachable.env import ACTIONS, EnvState, TextWorld
-from teachable.student import Prompt, Student, normalized_entropy
+from teachable.student import Prompt, Student, normalized_entropy, softmax_policy
 
 
 @dataclass(frozen=True)
@@ -93,7 +92,7 @@ def sample_actions(
     """One action index per row: argmax at temperature 0, else a draw from each row's rng."""
     if temperature == 0:
         return [int(i) for i in logprobs.argmax(axis=1)]
-    policy = softmax(logprobs / temperature, axis=1)
+    policy = softmax_policy(logprobs, temperature)
     return [int(rng.choice(len(row), p=row)) for rng, row in zip(rngs, policy, strict=True)]
 
 
@@ -130,7 +129,7 @@ def run_episodes(
             prompt_for(worlds[i], history, specs[i].patch if t == 0 else None) for i in active
         ]
         logprobs = scores_of(student, prompts, memo)
-        distributions = softmax(logprobs, axis=1)
+        distributions = softmax_policy(logprobs)
         entropies = normalized_entropy(distributions)
         choices = sample_actions(logprobs, temperature, [rngs[i] for i in active])
         for row, i in enumerate(active):

@@ -15,7 +15,6 @@ from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from scipy.special import softmax
 
 from teachable.env import ACTIONS, EnvState, TextWorld, expert_trajectory
 from teachable.parameters import Parameters
@@ -193,7 +192,7 @@ def expert_snapshots(
     """Snapshots at expert-visited states, with the student's distribution scored in batch."""
     worlds = [TextWorld.restore(state) for state, _, _ in picked]
     prompts = [prompt_for(world, history) for world in worlds]
-    distributions = softmax(student.action_logprobs(prompts), axis=1) if prompts else []
+    distributions = student.action_probabilities(prompts) if prompts else []
     return [
         _snapshot(
             state,

@@ -450,15 +450,6 @@ def softmax_policy(logprobs: np.ndarray, temperature: float = 1.0) -> np.ndarray
     return weights / weights.sum(axis=-1, keepdims=True)
 
 
-def choose(probs: np.ndarray, rng: np.random.Generator, greedy: bool) -> np.ndarray:
-    """One action index per row: the argmax when greedy, else a sample from the row."""
-    if greedy:
-        return np.argmax(probs, axis=-1)
-    thresholds = rng.random(len(probs)) * probs.sum(axis=-1)
-    picks = (probs.cumsum(axis=-1) <= thresholds[:, None]).sum(axis=-1)
-    return np.minimum(picks, probs.shape[-1] - 1)
-
-
 def normalized_entropy(probs: np.ndarray) -> np.ndarray:
     """H(p) / log(k) per row, in [0, 1]: 0 for a one-hot row, 1 for a uniform one."""
     k = probs.shape[-1]

@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-from scipy.special import softmax
 
 from teachable.env import ACTIONS, EnvState, TextWorld, expert_trajectory
 from teachable.parameters import LoraParameters, Parameters, StudentParameters
@@ -75,7 +74,7 @@ def in_context_shift(
             Prompt(p.mission, p.observation, patch, p.previous_actions)
             for p, patch in zip(prompts, patches, strict=True)
         ]
-        probs = softmax(student.action_logprobs(patched), axis=1)
+        probs = student.action_probabilities(patched)
         return float(probs[rows, expert].mean())
 
     base = p_expert([None] * len(pairs))
@@ -105,18 +104,26 @@ def warmup_key(params: Parameters) -> str:
     return hashlib.sha1(json.dumps(shaping, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def evaluate(student: Student, tasks: list[EnvState], params: Parameters) -> dict[str, float]:
-    """Success on `tasks`, greedy and at the rollout temperature."""
-    warmup = params.phase0.warmup
-
-    def rate(temperature: float) -> float:
-        specs = [EpisodeSpec(task, seed=(params.run.seed, i)) for i, task in enumerate(tasks)]
-        episodes = run_episodes(
-            student, specs, warmup.max_steps, temperature, params.student.history
+def evaluate(
+    student: Student, tasks: list[EnvState], params: Parameters, temperatures: dict[str, float]
+) -> dict[str, float]:
+    """Success rate on `tasks` at each named temperature (0 is greedy)."""
+    specs = [EpisodeSpec(task, seed=(params.run.seed, i)) for i, task in enumerate(tasks)]
+    return {
+        name: round(
+            success_rate(
+                run_episodes(
+                    student,
+                    specs,
+                    params.phase0.warmup.max_steps,
+                    temperature,
+                    params.student.history,
+                )
+            ),
+            4,
         )
-        return round(success_rate(episodes), 4)
-
-    return {"greedy": rate(0.0), "sampled": rate(params.phase0.temperature)}
+        for name, temperature in temperatures.items()
+    }
 
 
 def prepare_student(params: Parameters, progress: bool = True) -> tuple[StudentParameters, dict]:
@@ -165,9 +172,10 @@ def _warm_up(params: Parameters, folder: Path, progress: bool) -> dict:
     ]
 
     base = Student.load(params.student)
+    greedy = {"greedy": 0.0}
     before = {
         "shift": in_context_shift(base, probe, history),
-        "success": evaluate(base, eval_tasks, params),
+        "success": evaluate(base, eval_tasks, params, greedy),
     }
     examples = examples_from(pairs, history, warmup.patched_fraction, params.run.seed)
     lora = LoraParameters(
@@ -178,13 +186,15 @@ def _warm_up(params: Parameters, folder: Path, progress: bool) -> dict:
     )
     scratch = folder.with_name(folder.name + ".adapter")
     trained = train_lora(base, examples, lora, scratch, progress=progress)
-    merge_adapter(base.with_adapter(trained.adapter_dir), folder)
+    merge_adapter(trained.student, folder)
     shutil.rmtree(scratch, ignore_errors=True)
 
     student = Student.load(params.student.model_copy(update={"model_path": str(folder)}))
     after = {
         "shift": in_context_shift(student, probe, history),
-        "success": evaluate(student, eval_tasks, params),
+        "success": evaluate(
+            student, eval_tasks, params, {**greedy, "sampled": params.phase0.temperature}
+        ),
     }
     report = {
         "key": warmup_key(params),

@@ -8,11 +8,11 @@ import pytest
 
 from teachable.env import ACTIONS
 from teachable.parameters import StudentParameters
+from teachable.rollouts import sample_actions
 from teachable.student import (
     SYSTEM_TEXT,
     Prompt,
     Student,
-    choose,
     default_checkpoint,
     normalized_entropy,
     softmax_policy,
@@ -114,11 +114,12 @@ def test_normalized_entropy_bounds():
     np.testing.assert_allclose(middle, np.log(2) / np.log(6))
 
 
-def test_choose_greedy_and_sampled():
+def test_sample_actions_greedy_and_sampled():
     probs = np.array([[0.1, 0.6, 0.3], [0.7, 0.2, 0.1]])
-    np.testing.assert_array_equal(choose(probs, np.random.default_rng(0), greedy=True), [1, 0])
-    rng = np.random.default_rng(0)
-    picks = np.stack([choose(probs, rng, greedy=False) for _ in range(4000)])
+    logprobs = np.log(probs)
+    rngs = [np.random.default_rng(0), np.random.default_rng(1)]
+    assert sample_actions(logprobs, 0.0, rngs) == [1, 0]
+    picks = np.array([sample_actions(logprobs, 1.0, rngs) for _ in range(4000)])
     for row in range(2):
         frequencies = np.bincount(picks[:, row], minlength=3) / len(picks)
         np.testing.assert_allclose(frequencies, probs[row], atol=0.03)
