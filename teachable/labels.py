@@ -49,9 +49,9 @@ from teachable.rollouts import EpisodeSpec, run_episodes, success_rate
 from teachable.snapshots import (
     Snapshot,
     SnapshotError,
-    _row_error,
     check_replay,
     load_snapshots,
+    row_error,
 )
 from teachable.store import append_jsonl, read_json, read_jsonl, write_json, write_jsonl
 from teachable.student import Student, normalized_entropy
@@ -479,7 +479,7 @@ def load_rows(path: Path, replay: bool = True) -> list[LabeledSnapshot]:
         try:
             rows.append(LabeledSnapshot.model_validate(row))
         except ValidationError as error:
-            raise _row_error(path, index, row, error) from None
+            raise row_error(path, index, row, error) from None
         if replay:
             check_replay(rows[-1], path)
     _check_distinct(rows, path)

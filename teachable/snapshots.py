@@ -214,7 +214,8 @@ def save_snapshots(path: Path, snapshots: Iterable[Snapshot]) -> None:
     write_json(path, [snapshot.model_dump(mode="json") for snapshot in snapshots])
 
 
-def _row_error(path: Path, index: int, row: object, error: ValidationError) -> SnapshotError:
+def row_error(path: Path, index: int, row: object, error: ValidationError) -> SnapshotError:
+    """The error for row `index` of `path`, naming its id (or position) and every bad field."""
     sid = row.get("id", f"#{index}") if isinstance(row, dict) else f"#{index}"
     problems = "; ".join(
         f"{'.'.join(str(p) for p in item['loc'])}: {item['msg']}" for item in error.errors()
@@ -232,7 +233,7 @@ def load_snapshots(path: Path, replay: bool = True) -> list[Snapshot]:
         try:
             snapshot = Snapshot.model_validate(row)
         except ValidationError as error:
-            raise _row_error(path, index, row, error) from None
+            raise row_error(path, index, row, error) from None
         if replay:
             check_replay(snapshot, path)
         snapshots.append(snapshot)
