@@ -1,8 +1,10 @@
-"""Command line: `python -m teachable run PARAMS [--phases ...] [--force]`, and the stepwise
-Phase 1 labeling: `python -m teachable label STEP --params PARAMS --input FILE [--output-dir DIR]`.
+"""Command line: `python -m teachable run PARAMS [--phases ...] [--force] [--set ...]`, the
+stepwise Phase 1 labeling: `python -m teachable label STEP --params PARAMS --input FILE
+[--output-dir DIR]`, and the pass criteria of a run: `python -m teachable check RUN_DIR`.
 
 Each subcommand is a pair of functions: one adds its arguments, one carries it out and returns
-the exit code: 0 done, 1 a phase failed, 2 bad input (parameters, phase names, notebooks).
+the exit code: 0 done, 1 a phase failed or a gate stopped the run, 2 bad input (parameters,
+phase names, notebooks, a missing key or student folder).
 """
 
 from __future__ import annotations
@@ -13,16 +15,26 @@ from pathlib import Path
 
 from dotenv import find_dotenv, load_dotenv
 
-from teachable.parameters import Parameters, load_parameters
-from teachable.runner import NOTEBOOKS_DIR, PHASES, PhaseFailed, run_phases, select_phases
+from teachable.checks import check_run, describe
+from teachable.parameters import Parameters, load_parameters, with_overrides
+from teachable.runner import (
+    NOTEBOOKS_DIR,
+    PHASES,
+    PhaseFailed,
+    check_prerequisites,
+    run_phases,
+    select_phases,
+)
 
 
 def run(args: argparse.Namespace) -> int:
     """Execute the phase notebooks in order and keep them as reports."""
     try:
-        parameters = load_parameters(args.params)
+        sections = [phase.section for phase in PHASES]
+        parameters = with_overrides(load_parameters(args.params), args.set or [], sections)
         phases = select_phases(args.phases, args.notebooks_dir)
-    except ValueError as error:  # a ParameterError, an unknown phase or a missing notebook
+        check_prerequisites(parameters)
+    except ValueError as error:  # bad parameters, phase or notebook; a missing key or folder
         print(error, file=sys.stderr)
         return 2
     print(f"run {parameters.run_name}: {parameters.run_dir}")
@@ -47,6 +59,14 @@ def add_run_command(commands: argparse._SubParsersAction) -> None:
         help=f"phases to run, in pipeline order (default: all: {' '.join(p.name for p in PHASES)})",
     )
     parser.add_argument("--force", action="store_true", help="rerun up-to-date phases too")
+    parser.add_argument(
+        "--set",
+        action="append",
+        metavar="SECTION.KEY=VALUE",
+        help="change a parameter of a phase's section for this run, validated like the file; "
+        "repeatable. E.g. the plan's out-of-memory remedies: --set phase2.batch_size=8, "
+        "--set phase2.gradient_accumulation_steps=4",
+    )
     parser.add_argument(
         "--notebooks-dir", type=Path, default=NOTEBOOKS_DIR, help="folder of the phase notebooks"
     )
@@ -140,6 +160,25 @@ def add_label_command(commands: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=label)
 
 
+def check(args: argparse.Namespace) -> int:
+    """Print the pass criteria of a run folder, one line each; 1 when one fails."""
+    if not args.run_dir.is_dir():
+        print(f"{args.run_dir} is not a run folder", file=sys.stderr)
+        return 2
+    results = check_run(args.run_dir)
+    print(f"check {args.run_dir}")
+    print(describe(results))
+    return 1 if any(result.status == "fail" for result in results) else 0
+
+
+def add_check_command(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "check", help="check a run against the pass criteria (the plan's pilot criteria)"
+    )
+    parser.add_argument("run_dir", type=Path, help="run folder, e.g. runs/pilot")
+    parser.set_defaults(handler=check)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="teachable", description="Find, label and train on teachable moments in BabyAI."
@@ -147,6 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     add_run_command(commands)
     add_label_command(commands)
+    add_check_command(commands)
     return parser
 
 

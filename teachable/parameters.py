@@ -6,8 +6,9 @@ impossible values raise `ParameterError` naming the file and the dotted key.
 
 from __future__ import annotations
 
+from collections.abc import Collection, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 import yaml
 from pydantic import (
@@ -79,6 +80,14 @@ class StudentParameters(Section):
     tiny_seed: int = Field(0, ge=0)
 
 
+def known_levels(levels: list[str]) -> list[str]:
+    """`levels` unchanged, or an error naming the ones BabyAI does not have."""
+    unknown = [name for name in levels if name not in KNOWN_LEVELS]
+    if unknown:
+        raise ValueError(f"unknown level(s) {unknown}; known: {', '.join(KNOWN_LEVELS)}")
+    return levels
+
+
 class EnvParameters(Section):
     levels: list[str] = Field(default_factory=lambda: ["GoToLocal", "PickupLoc", "OpenDoor"])
 
@@ -87,10 +96,7 @@ class EnvParameters(Section):
     def _known_levels(cls, levels: list[str]) -> list[str]:
         if not levels:
             raise ValueError("at least one level is needed")
-        unknown = [name for name in levels if name not in KNOWN_LEVELS]
-        if unknown:
-            raise ValueError(f"unknown level(s) {unknown}; known: {', '.join(KNOWN_LEVELS)}")
-        return levels
+        return known_levels(levels)
 
 
 class TeacherParameters(Section):
@@ -180,6 +186,49 @@ class Phase1Parameters(Section):
         return self
 
 
+class Phase1BParameters(Section):
+    """CPT validation: one micro-trained LoRA adapter per panel snapshot, its real change in
+    success set against the snapshot's ELP_net. `continue_on_failed_gate` lets a pilot go on
+    past a failed gate (the runner says so loudly); by default a failed gate stops the run."""
+
+    n_per_quadrant: int = Field(50, ge=1)
+    n_steps: int = Field(2, ge=1)
+    learning_rate: float = Field(1e-3, gt=0)
+    format: Literal["route_net", "demo", "hint", "contrast"] = "route_net"
+    n_validation_rollouts: int = Field(3, ge=1)
+    rollout_max_steps: int = Field(15, ge=1)
+    temperature: float = Field(1.0, ge=0.0)
+    bootstrap_resamples: int = Field(1000, ge=100)
+    continue_on_failed_gate: bool = False
+
+
+class Phase2Parameters(Section):
+    """Training matrix: a test split by task, then one LoRA run per quadrant x format and two
+    baselines, all with the `lora` hyperparameters; a value set here overrides `lora`'s for
+    every run (the plan's --batch-size and --gradient-accumulation-steps)."""
+
+    test_fraction: float = Field(0.3, gt=0.0, lt=1.0)
+    min_train: int = Field(5, ge=1)
+    steps: int | None = Field(None, ge=1)
+    learning_rate: float | None = Field(None, gt=0)
+    batch_size: int | None = Field(None, ge=1)
+    gradient_accumulation_steps: int | None = Field(None, ge=1)
+
+
+class Phase3Parameters(Section):
+    """Evaluation, greedy: `n_tasks` held-out tasks, up to `n_snapshots_per_quadrant` held-out
+    test snapshots per quadrant, and `retention_tasks` candidate tasks on the training levels and
+    as many on `retention_levels` (levels outside training), kept where the base succeeds."""
+
+    n_tasks: int = Field(200, ge=1)
+    n_snapshots_per_quadrant: int = Field(100, ge=0)
+    max_steps: int = Field(15, ge=1)
+    retention_tasks: int = Field(50, ge=0)
+    retention_levels: list[str] = Field(default_factory=lambda: ["GoToObj", "OpenRedDoor"])
+
+    _known_retention_levels = field_validator("retention_levels")(known_levels)
+
+
 class Phase4Parameters(Section):
     """Teachability predictor: features from cheap observables, a small MLP, a split by task."""
 
@@ -208,6 +257,40 @@ class Phase4Parameters(Section):
         return self
 
 
+SelectionMethod = Literal["random", "entropy", "predictor", "oracle", "learnability"]
+SELECTION_METHODS: tuple[SelectionMethod, ...] = get_args(SelectionMethod)
+
+
+class Phase5Parameters(Section):
+    """Selection (H7): `budget` train snapshots chosen by each of `methods` (random once per
+    seed of `random_seeds`), each trained in `format` with the `lora` hyperparameters (a value
+    set here overrides `lora`'s) and evaluated with the `phase3` counts."""
+
+    budget: int = Field(500, ge=1)
+    methods: list[SelectionMethod] = Field(default_factory=lambda: list(SELECTION_METHODS))
+    random_seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
+    format: Literal["demo", "hint", "contrast"] = "demo"
+    steps: int | None = Field(None, ge=1)
+    learning_rate: float | None = Field(None, gt=0)
+    batch_size: int | None = Field(None, ge=1)
+    gradient_accumulation_steps: int | None = Field(None, ge=1)
+    bootstrap_resamples: int = Field(1000, ge=100)
+
+    @field_validator("methods")
+    @classmethod
+    def _distinct_methods(cls, methods: list[SelectionMethod]) -> list[SelectionMethod]:
+        if not methods or len(set(methods)) < len(methods):
+            raise ValueError("methods needs at least one method, each listed once")
+        return methods
+
+    @field_validator("random_seeds")
+    @classmethod
+    def _distinct_seeds(cls, seeds: list[int]) -> list[int]:
+        if not seeds or min(seeds) < 0 or len(set(seeds)) < len(seeds):
+            raise ValueError("random_seeds needs at least one seed, each >= 0 and listed once")
+        return seeds
+
+
 class Parameters(Section):
     """A whole parameter file. `source` is the file it was read from."""
 
@@ -218,7 +301,11 @@ class Parameters(Section):
     lora: LoraParameters = Field(default_factory=LoraParameters)
     phase0: Phase0Parameters = Field(default_factory=Phase0Parameters)
     phase1: Phase1Parameters = Field(default_factory=Phase1Parameters)
+    phase1b: Phase1BParameters = Field(default_factory=Phase1BParameters)
+    phase2: Phase2Parameters = Field(default_factory=Phase2Parameters)
+    phase3: Phase3Parameters = Field(default_factory=Phase3Parameters)
     phase4: Phase4Parameters = Field(default_factory=Phase4Parameters)
+    phase5: Phase5Parameters = Field(default_factory=Phase5Parameters)
     interactive: bool = False
     source: Path | None = None
 
@@ -286,3 +373,35 @@ def load_phase_parameters(
     data = parameters.model_dump(exclude={"source"})
     data[section] = overrides
     return parse_parameters(data, Path(path))
+
+
+def with_overrides(
+    parameters: Parameters, assignments: Sequence[str], sections: Collection[str]
+) -> Parameters:
+    """`parameters` with command-line `SECTION.KEY=VALUE` assignments applied (values read as
+    YAML), validated like the file. Only `sections` may change: a phase notebook receives its
+    own section from the runner but reads every other one from the file."""
+    data = parameters.model_dump(exclude={"source"})
+    for assignment in assignments:
+        dotted, equals, text = assignment.partition("=")
+        keys = dotted.strip().split(".")
+        if not equals or len(keys) < 2 or not all(keys):
+            raise ParameterError(f"--set {assignment!r}: expected SECTION.KEY=VALUE")
+        if keys[0] not in sections:
+            raise ParameterError(
+                f"--set {assignment!r}: only a phase's own section can be set on the command "
+                f"line ({', '.join(sections)}); change {keys[0]} in {parameters.source}"
+            )
+        target = data
+        for key in keys[:-1]:
+            if not isinstance(target.get(key), dict):
+                raise ParameterError(f"--set {assignment!r}: {key} is not a section")
+            target = target[key]
+        try:
+            target[keys[-1]] = yaml.safe_load(text)
+        except yaml.YAMLError as error:
+            raise ParameterError(f"--set {assignment!r}: not a YAML value: {error}") from None
+    try:
+        return parse_parameters(data, parameters.source)
+    except ParameterError as error:
+        raise ParameterError(f"{error}\n  (after --set {' '.join(assignments)})") from None

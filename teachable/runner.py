@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,14 +31,27 @@ KERNEL_NAME = "python3"
 
 
 @dataclass(frozen=True)
+class Gate:
+    """A verdict a phase writes: the pipeline goes on only when `key` in the JSON `file` (relative
+    to the run folder) is true, or when the phase's section sets `continue_on_failed_gate`."""
+
+    file: str
+    key: str = "passed"
+
+
+@dataclass(frozen=True)
 class Phase:
-    """One step of the pipeline; `outputs` and `inputs` are paths relative to the run folder."""
+    """One step of the pipeline; `outputs` and `inputs` are paths relative to the run folder.
+    `optional_inputs` are read when present: a newer one makes the phase stale, a missing one
+    is no error."""
 
     name: str
     notebook: str
     section: str
     outputs: tuple[str, ...]
     inputs: tuple[str, ...] = ()
+    gate: Gate | None = None
+    optional_inputs: tuple[str, ...] = ()
 
 
 PHASES: tuple[Phase, ...] = (
@@ -64,11 +78,103 @@ PHASES: tuple[Phase, ...] = (
         ),
         inputs=("phase0/failure_snapshots.json",),
     ),
+    Phase(
+        name="1b",
+        notebook="01b_cpt_validation.ipynb",
+        section="phase1b",
+        outputs=("phase1b/micro_training_results.json", "phase1b/cpt_correlation.json"),
+        inputs=("phase0/warmup.json", "phase1/labeled_snapshots.json"),
+        gate=Gate("phase1b/cpt_correlation.json"),
+    ),
+    Phase(
+        name="2",
+        notebook="02_training_matrix.ipynb",
+        section="phase2",
+        outputs=("phase2/split.json", "phase2/training_summary.json"),
+        inputs=("phase0/warmup.json", "phase1/labeled_snapshots.json"),
+    ),
+    Phase(
+        name="3",
+        notebook="03_evaluation.ipynb",
+        section="phase3",
+        outputs=(
+            "phase3/v8/overall_task_results.csv",
+            "phase3/v8/per_quadrant_results.csv",
+            "phase3/v8/transfer_matrix.csv",
+            "phase3/v8/retention_results.csv",
+            "phase3/v8/stuckness_results.csv",
+        ),
+        inputs=("phase2/training_summary.json",),
+    ),
+    Phase(
+        name="4",
+        notebook="04_predictor.ipynb",
+        section="phase4",
+        outputs=(
+            "phase4/training_result.json",
+            "phase4/predictor/model.pt",
+            "phase4/test_predictions.csv",
+        ),
+        inputs=("phase1/labeled_snapshots.jsonl",),
+    ),
+    Phase(
+        name="5",
+        notebook="05_selection.ipynb",
+        section="phase5",
+        outputs=("phase5/selection/selection_summary.json",),
+        inputs=(
+            "phase0/warmup.json",
+            "phase1/labeled_snapshots.json",
+            "phase2/split.json",
+            "phase4/predictor/model.pt",
+        ),
+        optional_inputs=("phase3/v8/evaluation.json",),  # the evaluation counts are Phase 3's
+    ),
+    Phase(
+        name="artifacts",
+        notebook="06_paper_artifacts.ipynb",
+        section="artifacts",
+        outputs=("artifacts.json",),
+        optional_inputs=(
+            "phase1/labeled_snapshots.json",
+            "phase1b/cpt_correlation.json",
+            "phase3/v8/overall_task_results.csv",
+            "phase3/v8/transfer_matrix.csv",
+            "phase3/v8/retention_results.csv",
+            "phase4/training_result.json",
+            "phase5/selection/selection_summary.json",
+        ),
+    ),
 )
 
 
 class PhaseFailed(RuntimeError):
     """A phase could not finish; the message names the notebook, its report and the error."""
+
+
+class GateFailed(PhaseFailed):
+    """A gate phase finished, and its verdict says the pipeline must not go on."""
+
+
+class PrerequisiteMissing(ValueError):
+    """The run cannot start: a key or a folder its parameters need is not there."""
+
+
+def check_prerequisites(parameters: Parameters) -> None:
+    """Stop before any phase when the openai teacher has no `OPENAI_API_KEY` or
+    `student.model_path` is not a folder, with the teacher's and the student loader's own
+    errors. Their modules load slowly, so each is imported only when the run needs it."""
+    try:
+        if parameters.teacher.backend == "openai":
+            from teachable.teacher import make_teacher
+
+            make_teacher(parameters)
+        if parameters.student.model_path is not None:
+            from teachable.student import checkpoint_source
+
+            checkpoint_source(parameters.student)
+    except (RuntimeError, FileNotFoundError) as error:
+        raise PrerequisiteMissing(f"{parameters.source}: {error}") from None
 
 
 def select_phases(
@@ -125,6 +231,7 @@ def stale_reason(parameters: Parameters, phase: Phase, notebooks_dir: Path) -> s
     sources = [
         notebooks_dir / phase.notebook,
         *(parameters.run_dir / name for name in phase.inputs),
+        *(path for name in phase.optional_inputs if (path := parameters.run_dir / name).exists()),
         *sorted(PACKAGE_DIR.rglob("*.py")),
     ]
     for path in sources:
@@ -229,6 +336,35 @@ def run_phase(
         record.finished_at = now()
 
 
+def check_gate(parameters: Parameters, phase: Phase, record: PhaseRecord) -> None:
+    """Raise `GateFailed` when the phase's gate did not pass, unless its section sets
+    `continue_on_failed_gate`; then the failure is printed as a banner and kept in the record."""
+    if phase.gate is None:
+        return
+    path = parameters.run_dir / phase.gate.file
+    verdict = read_json(path)
+    if verdict.get(phase.gate.key) is True:
+        return
+    going_on = bool(phase_parameters(parameters, phase).get("continue_on_failed_gate"))
+    lines = [f"GATE FAILED: phase {phase.name}: {phase.gate.key} is not true in {path}"]
+    lines += [f"  - {reason}" for reason in verdict.get("reasons", [])]
+    if going_on:
+        lines.append(
+            f"CONTINUING ANYWAY because {phase.section}.continue_on_failed_gate is true: "
+            "the later phases rest on a gate that did not pass"
+        )
+    else:
+        lines.append(
+            f"the pipeline stops here ({phase.section}.continue_on_failed_gate: true goes on)"
+        )
+    banner = "\n".join(["!" * 80, *lines, "!" * 80])
+    record.reason = f"{record.reason}; gate failed" + (", continued" if going_on else "")
+    if not going_on:
+        record.status = "gate failed"
+        raise GateFailed(banner)
+    print(banner, file=sys.stderr)
+
+
 def run_phases(
     parameters: Parameters,
     phases: Sequence[Phase] = PHASES,
@@ -236,7 +372,7 @@ def run_phases(
     force: bool = False,
 ) -> Provenance:
     """Run the phases in order and record the run in `provenance.json`; raise `PhaseFailed`
-    at the first phase that fails."""
+    at the first phase that fails, `GateFailed` at the first gate that stops the run."""
     if parameters.source is None:
         raise ValueError("the runner needs parameters read from a file (load_parameters)")
     run_dir = parameters.run_dir
@@ -248,6 +384,7 @@ def run_phases(
             provenance.phases.append(record)
             provenance.save(run_dir)
             run_phase(parameters, phase, Path(notebooks_dir).resolve(), force, record)
+            check_gate(parameters, phase, record)
         status = "finished"
     finally:
         provenance.finish(status, run_dir)

@@ -7,13 +7,18 @@ import pytest
 from teachable.parameters import ParameterError, load_parameters, load_phase_parameters
 
 ROOT = Path(__file__).resolve().parents[1]
+SHIPPED = sorted((ROOT / "parameters").glob("*.yaml"))
 
 
-@pytest.mark.parametrize("name", ["smoke", "pilot"])
-def test_shipped_parameter_files_load(name: str) -> None:
-    params = load_parameters(ROOT / "parameters" / f"{name}.yaml")
-    assert params.run_name == name
-    assert params.run_dir == (ROOT / "runs" / name).resolve()
+def test_every_documented_parameter_set_ships() -> None:
+    assert {"smoke", "pilot", "pilot_api", "full"} <= {path.stem for path in SHIPPED}
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda path: path.stem)
+def test_shipped_parameter_files_load(path: Path) -> None:
+    params = load_parameters(path)
+    assert params.run_name == path.stem
+    assert params.run_dir == (ROOT / "runs" / path.stem).resolve()
 
 
 def _write(tmp_path: Path, text: str) -> Path:

@@ -1,0 +1,359 @@
+"""The paper's figures and tables, built from the files of one run folder and nothing else.
+
+`build_artifacts(run_dir)` writes each figure as PNG and SVG under `figures/` and each table as
+CSV, Markdown and LaTeX under `tables/`. An artifact whose phase has not run (a file it needs is
+missing) or whose files hold nothing to show is skipped with its reason, so a partial run gets
+every artifact it can. `artifacts.json` records what was built and what was skipped, and why.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import altair as alt
+import pandas as pd
+
+from teachable.evaluation import (
+    OVERALL_CSV,
+    RETENTION_CSV,
+    TRANSFER_CSV,
+    frontier,
+    frontier_chart,
+    transfer_heatmap,
+    transfer_summary,
+)
+from teachable.labels import LABELED_JSON, label_frame, load_labeled
+from teachable.microtraining import (
+    CORRELATION_FILE,
+    RESULTS_FILE,
+    MicroResult,
+    result_frame,
+)
+from teachable.microtraining import scatter_chart as cpt_scatter_chart
+from teachable.predictor import REQUIRED_ACCURACY, REQUIRED_R2, metrics_table
+from teachable.quadrants import QUADRANTS, load_thresholds
+from teachable.quadrants import scatter_chart as quadrant_scatter_chart
+from teachable.reports import save_chart
+from teachable.selection import SELECTION_SUMMARY, selection_chart, selection_frame
+from teachable.store import read_json, write_json
+from teachable.supervision import FORMATS
+
+FIGURES_DIR = "figures"
+TABLES_DIR = "tables"
+RECORD_FILE = "artifacts.json"
+TABLE_SUFFIXES = (".csv", ".md", ".tex")
+FIGURE_SUFFIXES = (".png", ".svg")
+
+PHASE1_LABELS = f"phase1/{LABELED_JSON}"
+PHASE1B_RESULTS = f"phase1b/{RESULTS_FILE}"
+PHASE1B_CORRELATION = f"phase1b/{CORRELATION_FILE}"
+PHASE3_OVERALL = f"phase3/v8/{OVERALL_CSV}"
+PHASE3_TRANSFER = f"phase3/v8/{TRANSFER_CSV}"
+PHASE3_RETENTION = f"phase3/v8/{RETENTION_CSV}"
+PHASE4_RESULT = "phase4/training_result.json"
+PHASE5_SUMMARY = f"phase5/selection/{SELECTION_SUMMARY}"
+
+
+class NothingToShow(Exception):
+    """The run's files are there but hold nothing this artifact can show; says why."""
+
+
+# --- reading the run ---------------------------------------------------------------------------
+
+
+def labeled_frame(run_dir: Path) -> pd.DataFrame:
+    """Phase 1's labels, one line per snapshot, in the chosen (else automatic) quadrants."""
+    return label_frame(load_labeled(run_dir / "phase1"))
+
+
+def evaluated_overall(run_dir: Path) -> pd.DataFrame:
+    overall = pd.read_csv(run_dir / PHASE3_OVERALL)
+    if not (overall["status"] == "evaluated").any():
+        raise NothingToShow("Phase 3 evaluated no trained run (Phase 2 skipped them all)")
+    return overall
+
+
+# --- figures -----------------------------------------------------------------------------------
+
+
+def quadrant_figure(run_dir: Path) -> alt.TopLevelMixin:
+    """U against L of every labeled snapshot, coloured by quadrant, with the thresholds."""
+    thresholds = load_thresholds(run_dir / "phase1")
+    if thresholds.L is None:
+        raise NothingToShow("leverage was not measured in Phase 1: no U x L plane")
+    return quadrant_scatter_chart(labeled_frame(run_dir), thresholds.U, thresholds.L)
+
+
+def cpt_results(run_dir: Path) -> pd.DataFrame:
+    results = [MicroResult.model_validate(row) for row in read_json(run_dir / PHASE1B_RESULTS)]
+    if not results:
+        raise NothingToShow("Phase 1B micro-trained no snapshot")
+    return result_frame(results)
+
+
+def cpt_figure(run_dir: Path) -> alt.TopLevelMixin:
+    """ELP_net against the micro-training delta, with Spearman's rho and the gate's verdict."""
+    return cpt_scatter_chart(cpt_results(run_dir), read_json(run_dir / PHASE1B_CORRELATION))
+
+
+def training_matrix_frame(run_dir: Path) -> pd.DataFrame:
+    """Gain over the base on held-out tasks per train cell (quadrants, then the baselines'
+    `all` and `random`) and format, one line each; a skipped run's gain is missing."""
+    overall = evaluated_overall(run_dir)
+    runs = overall[overall["status"] != "base"]
+    return runs[["quadrant", "format", "status", "n_train", "gain_over_base"]]
+
+
+def training_matrix_figure(run_dir: Path) -> alt.TopLevelMixin:
+    """The training matrix as a heatmap: blue cells gained over the base, red lost, grey were
+    skipped."""
+    frame = training_matrix_frame(run_dir)
+    base = alt.Chart(frame).encode(
+        x=alt.X("format:N", sort=list(FORMATS), axis=alt.Axis(labelAngle=0), title=None),
+        y=alt.Y("quadrant:N", sort=[*QUADRANTS, "all", "random"], title="trained on"),
+        tooltip=["quadrant", "format", "n_train", "gain_over_base"],
+    )
+    skipped = base.transform_filter("datum.status != 'evaluated'").mark_rect(color="#e5e7eb")
+    colour = alt.Color(
+        "gain_over_base:Q", scale=alt.Scale(scheme="redblue", domainMid=0), title="gain"
+    )
+    gains = base.transform_filter("datum.status == 'evaluated'").mark_rect().encode(color=colour)
+    labels = (
+        base.transform_filter("isValid(datum.gain_over_base)")
+        .mark_text(fontSize=12)
+        .encode(text=alt.Text("gain_over_base:Q", format="+.2f"))
+    )
+    return alt.layer(skipped, gains, labels).properties(
+        width=240, height=220, title="Success gain over base on held-out tasks (grey: skipped)"
+    )
+
+
+def transfer_frame(run_dir: Path) -> pd.DataFrame:
+    matrix = pd.read_csv(run_dir / PHASE3_TRANSFER)
+    if matrix["gain"].isna().all():
+        raise NothingToShow("no quadrant run was evaluated on a test snapshot")
+    return matrix
+
+
+def transfer_figure(run_dir: Path) -> alt.TopLevelMixin:
+    return transfer_heatmap(transfer_frame(run_dir))
+
+
+def frontier_frame(run_dir: Path) -> pd.DataFrame:
+    """Gain against retention drop per trained run, with the Pareto flag."""
+    table = frontier(evaluated_overall(run_dir), pd.read_csv(run_dir / PHASE3_RETENTION))
+    if table[["gain_over_base", "retention_drop"]].dropna().empty:
+        raise NothingToShow("no run has a retention measurement (the base solved no task)")
+    return table
+
+
+def frontier_figure(run_dir: Path) -> alt.TopLevelMixin:
+    return frontier_chart(frontier_frame(run_dir))
+
+
+def predictor_target_frame(run_dir: Path) -> pd.DataFrame:
+    """Each predictor metric that has a target in the plan, its value and the target: R² of
+    U and L_local, quadrant accuracy, and NDCG@K whose target is the entropy ranking's."""
+    result = read_json(run_dir / PHASE4_RESULT)
+    targets = {
+        "U R²": ("U_r2", REQUIRED_R2["U"]),
+        "L_local R²": ("L_local_r2", REQUIRED_R2["L_local"]),
+        "quadrant accuracy": ("quadrant_accuracy", REQUIRED_ACCURACY),
+    }
+    rows = [
+        {"metric": name, "value": result["metrics"][key]["value"], "target": target}
+        for name, (key, target) in targets.items()
+    ]
+    for k, entry in result["ranking"]["by_k"].items():
+        ndcg = entry["ndcg"]
+        rows.append({"metric": f"NDCG@{k}", "value": ndcg["predictor"], "target": ndcg["entropy"]})
+    frame = pd.DataFrame(rows).astype({"value": float, "target": float})
+    frame["verdict"] = [
+        "not measured" if pd.isna(value) else "pass" if value > target else "fail"
+        for value, target in zip(frame["value"], frame["target"], strict=True)
+    ]
+    return frame
+
+
+def predictor_figure(run_dir: Path) -> alt.TopLevelMixin:
+    """Each metric as a bar (clipped to [-1, 1]) with its target as a black tick."""
+    frame = predictor_target_frame(run_dir).dropna(subset=["value"])
+    if frame.empty:
+        raise NothingToShow("the predictor's test split measured no metric with a target")
+    x = alt.X("metric:N", sort=list(frame["metric"]), axis=alt.Axis(labelAngle=-30), title=None)
+    scale = alt.Scale(domain=[-1, 1], clamp=True)
+    base = alt.Chart(frame).encode(x=x, tooltip=["metric", "value", "target", "verdict"])
+    bars = base.mark_bar(size=28).encode(
+        y=alt.Y("value:Q", scale=scale, title="test value (clipped to [-1, 1])"),
+        color=alt.Color(
+            "verdict:N", scale=alt.Scale(domain=["pass", "fail"], range=["#16a34a", "#dc2626"])
+        ),
+    )
+    ticks = base.mark_tick(color="black", thickness=3, size=36).encode(
+        y=alt.Y("target:Q", scale=scale)
+    )
+    labels = base.mark_text(dy=-8, fontSize=11).encode(
+        y=alt.Y("value:Q", scale=scale), text=alt.Text("value:Q", format=".2f")
+    )
+    return alt.layer(bars, ticks, labels).properties(
+        width=70 * len(frame), height=220, title="Predictor on its test tasks (tick: target)"
+    )
+
+
+def selection_summary_of(run_dir: Path) -> dict:
+    return read_json(run_dir / PHASE5_SUMMARY)
+
+
+def selection_figure(run_dir: Path) -> alt.TopLevelMixin:
+    return selection_chart(selection_summary_of(run_dir))
+
+
+# --- tables ------------------------------------------------------------------------------------
+
+
+def quadrant_table(run_dir: Path) -> pd.DataFrame:
+    """Snapshots per quadrant with their mean U, L and ELP_net."""
+    frame = labeled_frame(run_dir)
+    table = (
+        frame.groupby("quadrant")
+        .agg(
+            snapshots=("id", "size"),
+            mean_U=("U", "mean"),
+            mean_L=("L", "mean"),
+            mean_ELP_net=("ELP_net", "mean"),
+        )
+        .reindex(list(QUADRANTS))
+        .fillna({"snapshots": 0})
+        .astype({"snapshots": int})
+    )
+    return table.rename_axis("quadrant").reset_index()
+
+
+def cpt_table(run_dir: Path) -> pd.DataFrame:
+    """Spearman's rho of ELP_net and the micro-training delta, over the panel and per quadrant,
+    with its interval, p-value and the mean delta, and the gate's verdict."""
+    correlation = read_json(run_dir / PHASE1B_CORRELATION)
+    panels = {"all": correlation["spearman"] | {"mean_delta": None}}
+    panels |= correlation["per_quadrant"]
+    columns = ["n", "rho", "ci_low", "ci_high", "p_value", "mean_delta"]
+    table = pd.DataFrame(
+        [{"panel": name, **{c: panel[c] for c in columns}} for name, panel in panels.items()]
+    ).astype({column: float for column in columns[1:]})
+    table["gate_passed"] = [correlation["passed"]] + [None] * len(correlation["per_quadrant"])
+    return table
+
+
+def training_matrix_table(run_dir: Path) -> pd.DataFrame:
+    """Gain over the base on held-out tasks: train cells as rows, formats as columns."""
+    frame = training_matrix_frame(run_dir)
+    table = frame.pivot_table(
+        index="quadrant", columns="format", values="gain_over_base", aggfunc="mean", dropna=False
+    )
+    cells = [*QUADRANTS, *(cell for cell in ("all", "random") if cell in set(frame["quadrant"]))]
+    table = table.reindex(index=cells, columns=list(FORMATS))
+    return table.rename_axis(index="trained on", columns=None).reset_index()
+
+
+def transfer_table(run_dir: Path) -> pd.DataFrame:
+    """Per format, mean gain on the diagonal (trained and evaluated on one quadrant) and off."""
+    return transfer_summary(transfer_frame(run_dir))
+
+
+def predictor_table(run_dir: Path) -> pd.DataFrame:
+    return metrics_table(read_json(run_dir / PHASE4_RESULT))
+
+
+def selection_table(run_dir: Path) -> pd.DataFrame:
+    return selection_frame(selection_summary_of(run_dir))
+
+
+# --- building ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """One figure or table: its file stem, the run files it needs, and how it is made."""
+
+    name: str
+    kind: Literal["figure", "table"]
+    needs: tuple[str, ...]
+    make: Callable[[Path], alt.TopLevelMixin | pd.DataFrame]
+
+    def paths(self, run_dir: Path) -> list[Path]:
+        """The files the artifact is written to."""
+        if self.kind == "figure":
+            return [run_dir / FIGURES_DIR / f"{self.name}{s}" for s in FIGURE_SUFFIXES]
+        return [run_dir / TABLES_DIR / f"{self.name}{s}" for s in TABLE_SUFFIXES]
+
+
+PHASE3 = (PHASE3_OVERALL,)
+FRONTIER = (PHASE3_OVERALL, PHASE3_RETENTION)
+PHASE1B = (PHASE1B_RESULTS, PHASE1B_CORRELATION)
+ARTIFACTS: tuple[Artifact, ...] = (
+    Artifact("quadrant_scatter", "figure", (PHASE1_LABELS,), quadrant_figure),
+    Artifact("cpt_validation", "figure", PHASE1B, cpt_figure),
+    Artifact("training_matrix_heatmap", "figure", PHASE3, training_matrix_figure),
+    Artifact("transfer_heatmap", "figure", (PHASE3_TRANSFER,), transfer_figure),
+    Artifact("reliability_retention_frontier", "figure", FRONTIER, frontier_figure),
+    Artifact("predictor_metrics", "figure", (PHASE4_RESULT,), predictor_figure),
+    Artifact("selection", "figure", (PHASE5_SUMMARY,), selection_figure),
+    Artifact("quadrants", "table", (PHASE1_LABELS,), quadrant_table),
+    Artifact("cpt_validation", "table", (PHASE1B_CORRELATION,), cpt_table),
+    Artifact("training_matrix", "table", PHASE3, training_matrix_table),
+    Artifact("transfer_summary", "table", (PHASE3_TRANSFER,), transfer_table),
+    Artifact("reliability_retention_frontier", "table", FRONTIER, frontier_frame),
+    Artifact("predictor_metrics", "table", (PHASE4_RESULT,), predictor_table),
+    Artifact("selection", "table", (PHASE5_SUMMARY,), selection_table),
+)
+
+
+def save_table(table: pd.DataFrame, stem: Path) -> list[Path]:
+    """`stem.csv` (the data), `stem.md` (to read) and `stem.tex` (for the paper), numbers to
+    three decimals in the last two and missing values as blanks or dashes."""
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    csv, markdown, latex = (stem.with_suffix(suffix) for suffix in TABLE_SUFFIXES)
+    table.to_csv(csv, index=False)
+    shown = table.astype(object).where(table.notna(), None)
+    markdown.write_text(shown.to_markdown(index=False, floatfmt=".3f") + "\n")
+    latex.write_text(table.to_latex(index=False, float_format="%.3f", na_rep="--", escape=True))
+    return [csv, markdown, latex]
+
+
+def build_artifact(artifact: Artifact, run_dir: Path) -> list[Path]:
+    """Make one artifact from the run's files and write it; `NothingToShow` when it cannot."""
+    missing = [name for name in artifact.needs if not (run_dir / name).is_file()]
+    if missing:
+        raise NothingToShow(f"{missing[0]} is missing (its phase has not run)")
+    made = artifact.make(run_dir)
+    stem = artifact.paths(run_dir)[0].with_suffix("")
+    if artifact.kind == "figure":
+        return save_chart(made, stem)
+    return save_table(made, stem)
+
+
+def build_artifacts(run_dir: Path) -> list[Path]:
+    """Every figure and table the run's files allow, written under `figures/` and `tables/`;
+    the others are skipped, their old files removed, and the reasons kept in `artifacts.json`.
+    Returns the files written."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"{run_dir} is not a run folder")
+    built: dict[str, list[str]] = {}
+    skipped: dict[str, str] = {}
+    written: list[Path] = []
+    for artifact in ARTIFACTS:
+        label = f"{artifact.kind} {artifact.name}"
+        try:
+            paths = build_artifact(artifact, run_dir)
+        except NothingToShow as reason:
+            skipped[label] = str(reason)
+            for path in artifact.paths(run_dir):
+                path.unlink(missing_ok=True)
+            continue
+        built[label] = [path.relative_to(run_dir).as_posix() for path in paths]
+        written += paths
+    write_json(run_dir / RECORD_FILE, {"built": built, "skipped": skipped})
+    return written

@@ -1,0 +1,264 @@
+"""Paper artifacts: every figure and table is built from a run folder's files alone, a partial
+run gets the artifacts its phases allow (the others skipped with their reason), and `teachable
+check` fails when a built artifact is removed.
+
+The run folder is written by the phases' own functions and writers on real BabyAI snapshots of
+the tiny student, except that the episodes behind Phase 3's and Phase 5's tables and Phase 1B's
+micro-training deltas are drawn with a seeded generator: the random tiny student never solves a
+retention task, so its real outputs cannot show a reliability-retention frontier.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from labeled_rows import labeled_rows
+
+from teachable.__main__ import main
+from teachable.artifacts import ARTIFACTS, RECORD_FILE, build_artifacts
+from teachable.evaluation import BASE, Evaluation, save_evaluation, tabulate
+from teachable.formats import SPLIT_FILE, save_split, split_by_task
+from teachable.labels import CPT, LabeledSnapshot, Leverage, assign_quadrants, save_labeled
+from teachable.matrix import MatrixRun, RunEntry, plan_matrix, save_summary
+from teachable.microtraining import CORRELATION_FILE, RESULTS_FILE, MicroResult, gate, result_frame
+from teachable.parameters import Parameters, StudentParameters
+from teachable.predictor import train_predictor
+from teachable.quadrants import AUTO_FILE, QUADRANTS, Thresholds, save_thresholds
+from teachable.selection import (
+    SELECTION_SUMMARY,
+    labeled_pool,
+    plan_selections,
+    predicted_scores,
+    selection_summary,
+)
+from teachable.store import read_json, write_json
+from teachable.student import Student
+
+TASKS = [("GoToLocal", seed) for seed in (2, 3, 4, 5, 6, 10)] + [("PickupLoc", 2), ("PickupLoc", 3)]
+SUCCESS = {"random": 0.4, "entropy": 0.5, "predictor": 0.7, "oracle": 0.8, "learnability": 0.5}
+
+
+def parameters(root: Path) -> Parameters:
+    return Parameters.model_validate(
+        {
+            "run": {"seed": 0, "output_root": str(root), "name": "paper"},
+            "student": {"model": "tiny"},
+            "env": {"levels": ["GoToLocal", "PickupLoc"]},
+            "phase4": {"embedding_dim": 32, "hidden": 8, "epochs": 2, "k": [2, 3]},
+            "phase5": {"budget": 3, "random_seeds": [0, 1], "bootstrap_resamples": 200},
+        }
+    )
+
+
+def labeled(rng: np.random.Generator) -> list[LabeledSnapshot]:
+    """Real snapshots with seeded labels, in the quadrants of U = 0.5 and L = 0."""
+    student = Student.load(StudentParameters(model="tiny"))
+    rows = []
+    for row in labeled_rows(student, TASKS, per_task=2):
+        u, p_student, leverage, elp = np.round(rng.uniform([0, 0, -0.5, -1], [1, 0.5, 0.5, 1]), 3)
+        rates = {"base": 0.0, "placebo": 0.0, "demo": elp, "hint": 0.0, "contrast": 0.0}
+        update = {
+            "U": u,
+            "leverage": Leverage(
+                L_local=leverage, p_student=p_student, p_forced=p_student + leverage, n=2
+            ),
+            "cpt": CPT(
+                p=rates,
+                ELP={"demo": elp, "hint": 0.0, "contrast": 0.0},
+                ELP_net=elp,
+                route_net="demo",
+                n_per_condition=2,
+            ),
+        }
+        rows.append(row.model_copy(update=update))
+    return assign_quadrants(rows, 0.5, 0.0)
+
+
+def micro_results(rows: list[LabeledSnapshot], rng: np.random.Generator) -> list[MicroResult]:
+    """Phase 1B results whose deltas follow ELP_net with noise."""
+    results = []
+    for row in rows:
+        before = 0.25
+        after = float(np.clip(before + row.cpt.ELP_net / 2 + rng.normal(0, 0.1), 0, 1))
+        results.append(
+            MicroResult(
+                id=row.id,
+                quadrant=row.quadrant,
+                level=row.level,
+                ELP_net=row.cpt.ELP_net,
+                route_net="demo",
+                format="demo",
+                target=row.expert_action,
+                before=before,
+                after=after,
+                delta=after - before,
+                n_rollouts=4,
+                losses=[1.0, 0.5],
+                seconds=0.1,
+                key="synthetic",
+            )
+        )
+    return results
+
+
+def episodes(model: str, rate: float, test: list[LabeledSnapshot], rng) -> dict:
+    """A model's logged episodes: 8 held-out tasks, the test snapshots and 6 retention tasks
+    (on a training level and on GoToObj), each a success with probability `rate`."""
+    starts = [("tasks", f"task{i}", "GoToLocal", None) for i in range(8)]
+    starts += [("snapshots", row.id, row.level, row.quadrant) for row in test]
+    starts += [("retention", f"ret{i}", ("GoToLocal", "GoToObj")[i % 2], None) for i in range(6)]
+    return {
+        "model": model,
+        "episodes": [
+            {
+                "suite": suite,
+                "key": key,
+                "env_id": f"BabyAI-{level}-v0",
+                "level": level,
+                "seed": index,
+                "quadrant": quadrant,
+                "success": bool(rng.random() < rate),
+                "steps": 5,
+                "loop": bool(rng.random() < 0.3),
+                "steps_without_progress": 1,
+                "timeout": False,
+                "actions": [],
+            }
+            for index, (suite, key, level, quadrant) in enumerate(starts)
+        ],
+    }
+
+
+def trained_entry(run: MatrixRun) -> RunEntry:
+    status = "trained" if run.rows else "skipped"
+    return RunEntry(
+        id=run.id,
+        quadrant=run.quadrant,
+        format=run.format,
+        n_train=len(run.rows),
+        status=status,
+        reason=None if run.rows else "no train snapshot",
+        adapter=run.id if run.rows else None,
+        snapshots=[row.id for row in run.rows],
+    )
+
+
+def evaluate(params, runs, test, rates, rng) -> Evaluation:
+    entries = [trained_entry(run) for run in runs]
+    logged = [episodes(BASE, 0.6, test, np.random.default_rng(1))]
+    logged += [episodes(e.id, rates(e.id), test, rng) for e in entries if e.status == "trained"]
+    return tabulate(params, entries, logged)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    """A run folder with the files of phases 1 to 5, and its artifacts built."""
+    rng = np.random.default_rng(0)
+    params = parameters(tmp_path_factory.mktemp("runs"))
+    run_dir = params.run_dir
+    rows = labeled(rng)
+    save_labeled(run_dir / "phase1", rows)
+    save_thresholds(run_dir / "phase1" / AUTO_FILE, Thresholds(U=0.5, L=0.0, source="auto"))
+    results = micro_results(rows[:10], rng)
+    write_json(run_dir / "phase1b" / RESULTS_FILE, [r.model_dump(mode="json") for r in results])
+    write_json(run_dir / "phase1b" / CORRELATION_FILE, gate(result_frame(results), 0, 200))
+    split = split_by_task(rows, 0.3, seed=0)
+    save_split(run_dir / "phase2" / SPLIT_FILE, split, 0.3, 0)
+    matrix = plan_matrix(split.train, seed=0)
+    save_summary(run_dir / "phase2", params, [trained_entry(run) for run in matrix])
+    evaluation = evaluate(params, matrix, split.test, lambda _: rng.uniform(0.3, 0.9), rng)
+    save_evaluation(evaluation, run_dir / "phase3" / "v8")
+    train_predictor([row.model_dump(mode="json") for row in rows], params.phase4, run_dir)
+    pool, left_out = labeled_pool(split.train)
+    plans = plan_selections(params.phase5, pool, predicted_scores(run_dir, pool))
+    evaluations = {
+        method: evaluate(params, runs, split.test, lambda _, m=method: SUCCESS[m], rng)
+        for method, runs in plans.items()
+    }
+    summary = selection_summary(params, plans, evaluations, len(split.train), left_out, pool)
+    write_json(run_dir / "phase5" / "selection" / SELECTION_SUMMARY, summary)
+    build_artifacts(run_dir)
+    return run_dir
+
+
+def copy_of(run_dir: Path, tmp_path: Path) -> Path:
+    """The run folder copied elsewhere: nothing outside it is needed to rebuild."""
+    return Path(shutil.copytree(run_dir, tmp_path / "moved" / run_dir.name))
+
+
+def test_every_figure_and_table_is_built_in_every_format(run_dir):
+    record = read_json(run_dir / RECORD_FILE)
+    assert record["skipped"] == {}
+    assert set(record["built"]) == {f"{a.kind} {a.name}" for a in ARTIFACTS}
+    for name, files in record["built"].items():
+        paths = [run_dir / file for file in files]
+        if name.startswith("figure"):
+            assert [p.suffix for p in paths] == [".png", ".svg"]
+            assert paths[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+            assert "<svg" in paths[1].read_text()
+        else:
+            assert [p.suffix for p in paths] == [".csv", ".md", ".tex"]
+            table = pd.read_csv(paths[0])
+            assert len(table) >= 1
+            assert paths[1].read_text().count("\n") == len(table) + 2  # header, rule, rows
+            assert "\\begin{tabular}" in paths[2].read_text()
+            assert "\\_" in paths[2].read_text() or "_" not in paths[2].read_text()
+
+
+def test_tables_carry_the_numbers_of_the_phase_files(run_dir):
+    tables = run_dir / "tables"
+    labels = pd.DataFrame(read_json(run_dir / "phase1" / "labeled_snapshots.json"))
+    quadrants = pd.read_csv(tables / "quadrants.csv").set_index("quadrant")
+    assert quadrants["snapshots"].to_dict() == {
+        q: int((labels["quadrant"] == q).sum()) for q in QUADRANTS
+    }
+    overall = pd.read_csv(run_dir / "phase3" / "v8" / "overall_task_results.csv")
+    matrix = pd.read_csv(tables / "training_matrix.csv").set_index("trained on")
+    for run in overall[overall["status"] == "evaluated"].itertuples():
+        assert matrix.loc[run.quadrant, run.format] == pytest.approx(run.gain_over_base)
+    skipped = overall[overall["status"] == "skipped"]
+    assert all(np.isnan(matrix.loc[r.quadrant, r.format]) for r in skipped.itertuples())
+    summary = read_json(run_dir / "phase5" / "selection" / SELECTION_SUMMARY)
+    selection = pd.read_csv(tables / "selection.csv").set_index("method")
+    for method, record in summary["methods"].items():
+        assert selection.loc[method, "gain"] == pytest.approx(record["tasks"]["gain"])
+        assert selection.loc[method, "retention_drop"] == pytest.approx(record["retention"]["drop"])
+    frontier = pd.read_csv(tables / "reliability_retention_frontier.csv")
+    assert frontier["pareto"].any() and len(frontier) == len(overall) - 1 - len(skipped)
+
+
+def test_a_partial_run_gets_what_its_phases_allow_and_says_what_it_skipped(run_dir, tmp_path):
+    partial = copy_of(run_dir, tmp_path)
+    for phase in ("phase1b", "phase3", "phase5"):
+        shutil.rmtree(partial / phase)
+    written = build_artifacts(partial)
+    record = read_json(partial / RECORD_FILE)
+    assert set(record["built"]) == {
+        "figure quadrant_scatter",
+        "table quadrants",
+        "figure predictor_metrics",
+        "table predictor_metrics",
+    }
+    assert len(written) == 2 * 2 + 2 * 3
+    skipped = record["skipped"]
+    assert len(skipped) == len(ARTIFACTS) - 4
+    assert "phase1b/micro_training_results.json is missing" in skipped["figure cpt_validation"]
+    assert "phase3/v8/transfer_matrix.csv is missing" in skipped["table transfer_summary"]
+    assert "phase5/selection/selection_summary.json is missing" in skipped["figure selection"]
+    left = {path.name for folder in ("figures", "tables") for path in (partial / folder).iterdir()}
+    assert left == {path.name for path in written}, "files of skipped artifacts are removed"
+
+
+def test_check_fails_when_a_built_artifact_is_removed(run_dir, tmp_path, capsys):
+    moved = copy_of(run_dir, tmp_path)
+    assert main(["check", str(moved)]) == 0
+    assert "PASS  paper artifacts" in capsys.readouterr().out
+    (moved / "figures" / "transfer_heatmap.svg").unlink()
+    assert main(["check", str(moved)]) == 1
+    failed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("FAIL")]
+    assert len(failed) == 1
+    assert "paper artifacts" in failed[0] and "transfer_heatmap.svg" in failed[0]

@@ -1,0 +1,93 @@
+"""Supervision formats as SFT examples, and the split by task."""
+
+from __future__ import annotations
+
+import pytest
+from labeled_rows import labeled_rows
+
+from teachable.formats import SPLIT_FILE, load_split, save_split, sft_example, split_by_task
+from teachable.parameters import StudentParameters
+from teachable.store import read_json
+from teachable.student import Student
+from teachable.supervision import FORMATS
+from teachable.training import IGNORED, encode_example
+
+TASKS = [("GoToLocal", seed) for seed in (2, 3, 4, 5, 6, 10)] + [("PickupLoc", 2), ("PickupLoc", 3)]
+
+
+@pytest.fixture(scope="module")
+def student() -> Student:
+    return Student.load(StudentParameters(model="tiny", batch_size=16))
+
+
+@pytest.fixture(scope="module")
+def rows(student):
+    """Three snapshots of each of eight tasks."""
+    return labeled_rows(student, TASKS, per_task=3)
+
+
+def test_each_format_renders_its_own_text_and_targets_the_expert_action(student, rows):
+    row = rows[1]
+    texts = {f: student.user_text(sft_example(row, f).prompt) for f in FORMATS}
+    answer = row.teacher
+    assert answer.diagnosis and answer.contrast and answer.diagnosis != answer.contrast
+    assert answer.diagnosis in texts["hint"] and answer.hint in texts["hint"]
+    assert answer.contrast in texts["contrast"] and answer.diagnosis not in texts["contrast"]
+    assert answer.diagnosis not in texts["demo"] and answer.contrast not in texts["demo"]
+    assert sft_example(row, "demo").prompt.patch is None
+    for format in FORMATS:
+        example = sft_example(row, format)
+        assert example.target == row.expert_action
+        assert (example.prompt.mission, example.prompt.observation) == (
+            row.mission,
+            row.observation,
+        )
+        assert texts[format].startswith(f"Goal: {row.mission}\n{row.observation}")
+
+
+def test_loss_mask_covers_only_the_action_tokens_in_every_format(student, rows):
+    row = rows[1]
+    for format in FORMATS:
+        example = sft_example(row, format)
+        input_ids, labels = encode_example(student, example)
+        prompt_ids = student.prompt_ids(example.prompt)
+        action_ids = student.action_ids(row.expert_action)
+        assert input_ids == prompt_ids + action_ids
+        assert labels == [IGNORED] * len(prompt_ids) + action_ids
+    hint_prompt = student.prompt_ids(sft_example(row, "hint").prompt)
+    assert len(hint_prompt) > len(student.prompt_ids(sft_example(row, "demo").prompt))
+
+
+def test_a_format_without_its_text_or_an_unknown_format_is_refused(rows):
+    bare = rows[0].model_copy(update={"teacher": None})
+    assert sft_example(bare, "demo").target == bare.expert_action
+    with pytest.raises(ValueError, match=f"snapshot {bare.id}: the hint format needs"):
+        sft_example(bare, "hint")
+    with pytest.raises(ValueError, match="unknown supervision format 'dpo'"):
+        sft_example(rows[0], "dpo")
+
+
+def test_no_task_crosses_the_split(rows):
+    for seed in range(5):
+        for fraction in (0.2, 0.5, 0.8):
+            split = split_by_task(rows, fraction, seed)
+            train_tasks, test_tasks = set(split.train_tasks), set(split.test_tasks)
+            assert not train_tasks & test_tasks
+            assert train_tasks and test_tasks
+            assert {row.task for row in split.train} == train_tasks
+            assert sorted(row.id for row in split.train + split.test) == sorted(r.id for r in rows)
+            assert len(test_tasks) == round(fraction * len(TASKS))
+    assert split_by_task(rows, 0.5, 3) == split_by_task(rows, 0.5, 3)
+    draws = {tuple(split_by_task(rows, 0.5, seed).test_tasks) for seed in range(5)}
+    assert len(draws) > 1, "the seed must choose the test tasks"
+
+
+def test_the_saved_split_reloads_and_notices_changed_labels(rows, tmp_path):
+    split = split_by_task(rows, 0.3, 0)
+    save_split(tmp_path / SPLIT_FILE, split, 0.3, 0)
+    saved = read_json(tmp_path / SPLIT_FILE)
+    assert saved["test"]["tasks"] == [list(task) for task in split.test_tasks]
+    assert sum(saved["test"]["quadrant_counts"].values()) == len(split.test)
+    assert load_split(tmp_path / SPLIT_FILE, rows) == split
+    with pytest.raises(ValueError, match="not among the labeled rows"):
+        load_split(tmp_path / SPLIT_FILE, rows[1:])

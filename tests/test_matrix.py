@@ -1,0 +1,112 @@
+"""Phase 2: the training matrix on smoke-sized inputs, its skips, and its resumption."""
+
+from __future__ import annotations
+
+import shutil
+import statistics
+from pathlib import Path
+
+import pytest
+from labeled_rows import labeled_rows
+
+from teachable.formats import SPLIT_FILE, load_split
+from teachable.matrix import SUMMARY_FILE, matrix_lora, train_matrix
+from teachable.parameters import Parameters, StudentParameters
+from teachable.quadrants import QUADRANTS
+from teachable.store import read_json, write_json
+from teachable.student import Student
+from teachable.supervision import FORMATS
+
+TASKS = [("GoToLocal", seed) for seed in (2, 3, 4, 5, 6, 10)] + [("PickupLoc", 2), ("PickupLoc", 3)]
+RUN_IDS = [f"{q}_{f}" for q in QUADRANTS for f in FORMATS] + [
+    "baseline_all_demo",
+    "baseline_random_demo",
+]
+
+
+def _params(root: Path) -> Parameters:
+    return Parameters.model_validate(
+        {
+            "run": {"name": "matrix", "seed": 0, "output_root": str(root)},
+            "student": {"model": "tiny", "batch_size": 16},
+            "lora": {"r": 4, "alpha": 8, "steps": 40, "batch_size": 8, "learning_rate": 1e-3},
+            "phase2": {"test_fraction": 0.25, "min_train": 2, "steps": 2, "batch_size": 2},
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def student() -> Student:
+    return Student.load(StudentParameters(model="tiny", batch_size=16))
+
+
+@pytest.fixture(scope="module")
+def rows(student):
+    """Two snapshots of each of eight tasks, the quadrants dealt in turn, and all but one
+    Q3 snapshot left out, so that Q3 is too small to train on."""
+    rows = labeled_rows(student, TASKS, per_task=2)
+    q3 = [row for row in rows if row.quadrant == "Q3_lowU_lowL"]
+    return [row for row in rows if row not in q3[1:]]
+
+
+@pytest.fixture(scope="module")
+def matrix(tmp_path_factory, student, rows):
+    """A finished matrix: its folder and what `train_matrix` reported."""
+    out = tmp_path_factory.mktemp("matrix") / "phase2"
+    params = _params(out.parent)
+    return out, params, train_matrix(params, rows, out, student=student, progress=False)
+
+
+def test_the_matrix_has_14_runs_trained_or_skipped_with_a_reason(matrix, rows):
+    out, params, report = matrix
+    summary = read_json(out / SUMMARY_FILE)
+    assert [entry["id"] for entry in summary["runs"]] == RUN_IDS
+    assert summary["lora"] == matrix_lora(params).model_dump(mode="json")
+    assert summary["lora"]["steps"] == 2 and summary["lora"]["batch_size"] == 2
+    assert summary["lora"]["r"] == 4
+    split = load_split(out / SPLIT_FILE, rows)
+    assert not set(split.train_tasks) & set(split.test_tasks)
+    train_ids = {row.id for row in split.train}
+    by_quadrant = {q: [row.id for row in split.train if row.quadrant == q] for q in QUADRANTS}
+    for entry in report.entries:
+        assert set(entry.snapshots) <= train_ids, "only train snapshots are trained on"
+        assert entry.n_train == len(entry.snapshots)
+        if entry.quadrant in QUADRANTS:
+            assert entry.snapshots == by_quadrant[entry.quadrant]
+        if entry.status == "skipped":
+            assert entry.n_train < 2 and "phase2.min_train=2" in entry.reason
+            assert entry.adapter is None and not (out / entry.id).exists()
+        else:
+            assert entry.n_train >= 2 and entry.reason is None
+            assert (out / entry.adapter / "adapter_config.json").is_file()
+            assert len(entry.losses) == entry.steps == 2
+    entries = {entry.id: entry for entry in report.entries}
+    assert {entries[f"Q3_lowU_lowL_{f}"].status for f in FORMATS} == {"skipped"}
+    assert entries["baseline_all_demo"].n_train == len(split.train)
+    median = statistics.median(len(ids) for ids in by_quadrant.values())
+    assert entries["baseline_random_demo"].n_train == round(median)
+    assert report.newly_trained == sum(e.status == "trained" for e in report.entries) >= 10
+
+
+def test_a_killed_matrix_resumes_without_retraining_finished_runs(matrix, student, rows):
+    out, params, _ = matrix
+    summary = read_json(out / SUMMARY_FILE)
+    trained = [entry["id"] for entry in summary["runs"] if entry["status"] == "trained"]
+    lost_entry, lost_adapter = trained[3], trained[7]
+    summary["runs"] = [entry for entry in summary["runs"] if entry["id"] != lost_entry]
+    write_json(out / SUMMARY_FILE, summary)  # killed after the adapter, before its entry
+    shutil.rmtree(out / lost_adapter)  # killed while training
+    kept = [run_id for run_id in trained if run_id not in (lost_entry, lost_adapter)]
+    stamps = {run_id: _mtime(out / run_id) for run_id in kept}
+
+    report = train_matrix(params, rows, out, student=student, progress=False)
+    assert report.newly_trained == 2
+    assert {run_id: _mtime(out / run_id) for run_id in kept} == stamps
+    assert (out / lost_adapter / "adapter_config.json").is_file()
+    assert [entry["id"] for entry in read_json(out / SUMMARY_FILE)["runs"]] == RUN_IDS
+    again = train_matrix(params, rows, out, student=student, progress=False)
+    assert again.newly_trained == 0
+
+
+def _mtime(adapter: Path) -> int:
+    return (adapter / "adapter_model.safetensors").stat().st_mtime_ns

@@ -1,0 +1,222 @@
+"""Phase 1B: micro-training on the tiny student, the gate's statistics on synthetic panels, and
+the runner's exit codes on a gate's verdict (real papermill, on a stand-in notebook)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from labeled_rows import labeled_rows
+
+from teachable.__main__ import main
+from teachable.env import ACTIONS
+from teachable.formats import sft_example
+from teachable.microtraining import (
+    CORRELATION_FILE,
+    RESULTS_FILE,
+    RESULTS_LOG,
+    gate,
+    micro_adapter,
+    result_key,
+    validate_cpt,
+    validation_success,
+)
+from teachable.parameters import Parameters, StudentParameters
+from teachable.quadrants import QUADRANTS
+from teachable.store import read_json, read_jsonl, write_json, write_jsonl
+from teachable.student import Student
+from teachable.supervision import FORMATS
+
+FIXTURES = Path(__file__).parent / "notebooks" / "gate"
+TASKS = [("GoToLocal", 2), ("GoToLocal", 3), ("PickupLoc", 2), ("PickupLoc", 3)]
+PHASE1B = {
+    "n_per_quadrant": 1,
+    "n_steps": 2,
+    "learning_rate": 1e-2,
+    "n_validation_rollouts": 3,
+    "rollout_max_steps": 4,
+    "temperature": 5.0,  # the tiny student is near-deterministic; its draws must matter here
+    "bootstrap_resamples": 200,
+}
+
+
+def _params(root: Path, **phase1b) -> Parameters:
+    return Parameters.model_validate(
+        {
+            "run": {"name": "micro", "seed": 1, "output_root": str(root)},
+            "student": {"model": "tiny", "batch_size": 16},
+            "lora": {"r": 4, "alpha": 8},
+            "phase1b": {**PHASE1B, **phase1b},
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def student() -> Student:
+    return Student.load(StudentParameters(model="tiny", batch_size=16))
+
+
+@pytest.fixture(scope="module")
+def rows(student):
+    """The last two decisions of four tasks: two snapshots in each quadrant."""
+    return labeled_rows(student, TASKS, per_task=2)
+
+
+# --- micro-training ------------------------------------------------------------------------------
+
+
+def test_micro_training_raises_the_probability_of_the_target_action(student, rows, tmp_path):
+    for format, row in zip(FORMATS, rows, strict=False):
+        params = _params(tmp_path, format=format, n_steps=5)
+        prompt = sft_example(row, format).prompt
+        target = ACTIONS.index(row.expert_action)
+        before = student.action_probabilities([prompt])[0][target]
+        trained = micro_adapter(student, row, params)
+        after = trained.student.action_probabilities([prompt])[0][target]
+        assert after > 10 * before and after > before + 0.01, (format, row.id)
+        assert trained.steps == 5 and trained.losses[-1] < trained.losses[0]
+
+
+def test_phase1b_replays_the_same_streams_writes_its_files_and_resumes(student, rows, tmp_path):
+    """With an adapter that barely moves the weights, every rollout after training must be the
+    one before it (delta 0), whatever else shares its batch. Near-uniform draws (temperature
+    50) from the last decisions of bot runs make other streams give other rates."""
+    still = {"learning_rate": 1e-12, "n_steps": 1}
+    params = _params(tmp_path, temperature=50.0, n_validation_rollouts=8, **still)
+    out = tmp_path / "phase1b"
+    report = validate_cpt(params, rows, out, student=student, progress=False)
+    assert report.newly_trained == len(report.results) == 4
+    assert sorted(r.quadrant for r in report.results) == sorted(QUADRANTS)
+    assert any(result.before > 0 for result in report.results), "no rollout succeeds: no test"
+    assert [result.delta for result in report.results] == [0.0] * 4
+    for result in report.results:
+        alone = validation_success(student, [r for r in rows if r.id == result.id], params)
+        assert alone == {result.id: result.before}
+        assert result.format == "demo"
+        assert len(result.losses) == 1 and result.n_rollouts == 8
+    saved = read_json(out / RESULTS_FILE)
+    assert saved == [result.model_dump(mode="json") for result in report.results]
+    assert read_json(out / CORRELATION_FILE) == report.correlation
+    assert report.correlation["n"] == 4
+
+    log = read_jsonl(out / RESULTS_LOG)
+    write_jsonl(out / RESULTS_LOG, log[:-1])  # killed before the last snapshot was written
+    resumed = validate_cpt(params, rows, out, student=student, progress=False)
+    assert resumed.newly_trained == 1
+    again = read_json(out / RESULTS_FILE)
+    assert [{**r, "seconds": 0} for r in again] == [{**r, "seconds": 0} for r in saved]
+    assert validate_cpt(params, rows, out, student=student, progress=False).newly_trained == 0
+    changed = _params(tmp_path, n_steps=3)
+    assert result_key(rows[0], changed, student) != result_key(rows[0], params, student)
+
+
+# --- the gate on synthetic panels ----------------------------------------------------------------
+
+
+def _panel(slope: float, q1_on_top: bool = True, n: int = 40) -> pd.DataFrame:
+    """ELP_net uniform in [-0.5, 1], delta = slope * ELP_net + noise; quadrants by ELP_net
+    quartile, Q1 on the highest (or, when not `q1_on_top`, on the lowest)."""
+    rng = np.random.default_rng(7)
+    elp = rng.uniform(-0.5, 1.0, n)
+    delta = slope * elp + rng.normal(0, 0.15, n)
+    order = ["Q2_highU_lowL", "Q3_lowU_lowL", "Q4_lowU_highL", "Q1_highU_highL"]
+    if not q1_on_top:
+        order = order[::-1]
+    quartile = np.searchsorted(np.quantile(elp, [0.25, 0.5, 0.75]), elp)
+    return pd.DataFrame({"quadrant": [order[q] for q in quartile], "ELP_net": elp, "delta": delta})
+
+
+def test_a_monotone_relation_passes_the_gate():
+    verdict = gate(_panel(0.6), seed=0, resamples=500)
+    rho = verdict["spearman"]
+    assert verdict["passed"] and verdict["reasons"] == []
+    assert rho["rho"] >= 0.3 and rho["p_value"] < 0.01 and rho["n"] == 40
+    assert rho["ci_low"] <= rho["rho"] <= rho["ci_high"] and rho["ci_low"] > 0
+    assert verdict["mean_delta"]["Q1_highU_highL"] > verdict["mean_delta"]["Q2_highU_lowL"]
+    comparison = verdict["q1_vs_q2"]
+    assert comparison["difference"] > 0 and comparison["p_value"] < 0.05
+    assert sum(part["n"] for part in verdict["per_quadrant"].values()) == 40
+    assert gate(_panel(0.6), seed=0, resamples=500) == verdict, "seeded bootstrap"
+
+
+def test_an_anti_correlated_relation_fails_the_gate():
+    verdict = gate(_panel(-0.6), seed=0, resamples=500)
+    assert not verdict["passed"]
+    assert verdict["spearman"]["rho"] < 0 and verdict["spearman"]["ci_high"] < 0
+    assert any("Spearman's rho" in reason for reason in verdict["reasons"])
+    assert any("Q1 does not exceed" in reason for reason in verdict["reasons"])
+
+
+def test_each_criterion_fails_the_gate_on_its_own():
+    swapped = gate(_panel(0.6, q1_on_top=False), seed=0, resamples=500)
+    assert swapped["spearman"]["rho"] >= 0.3 and not swapped["passed"]
+    assert len(swapped["reasons"]) == 1 and "Q1 does not exceed" in swapped["reasons"][0]
+    flat = _panel(0.6).assign(delta=0.0)
+    verdict = gate(flat, seed=0, resamples=500)
+    assert verdict["spearman"]["rho"] is None and not verdict["passed"]
+    assert "undefined" in verdict["reasons"][0]
+
+
+# --- the runner acts on the verdict --------------------------------------------------------------
+
+
+def test_the_runner_exits_on_the_gate_unless_told_to_go_on(tmp_path, monkeypatch, capsys):
+    params = tmp_path / "gated.yaml"
+    params.write_text(
+        yaml.safe_dump(
+            {
+                "run": {"output_root": "runs"},
+                "student": {"model": "tiny"},
+                "phase1b": {"bootstrap_resamples": 200},
+            }
+        )
+    )
+    run_dir = tmp_path / "runs" / "gated"
+    write_json(run_dir / "phase0" / "warmup.json", {})
+    write_json(run_dir / "phase1" / "labeled_snapshots.json", [])
+    command = ["run", str(params), "--notebooks-dir", str(FIXTURES), "--phases", "1b"]
+    verdict = tmp_path / "verdict.json"
+    monkeypatch.setenv("TEACHABLE_GATE_VERDICT", str(verdict))
+
+    write_json(verdict, gate(_panel(0.6), seed=0, resamples=200))
+    assert main(command) == 0
+    assert read_json(run_dir / "phase1b" / CORRELATION_FILE)["passed"] is True
+    assert "GATE FAILED" not in capsys.readouterr().err
+
+    write_json(verdict, gate(_panel(-0.6), seed=0, resamples=200))
+    assert main([*command, "--force"]) == 1
+    err = capsys.readouterr().err
+    assert "GATE FAILED: phase 1b" in err and "the pipeline stops here" in err
+    assert "Spearman's rho" in err
+    record = read_json(run_dir / "provenance.json")
+    assert record["status"] == "failed" and record["phases"][0]["status"] == "gate failed"
+
+    assert main(command) == 1, "an up-to-date phase whose gate failed still stops the run"
+    assert "up to date" in capsys.readouterr().out
+
+    going_on = [*command, "--set", "phase1b.continue_on_failed_gate=true"]
+    assert main(going_on) == 0
+    err = capsys.readouterr().err
+    assert "GATE FAILED: phase 1b" in err and "CONTINUING ANYWAY" in err
+    record = read_json(run_dir / "provenance.json")
+    assert record["status"] == "finished"
+    assert record["parameters"]["phase1b"]["continue_on_failed_gate"] is True
+    assert record["phases"][0]["reason"].endswith("gate failed, continued")
+
+
+def test_command_line_settings_are_validated_like_the_file(tmp_path, capsys):
+    params = tmp_path / "p.yaml"
+    params.write_text(yaml.safe_dump({"run": {"output_root": "runs"}}))
+    base = ["run", str(params), "--notebooks-dir", str(FIXTURES), "--phases", "1b"]
+    assert main([*base, "--set", "phase2.batch_sise=8"]) == 2
+    assert "phase2.batch_sise: unknown key" in capsys.readouterr().err
+    assert main([*base, "--set", "phase2.batch_size=0"]) == 2
+    assert "phase2.batch_size" in capsys.readouterr().err
+    assert main([*base, "--set", "lora.steps=3"]) == 2
+    assert "only a phase's own section" in capsys.readouterr().err
+    assert main([*base, "--set", "phase2.batch_size"]) == 2
+    assert "SECTION.KEY=VALUE" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()

@@ -1,0 +1,296 @@
+"""Phase 5: each method picks what it claims, every method trains on exactly K snapshots, and
+a whole selection experiment on a tiny student trains, evaluates and summarizes every method."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from labeled_rows import labeled_rows
+
+from teachable.evaluation import BASE, EPISODES_FILE, OVERALL_CSV
+from teachable.formats import SPLIT_FILE, save_split, split_by_task
+from teachable.labels import CPT, LabeledSnapshot, Leverage, save_labeled
+from teachable.matrix import SUMMARY_FILE
+from teachable.parameters import (
+    SELECTION_METHODS,
+    Parameters,
+    Phase5Parameters,
+    StudentParameters,
+)
+from teachable.predictor import train_predictor
+from teachable.quadrants import AUTO_FILE, Thresholds, save_thresholds
+from teachable.selection import (
+    EVAL_DIR,
+    SELECTION_SUMMARY,
+    SelectionReport,
+    labeled_pool,
+    paired_gain,
+    plan_selections,
+    run_selection,
+    select,
+    verdicts,
+)
+from teachable.store import read_json, read_jsonl
+from teachable.student import Student
+from teachable.warmup import save_preparation
+
+TASKS = [("GoToLocal", seed) for seed in (2, 3, 4, 5, 6, 10)] + [("PickupLoc", 2), ("PickupLoc", 3)]
+# Labels of eight snapshots, chosen so that every ranking method picks a different top 3, with
+# ties that only the snapshot id can break.
+U = [0.1, 0.9, 0.5, 0.9, 0.3, 0.7, 0.2, 0.6]
+P_STUDENT = [0.5, 0.0, 1.0, 0.4, 0.9, 0.5, 0.2, 0.1]  # p(1 - p): .25 .0 .0 .24 .09 .25 .16 .09
+ELP_NET = [0.0, 0.2, 0.4, -0.2, 0.6, 0.1, 0.5, 0.3]
+PREDICTED = [0.9, 0.1, 0.0, 0.3, 0.2, 0.8, 0.5, 0.4]
+
+
+def relabel(row: LabeledSnapshot, u: float, p_student: float, elp: float) -> LabeledSnapshot:
+    """The row with the given U, student success rate and ELP_net (through its demo patch)."""
+    cpt = CPT(
+        p={"base": 0.0, "placebo": 0.0, "demo": elp, "hint": 0.0, "contrast": 0.0},
+        ELP={"demo": elp, "hint": 0.0, "contrast": 0.0},
+        ELP_net=elp,
+        route_net="demo",
+        n_per_condition=2,
+    )
+    leverage = Leverage(L_local=0.0, p_student=p_student, p_forced=p_student, n=2)
+    return row.model_copy(update={"U": u, "leverage": leverage, "cpt": cpt})
+
+
+@pytest.fixture(scope="module")
+def student() -> Student:
+    return Student.load(StudentParameters(model="tiny", batch_size=16))
+
+
+@pytest.fixture(scope="module")
+def rows(student) -> list[LabeledSnapshot]:
+    """Two real snapshots of each of eight tasks, labeled by hand with a seeded draw."""
+    rng = np.random.default_rng(7)
+    rows = labeled_rows(student, TASKS, per_task=2)
+    return [relabel(row, *np.round(rng.uniform([0, 0, -1], [1, 1, 1]), 3).tolist()) for row in rows]
+
+
+@pytest.fixture(scope="module")
+def eight(rows) -> list[LabeledSnapshot]:
+    """Eight snapshots with the hand-set labels above."""
+    labels = zip(U, P_STUDENT, ELP_NET, strict=True)
+    return [relabel(row, *values) for row, values in zip(rows[:8], labels, strict=True)]
+
+
+def expected(rows: list[LabeledSnapshot], indices: list[int]) -> list[str]:
+    return [rows[index].id for index in indices]
+
+
+def first_by_id(rows: list[LabeledSnapshot], a: int, b: int) -> list[int]:
+    """Two tied rows in the order the tie-break puts them: the smaller id first."""
+    return [a, b] if rows[a].id < rows[b].id else [b, a]
+
+
+# --- what each method picks --------------------------------------------------------------------
+
+
+def test_each_ranking_method_picks_the_top_k_of_its_own_score(eight):
+    predictions = pd.DataFrame({"id": [row.id for row in eight], "ELP_net": PREDICTED})
+    picks = {
+        method: [row.id for row in select(method, eight, 3, predictions)]
+        for method in ("entropy", "learnability", "oracle", "predictor")
+    }
+    assert picks["entropy"] == expected(eight, [*first_by_id(eight, 1, 3), 5])  # U .9 .9 .7
+    assert picks["learnability"] == expected(eight, [*first_by_id(eight, 0, 5), 3])  # .25 .25 .24
+    assert picks["oracle"] == expected(eight, [4, 6, 2])  # ELP_net .6 .5 .4
+    assert picks["predictor"] == expected(eight, [0, 5, 6])  # predicted .9 .8 .5
+    assert len({tuple(sorted(ids)) for ids in picks.values()}) == 4
+
+
+def test_the_picks_do_not_depend_on_the_order_of_the_rows(eight):
+    predictions = pd.DataFrame({"id": [row.id for row in eight], "ELP_net": PREDICTED})
+    shuffled = [eight[index] for index in (5, 2, 7, 0, 3, 6, 1, 4)]
+    for method in SELECTION_METHODS:
+        forward = select(method, eight, 4, predictions, seed=3)
+        assert select(method, shuffled, 4, predictions, seed=3) == forward
+
+
+def test_random_picks_k_distinct_pool_snapshots_by_its_seed(rows):
+    ids = {row.id for row in rows}
+    draws = {seed: [row.id for row in select("random", rows, 5, seed=seed)] for seed in (0, 1)}
+    for drawn in draws.values():
+        assert len(drawn) == len(set(drawn)) == 5
+        assert set(drawn) <= ids
+    assert draws[0] != draws[1]
+    assert [row.id for row in select("random", rows, 5, seed=0)] == draws[0]
+
+
+def test_bad_selections_are_clear_errors(eight):
+    with pytest.raises(ValueError, match="needs the predictor's scores"):
+        select("predictor", eight, 2)
+    partial = pd.DataFrame({"id": [eight[0].id], "ELP_net": [0.5]})
+    with pytest.raises(ValueError, match=f"no score for snapshot.*{eight[1].id}"):
+        select("predictor", eight, 2, partial)
+    unlabeled = [eight[0].model_copy(update={"U": None}), *eight[1:]]
+    with pytest.raises(ValueError, match=f"entropy method has no score.*{eight[0].id}"):
+        select("entropy", unlabeled, 2)
+    with pytest.raises(ValueError, match="cannot select 9 of 8"):
+        select("oracle", eight, 9)
+
+
+def test_every_method_gets_exactly_k_and_k_shrinks_to_a_small_pool(eight):
+    predictions = pd.DataFrame({"id": [row.id for row in eight], "ELP_net": PREDICTED})
+    unlabeled = eight[0].model_copy(update={"cpt": None})
+    pool, left_out = labeled_pool([unlabeled, *eight[1:]])
+    assert left_out == [unlabeled.id] and len(pool) == 7
+    for budget, k in ((3, 3), (50, 7)):
+        phase5 = Phase5Parameters(budget=budget, random_seeds=[0, 4])
+        plans = plan_selections(phase5, pool, predictions)
+        assert list(plans) == list(SELECTION_METHODS)
+        assert [run.id for run in plans["random"]] == ["random_seed0", "random_seed4"]
+        for runs in plans.values():
+            for run in runs:
+                assert len(run.rows) == len({row.id for row in run.rows}) == k
+                assert {row.id for row in run.rows} <= {row.id for row in pool}
+
+
+# --- the summary's arithmetic ------------------------------------------------------------------
+
+
+def test_paired_gain_and_its_bootstrap_interval():
+    gain = paired_gain(np.array([0, 0, 1, 1]), np.array([1, 1, 1, 0]), resamples=500, seed=0)
+    assert gain["gain"] == pytest.approx(0.25)
+    assert gain["base_success_rate"] == 0.5 and gain["success_rate"] == 0.75
+    assert -1 <= gain["ci_low"] < 0.25 < gain["ci_high"] <= 1
+    same = paired_gain(np.array([0, 1, 1]), np.array([0, 1, 1]), resamples=500, seed=0)
+    assert (same["gain"], same["ci_low"], same["ci_high"]) == (0, 0, 0)
+    assert paired_gain(np.array([]), np.array([]), 500, 0)["gain"] is None
+
+
+def method_record(gain: float, drop: float | None) -> dict:
+    return {"tasks": {"gain": gain}, "retention": {"drop": drop}}
+
+
+def test_verdicts_follow_the_plans_order_and_retention_limit():
+    good = {"random": (0.1, 0.0), "entropy": (0.2, 0.05), "predictor": (0.3, 0.1)}
+    record = verdicts({method: method_record(*values) for method, values in good.items()})
+    assert record["passed"] is True
+    assert record["predictor_beats_entropy"]["difference"] == pytest.approx(0.1)
+    swapped = good | {"entropy": (0.4, 0.0)}
+    record = verdicts({method: method_record(*values) for method, values in swapped.items()})
+    assert record["predictor_beats_entropy"]["passed"] is False
+    assert record["entropy_beats_random"]["passed"] is True and record["passed"] is False
+    forgetting = good | {"random": (0.1, 0.25)}
+    record = verdicts({method: method_record(*values) for method, values in forgetting.items()})
+    assert record["retention_comparable"]["passed"] is False
+    assert record["retention_comparable"]["largest_drop"] == 0.25
+    no_predictor = verdicts({m: method_record(*good[m]) for m in ("random", "entropy")})
+    assert no_predictor["predictor_beats_entropy"]["passed"] is None
+    assert no_predictor["passed"] is False
+
+
+# --- a whole experiment ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Experiment:
+    params: Parameters
+    out_dir: Path
+    pool_ids: list[str]
+    first: SelectionReport
+
+
+def tiny_parameters(root: Path) -> Parameters:
+    return Parameters.model_validate(
+        {
+            "run": {"seed": 0, "output_root": str(root), "name": "selection"},
+            "student": {"model": "tiny", "batch_size": 32},
+            "env": {"levels": ["GoToLocal", "PickupLoc"]},
+            "lora": {"r": 2, "alpha": 4, "steps": 3, "batch_size": 2},
+            "phase3": {
+                "n_tasks": 2,
+                "n_snapshots_per_quadrant": 1,
+                "max_steps": 3,
+                "retention_tasks": 1,
+                "retention_levels": ["GoToObj"],
+            },
+            "phase4": {"embedding_dim": 32, "hidden": 8, "epochs": 2, "k": [2]},
+            "phase5": {"budget": 3, "random_seeds": [0, 1], "steps": 1, "bootstrap_resamples": 200},
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def experiment(tmp_path_factory, student, rows) -> Experiment:
+    """Phases 0-2 and 4 written for the tiny student, then all of Phase 5."""
+    params = tiny_parameters(tmp_path_factory.mktemp("runs"))
+    run_dir = params.run_dir
+    save_preparation(run_dir, params.student, {"skipped": "the tiny student is used as is"})
+    save_thresholds(run_dir / "phase1" / AUTO_FILE, Thresholds(U=0.5, L=0.0, source="auto"))
+    save_labeled(run_dir / "phase1", rows)
+    split = split_by_task(rows, 0.25, seed=0)
+    save_split(run_dir / "phase2" / SPLIT_FILE, split, 0.25, 0)
+    train_predictor([row.model_dump(mode="json") for row in rows], params.phase4, run_dir)
+    out_dir = run_dir / "phase5" / "selection"
+    report = run_selection(params, out_dir, student=student, progress=False)
+    return Experiment(params, out_dir, [row.id for row in labeled_pool(split.train)[0]], report)
+
+
+def test_every_method_trains_exactly_k_train_snapshots_and_is_evaluated(experiment):
+    k = experiment.params.phase5.budget
+    for method in SELECTION_METHODS:
+        folder = experiment.out_dir / method
+        summary = read_json(folder / SUMMARY_FILE)
+        assert summary["lora"]["steps"] == 1 and summary["lora"]["r"] == 2
+        assert (folder / summary["split"]).resolve() == (
+            experiment.params.run_dir / "phase2" / SPLIT_FILE
+        )
+        runs = summary["runs"]
+        assert len(runs) == (2 if method == "random" else 1)
+        for run in runs:
+            assert run["quadrant"] == method and run["format"] == "demo"
+            assert run["status"] == "trained" and len(run["losses"]) == 1
+            assert run["n_train"] == len(run["snapshots"]) == len(set(run["snapshots"])) == k
+            assert set(run["snapshots"]) <= set(experiment.pool_ids)
+            assert (folder / run["adapter"] / "adapter_config.json").is_file()
+        overall = pd.read_csv(folder / EVAL_DIR / OVERALL_CSV)
+        assert overall["model"].tolist() == [BASE, *(run["id"] for run in runs)]
+
+
+def test_the_oracle_trains_on_the_pools_top_elp_net(experiment, rows):
+    by_id = {row.id: row for row in rows}
+    pool = sorted(experiment.pool_ids, key=lambda i: (-by_id[i].cpt.ELP_net, i))
+    summary = read_json(experiment.out_dir / "oracle" / SUMMARY_FILE)
+    assert summary["runs"][0]["snapshots"] == pool[: experiment.params.phase5.budget]
+
+
+def test_the_summary_holds_gains_retention_and_verdicts_from_the_evaluations(experiment):
+    summary = read_json(experiment.out_dir / SELECTION_SUMMARY)
+    assert summary["k"] == 3 and summary["pool_size"] == len(experiment.pool_ids)
+    assert not summary["k_reduced"]
+    assert list(summary["methods"]) == list(SELECTION_METHODS)
+    for method, record in summary["methods"].items():
+        overall = pd.read_csv(experiment.out_dir / method / EVAL_DIR / OVERALL_CSV)
+        trained = overall[overall["model"] != BASE]
+        tasks = record["tasks"]
+        assert tasks["n"] == experiment.params.phase3.n_tasks
+        assert tasks["gain"] == pytest.approx(trained["gain_over_base"].mean(), abs=1e-6)
+        assert tasks["ci_low"] <= tasks["gain"] <= tasks["ci_high"]
+        assert set(record["retention"]) >= {"before", "after", "drop", "drop_flag"}
+    assert set(summary["methods"]["random"]["tasks"]["per_run"]) == {"random_seed0", "random_seed1"}
+    gains = {method: record["tasks"]["gain"] for method, record in summary["methods"].items()}
+    check = summary["verdicts"]["predictor_beats_entropy"]
+    assert check["passed"] == (gains["predictor"] > gains["entropy"])
+
+
+def test_the_base_plays_once_and_a_rerun_trains_and_plays_nothing(experiment, student):
+    played = {m: e.record["evaluated_now"] for m, e in experiment.first.evaluations.items()}
+    assert played["random"] == [BASE, "random_seed0", "random_seed1"]
+    assert all(played[method] == [method] for method in SELECTION_METHODS[1:])
+    logs = [experiment.out_dir / m / EVAL_DIR / EPISODES_FILE for m in SELECTION_METHODS]
+    base_keys = {row["key"] for log in logs for row in read_jsonl(log) if row["model"] == BASE}
+    assert len(base_keys) == 1
+    adapters = sorted(experiment.out_dir.glob("*/*/adapter_model.safetensors"))
+    assert len(adapters) == len(SELECTION_METHODS) + 1
+    stamps = [path.stat().st_mtime_ns for path in adapters]
+    again = run_selection(experiment.params, experiment.out_dir, student=student, progress=False)
+    assert [path.stat().st_mtime_ns for path in adapters] == stamps
+    assert all(not e.record["evaluated_now"] for e in again.evaluations.values())
