@@ -37,7 +37,12 @@ from teachable.predictor import REQUIRED_ACCURACY, REQUIRED_R2, metrics_table
 from teachable.quadrants import QUADRANTS, load_thresholds
 from teachable.quadrants import scatter_chart as quadrant_scatter_chart
 from teachable.reports import save_chart
-from teachable.selection import SELECTION_SUMMARY, selection_chart, selection_frame
+from teachable.selection import (
+    SELECTION_SUMMARY,
+    selection_chart,
+    selection_frame,
+    verdict_frame,
+)
 from teachable.store import read_json, write_json
 from teachable.supervision import FORMATS
 
@@ -270,6 +275,10 @@ def selection_table(run_dir: Path) -> pd.DataFrame:
     return selection_frame(selection_summary_of(run_dir))
 
 
+def selection_verdict_table(run_dir: Path) -> pd.DataFrame:
+    return verdict_frame(selection_summary_of(run_dir))
+
+
 # --- building ----------------------------------------------------------------------------------
 
 
@@ -307,6 +316,7 @@ ARTIFACTS: tuple[Artifact, ...] = (
     Artifact("reliability_retention_frontier", "table", FRONTIER, frontier_frame),
     Artifact("predictor_metrics", "table", (PHASE4_RESULT,), predictor_table),
     Artifact("selection", "table", (PHASE5_SUMMARY,), selection_table),
+    Artifact("selection_verdicts", "table", (PHASE5_SUMMARY,), selection_verdict_table),
 )
 
 

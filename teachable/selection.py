@@ -16,7 +16,9 @@ leverage, CPT), so all methods choose among the same snapshots; a pool smaller t
 lowers K for every method, and the summary says so. Each pick trains one LoRA run with the same
 hyperparameters (`lora`, with any value `phase5` sets in its place) in `phase5.format`, and is
 evaluated like Phase 3 (`evaluate_runs`, with the `phase3` counts) into
-`phase5/selection/<method>/`: its `training_summary.json`, its adapters and `eval/`.
+`phase5/selection/<method>/`: its `training_summary.json`, its adapters and `eval/`. The base
+student's episodes are the same for every method: they are played once and shared between the
+methods' evaluation logs. A rerun keeps finished runs and logged episodes.
 
 `selection_summary.json` gives each method's success gain over the base student on the held-out
 tasks (and on the test snapshots), with a 95% paired bootstrap interval over the items both
@@ -253,7 +255,7 @@ def run_selection(
     split = load_split(split_path, load_labeled(run_dir / "phase1"))
     pool, left_out = labeled_pool(split.train)
     predictions = None
-    if "predictor" in params.phase5.methods:
+    if pool and "predictor" in params.phase5.methods:
         predictions = predicted_scores(run_dir, pool)
     runs = plan_selections(params.phase5, pool, predictions)
     student = student if student is not None else Student.load(prepared_student(params))
@@ -517,3 +519,29 @@ def selection_chart(summary: dict) -> alt.LayerChart:
     return alt.layer(bars, zero, intervals, dots, labels).properties(
         width=320, height=240, title=f"Selection at K = {summary['k']}"
     )
+
+
+def _signed(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:+.3f}"
+
+
+def verdict_frame(summary: dict) -> pd.DataFrame:
+    """The plan's verdicts, one line each: whether it holds and the numbers it rests on."""
+    verdicts = summary["verdicts"]
+    rows = []
+    for name in ("predictor_beats_entropy", "entropy_beats_random"):
+        check = verdicts[name]
+        first, second = name.split("_beats_")
+        detail = f"{first} {_signed(check[first])} vs {second} {_signed(check[second])}"
+        rows.append({"verdict": name, "passed": check["passed"], "detail": detail})
+    retention = verdicts["retention_comparable"]
+    largest = retention["largest_drop"]
+    detail = (
+        "not measured: the base solved no retention task"
+        if largest is None
+        else f"largest drop {largest:.3f} (limit {retention['limit']:.2f})"
+    )
+    rows.append(
+        {"verdict": "retention_comparable", "passed": retention["passed"], "detail": detail}
+    )
+    return pd.DataFrame(rows, columns=["verdict", "passed", "detail"])

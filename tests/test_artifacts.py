@@ -1,6 +1,7 @@
 """Paper artifacts: every figure and table is built from a run folder's files alone, a partial
-run gets the artifacts its phases allow (the others skipped with their reason), and `teachable
-check` fails when a built artifact is removed.
+run gets the artifacts its phases allow (the others skipped with their reason), `teachable
+check` fails when a built artifact is removed, and the artifacts phase goes stale when a phase
+file it reads changes.
 
 The run folder is written by the phases' own functions and writers on real BabyAI snapshots of
 the tiny student, except that the episodes behind Phase 3's and Phase 5's tables and Phase 1B's
@@ -10,7 +11,9 @@ retention task, so its real outputs cannot show a reliability-retention frontier
 
 from __future__ import annotations
 
+import os
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +31,14 @@ from teachable.microtraining import CORRELATION_FILE, RESULTS_FILE, MicroResult,
 from teachable.parameters import Parameters, StudentParameters
 from teachable.predictor import train_predictor
 from teachable.quadrants import AUTO_FILE, QUADRANTS, Thresholds, save_thresholds
+from teachable.runner import (
+    NOTEBOOKS_DIR,
+    PHASES,
+    check_inputs,
+    parameters_digest,
+    stale_reason,
+    stamp_path,
+)
 from teachable.selection import (
     SELECTION_SUMMARY,
     labeled_pool,
@@ -262,3 +273,19 @@ def test_check_fails_when_a_built_artifact_is_removed(run_dir, tmp_path, capsys)
     failed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("FAIL")]
     assert len(failed) == 1
     assert "paper artifacts" in failed[0] and "transfer_heatmap.svg" in failed[0]
+
+
+def test_the_artifacts_phase_goes_stale_when_a_file_it_reads_changes(run_dir, tmp_path):
+    moved = copy_of(run_dir, tmp_path)
+    params = parameters(moved.parent)
+    phase = next(phase for phase in PHASES if phase.name == "artifacts")
+    stamp = {"parameters_sha256": parameters_digest(params, phase), "finished_at": "now"}
+    write_json(stamp_path(params, phase), stamp)
+    later = time.time() + 3600
+    os.utime(moved / RECORD_FILE, (later, later))
+    shutil.rmtree(moved / "phase1b")  # a phase it reads but the run lacks is no error
+    check_inputs(params, phase)
+    assert stale_reason(params, phase, NOTEBOOKS_DIR) is None
+    summary = moved / "phase5" / "selection" / SELECTION_SUMMARY
+    os.utime(summary, (later + 60, later + 60))
+    assert stale_reason(params, phase, NOTEBOOKS_DIR) == f"{summary} is newer than its outputs"

@@ -102,11 +102,22 @@ def test_phase5_and_paper_artifacts_count_once_their_folder_exists(run_dir: Path
         (run_dir / folder).mkdir(parents=True)
     after = statuses(run_dir)
     assert after["phase 5 selection summary"] == after["paper figures"] == "fail"
-    assert after["paper tables"] == "fail"
+    assert after["paper tables"] == after["paper artifacts"] == "fail"
     (run_dir / "phase5/selection/selection_summary.json").write_text(json.dumps({"methods": {}}))
     (run_dir / "figures" / "quadrant_scatter.png").write_bytes(b"\x89PNG")
     (run_dir / "tables" / "selection.csv").write_text("method,gain\nrandom,0.1\n")
+    built = {"figure quadrant_scatter": ["figures/quadrant_scatter.png"]}
+    record = {"built": built, "skipped": {"table selection": "phase 5 has not run"}}
+    (run_dir / "artifacts.json").write_text(json.dumps(record))
     assert set(statuses(run_dir).values()) == {"pass"}
+    (run_dir / "figures" / "quadrant_scatter.svg").write_text("<svg/>")
+    built["figure quadrant_scatter"].append("figures/quadrant_scatter.svg")
+    (run_dir / "artifacts.json").write_text(json.dumps(record))
+    assert statuses(run_dir)["paper artifacts"] == "pass"
+    (run_dir / "figures" / "quadrant_scatter.svg").unlink()
+    failed = [result for result in check_run(run_dir) if result.status == "fail"]
+    assert [result.name for result in failed] == ["paper artifacts"]
+    assert "quadrant_scatter.svg is listed as built" in failed[0].reason
 
 
 def test_a_folder_that_is_not_a_run_is_bad_input(tmp_path: Path) -> None:

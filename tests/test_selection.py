@@ -32,6 +32,7 @@ from teachable.selection import (
     plan_selections,
     run_selection,
     select,
+    verdict_frame,
     verdicts,
 )
 from teachable.store import read_json, read_jsonl
@@ -279,6 +280,13 @@ def test_the_summary_holds_gains_retention_and_verdicts_from_the_evaluations(exp
     gains = {method: record["tasks"]["gain"] for method, record in summary["methods"].items()}
     check = summary["verdicts"]["predictor_beats_entropy"]
     assert check["passed"] == (gains["predictor"] > gains["entropy"])
+    table = verdict_frame(summary).set_index("verdict")
+    assert table.loc["predictor_beats_entropy", "passed"] == check["passed"]
+    assert (
+        f"predictor {gains['predictor']:+.3f} vs entropy"
+        in table.loc["predictor_beats_entropy", "detail"]
+    )
+    assert list(table.index) == [*(name for name in summary["verdicts"] if name != "passed")]
 
 
 def test_the_base_plays_once_and_a_rerun_trains_and_plays_nothing(experiment, student):
