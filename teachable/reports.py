@@ -128,7 +128,11 @@ def entropy_chart(frame: pd.DataFrame) -> alt.Chart:
         alt.Chart(frame)
         .transform_density("entropy", groupby=["states"], extent=[0, 1], as_=["entropy", "density"])
         .mark_area(opacity=0.45)
-        .encode(x=alt.X("entropy:Q", title="normalized entropy U"), y="density:Q", color="states:N")
+        .encode(
+            x=alt.X("entropy:Q", title="normalized entropy U"),
+            y=alt.Y("density:Q", stack=None),
+            color="states:N",
+        )
         .properties(width=360, height=200, title="Student uncertainty: failures vs all states")
     )
 
