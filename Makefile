@@ -25,7 +25,7 @@ test: setup
 	$(PY) -m pytest
 
 lint: setup
-	$(VENV)/bin/ruff check teachable tests benchmarks
+	$(VENV)/bin/ruff check teachable tests benchmarks notebooks
 
 lab: setup
 	$(VENV)/bin/jupyter lab notebooks/
