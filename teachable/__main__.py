@@ -49,6 +49,12 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+PLAN_FLAGS = {
+    "--batch-size": "phase2.batch_size",
+    "--gradient-accumulation-steps": "phase2.gradient_accumulation_steps",
+}
+
+
 def add_run_command(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser("run", help="execute the phase notebooks with papermill")
     parser.add_argument("params", type=Path, help="parameter file, e.g. parameters/pilot.yaml")
@@ -67,6 +73,15 @@ def add_run_command(commands: argparse._SubParsersAction) -> None:
         "repeatable. E.g. the plan's out-of-memory remedies: --set phase2.batch_size=8, "
         "--set phase2.gradient_accumulation_steps=4",
     )
+    for flag, key in PLAN_FLAGS.items():
+        parser.add_argument(
+            flag,
+            action="append",
+            dest="set",
+            type=lambda value, key=key: f"{key}={value}",
+            metavar="N",
+            help=f"the plan's troubleshooting flag: same as --set {key}=N",
+        )
     parser.add_argument(
         "--notebooks-dir", type=Path, default=NOTEBOOKS_DIR, help="folder of the phase notebooks"
     )

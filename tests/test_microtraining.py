@@ -219,4 +219,8 @@ def test_command_line_settings_are_validated_like_the_file(tmp_path, capsys):
     assert "only a phase's own section" in capsys.readouterr().err
     assert main([*base, "--set", "phase2.batch_size"]) == 2
     assert "SECTION.KEY=VALUE" in capsys.readouterr().err
+    assert main([*base, "--batch-size", "0"]) == 2
+    assert "phase2.batch_size" in capsys.readouterr().err
+    assert main([*base, "--gradient-accumulation-steps", "-1"]) == 2
+    assert "phase2.gradient_accumulation_steps" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
