@@ -27,7 +27,7 @@ from teachable.parameters import Parameters, load_parameters
 from teachable.snapshots import Snapshot, collect_student_failures, load_snapshots
 from teachable.student import Student
 from teachable.teacher import make_teacher
-from teachable.warmup import prepared_student
+from teachable.warmup import load_prepared_student
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 
@@ -37,7 +37,7 @@ def benchmark_student(params: Parameters, model: str | None) -> Student:
     if model is not None:
         return Student.load(params.student.model_copy(update={"model": model}))
     try:
-        return Student.load(prepared_student(params))
+        return load_prepared_student(params)
     except FileNotFoundError:
         return Student.load(params.student)
 

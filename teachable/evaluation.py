@@ -53,7 +53,7 @@ from teachable.splits import purpose_of, task_suite
 from teachable.store import append_jsonl, read_json, read_jsonl, write_json, write_jsonl
 from teachable.student import Student
 from teachable.supervision import FORMATS
-from teachable.warmup import prepared_student
+from teachable.warmup import load_prepared_student
 
 BASE = "base"
 LOOP_VISITS = 3
@@ -574,7 +574,7 @@ def evaluate_runs(
     adapters = adapter_folders(summary)
     split, labeled = load_inputs(params, summary.split_path)
     items = evaluation_items(params, split, labeled)
-    base = Student.load(prepared_student(params))
+    base = load_prepared_student(params)
 
     out_dir = Path(out_dir)
     log = out_dir / EPISODES_FILE

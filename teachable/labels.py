@@ -57,7 +57,7 @@ from teachable.store import append_jsonl, read_json, read_jsonl, write_json, wri
 from teachable.student import Student, normalized_entropy
 from teachable.supervision import FORMATS, PLACEBO, Format, patch_text
 from teachable.teacher import Teacher, TeacherAnswer, TeacherRequest, make_teacher
-from teachable.warmup import prepared_student
+from teachable.warmup import load_prepared_student, prepared_student
 
 UMethod = Literal["entropy", "margin", "top1"]
 Step = Literal["hints", "uncertainty", "leverage", "cpt"]
@@ -591,7 +591,7 @@ def _groups(items: Sequence, size: int) -> list[Sequence]:
 
 
 def _student(params: Parameters, student: Student | None) -> Student:
-    return student if student is not None else Student.load(prepared_student(params))
+    return student if student is not None else load_prepared_student(params)
 
 
 @dataclass

@@ -36,7 +36,7 @@ from teachable.store import read_json, write_json
 from teachable.student import Student
 from teachable.supervision import FORMATS, Format
 from teachable.training import train_lora
-from teachable.warmup import prepared_student
+from teachable.warmup import load_prepared_student
 
 SUMMARY_FILE = "training_summary.json"
 # a quadrant, the train set a baseline draws on, or the method a Phase 5 run was selected by
@@ -221,7 +221,7 @@ def train_matrix(
     split = split_by_task(rows, phase2.test_fraction, params.run.seed)
     save_split(out_dir / SPLIT_FILE, split, phase2.test_fraction, params.run.seed)
     runs = plan_matrix(split.train, params.run.seed)
-    student = student if student is not None else Student.load(prepared_student(params))
+    student = student if student is not None else load_prepared_student(params)
     earlier = finished_entries(out_dir)
     lora = matrix_lora(params)
     entries: dict[str, RunEntry] = {}

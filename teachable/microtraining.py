@@ -36,7 +36,7 @@ from teachable.store import append_jsonl, read_jsonl, write_json
 from teachable.student import Student
 from teachable.supervision import Format
 from teachable.training import TrainResult, train_lora
-from teachable.warmup import prepared_student
+from teachable.warmup import load_prepared_student
 
 RESULTS_LOG = "micro_training.jsonl"
 RESULTS_FILE = "micro_training_results.json"
@@ -191,7 +191,7 @@ def validate_cpt(
     panel = choose_panel(rows, params.phase1b.n_per_quadrant, params.run.seed)
     if not panel:
         raise ValueError("no labeled snapshot has both a quadrant and CPT labels: nothing to test")
-    student = student if student is not None else Student.load(prepared_student(params))
+    student = student if student is not None else load_prepared_student(params)
     keys = {row.id: result_key(row, params, student) for row in panel}
     done = {
         result.id: result

@@ -67,7 +67,7 @@ from teachable.parameters import (
 from teachable.predictor import Predictor
 from teachable.store import read_json, read_jsonl, write_json, write_jsonl
 from teachable.student import Student
-from teachable.warmup import prepared_student
+from teachable.warmup import load_prepared_student
 
 SELECTION_SUMMARY = "selection_summary.json"
 EVAL_DIR = "eval"
@@ -258,7 +258,7 @@ def run_selection(
     if pool and "predictor" in params.phase5.methods:
         predictions = predicted_scores(run_dir, pool)
     runs = plan_selections(params.phase5, pool, predictions)
-    student = student if student is not None else Student.load(prepared_student(params))
+    student = student if student is not None else load_prepared_student(params)
     entries, evaluations, logs = {}, {}, []
     for method, method_runs in tqdm(runs.items(), desc="selection", disable=not progress):
         folder = out_dir / method

@@ -158,6 +158,11 @@ def prepared_student(params: Parameters) -> StudentParameters:
     return StudentParameters.model_validate(read_json(path)["student"])
 
 
+def load_prepared_student(params: Parameters) -> Student:
+    """The student Phase 0 prepared for this run, loaded: every later phase starts from it."""
+    return Student.load(prepared_student(params))
+
+
 def _warm_up(params: Parameters, folder: Path, progress: bool) -> dict:
     warmup, history = params.phase0.warmup, params.student.history
     started = time.perf_counter()
