@@ -27,6 +27,7 @@ KNOWN_LEVELS = (
     "GoToObjDoor",
     "GoToRedBall",
     "GoToRedBallGrey",
+    "GoToRedBallNoDists",
     "GoToDoor",
     "GoToSeq",
     "Open",
@@ -308,6 +309,16 @@ class Parameters(Section):
     phase5: Phase5Parameters = Field(default_factory=Phase5Parameters)
     interactive: bool = False
     source: Path | None = None
+
+    @model_validator(mode="after")
+    def _retention_outside_training(self) -> Parameters:
+        shared = sorted(set(self.phase3.retention_levels) & set(self.env.levels))
+        if shared:
+            raise ValueError(
+                "phase3.retention_levels must lie outside env.levels; "
+                f"both hold {', '.join(shared)}"
+            )
+        return self
 
     @property
     def run_name(self) -> str:

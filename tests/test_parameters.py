@@ -37,6 +37,10 @@ def _write(tmp_path: Path, text: str) -> Path:
         ("env:\n  levels: [GoToLocal, GoToMoon]\n", "env.levels"),
         ("student:\n  dtype: float8\n", "student.dtype"),
         ("bogus_section: {}\n", "bogus_section: unknown key"),
+        (
+            "env:\n  levels: [GoToObj, GoToLocal]\nphase3:\n  retention_levels: [GoToObj]\n",
+            "phase3.retention_levels must lie outside env.levels; both hold GoToObj",
+        ),
     ],
 )
 def test_bad_values_name_file_and_key(tmp_path: Path, text: str, key: str) -> None:
