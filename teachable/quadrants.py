@@ -1,7 +1,7 @@
 """Quadrants of the U x L plane: thresholds, assignment, and the charts to choose them by.
 
 A snapshot is high-U when `U >= U threshold` and high-L when `L >= L threshold` (a value on a
-threshold counts as high). Thresholds are automatic (quantiles of the labeled snapshots, saved
+threshold counts as high). Thresholds are automatic (quantile cuts of the labeled snapshots, saved
 as `quadrant_thresholds_auto.json`) or chosen (by the notebook's picker, the command line or
 fixed parameters, saved as `quadrant_thresholds.json`); later phases take the chosen file when
 there is one. The chart builders take thresholds as arguments, so the picker redraws them as its
@@ -56,15 +56,28 @@ def quadrant_of(u: float, leverage: float, u_threshold: float, l_threshold: floa
     return "Q4_lowU_highL" if high_l else "Q3_lowU_lowL"
 
 
+def _quantile_cut(values: Sequence[float], quantile: float) -> float:
+    """The observed value whose share of values below it is closest to `quantile` (the lower one
+    on a tie). Unlike a plain quantile it respects runs of equal values: with most L = 0 at a few
+    rollouts, the median is 0 and, as values on a threshold count as high, would leave no
+    snapshot low; the cut is then the smallest L above 0."""
+    ordered = np.sort(np.asarray(values, dtype=float))
+    candidates = np.unique(ordered)
+    share_below = np.searchsorted(ordered, candidates, side="left") / len(ordered)
+    distance = np.round(np.abs(share_below - quantile), 12)  # equal distances tie exactly
+    return float(candidates[np.argmin(distance)])
+
+
 def auto_thresholds(
     u_values: Sequence[float], l_values: Sequence[float], u_quantile: float, l_quantile: float
 ) -> Thresholds:
-    """Thresholds at the given quantiles of the labeled U and L values."""
+    """Thresholds that put a `u_quantile` (`l_quantile`) share of the labeled snapshots below
+    the U (L) cut, as near as ties allow."""
     if not len(u_values):
         raise ValueError("automatic thresholds need at least one labeled snapshot")
-    l_threshold = float(np.quantile(l_values, l_quantile)) if len(l_values) else None
+    l_threshold = _quantile_cut(l_values, l_quantile) if len(l_values) else None
     return Thresholds(
-        U=round(float(np.quantile(u_values, u_quantile)), 6),
+        U=round(_quantile_cut(u_values, u_quantile), 6),
         L=None if l_threshold is None else round(l_threshold, 6),
         source="auto",
         U_quantile=u_quantile,

@@ -29,7 +29,13 @@ from teachable.labels import (
     uncertainty,
 )
 from teachable.parameters import ParameterError, Parameters, StudentParameters, parse_parameters
-from teachable.quadrants import CHOSEN_FILE, QUADRANTS, load_thresholds, quadrant_counts
+from teachable.quadrants import (
+    CHOSEN_FILE,
+    QUADRANTS,
+    auto_thresholds,
+    load_thresholds,
+    quadrant_counts,
+)
 from teachable.snapshots import Snapshot, SnapshotError, expert_snapshots, save_snapshots
 from teachable.store import read_json, read_jsonl
 from teachable.student import Student
@@ -190,6 +196,18 @@ def test_auto_thresholds_small_quadrant_warnings_and_chosen_file_precedence(snap
     chosen = load_thresholds(tmp_path)
     assert (chosen.U, chosen.L, chosen.source) == (0.15, -1.0, "parameters")
     assert read_json(tmp_path / "quadrant_thresholds_auto.json")["U"] == 0.3
+
+
+def test_auto_thresholds_respect_ties_so_no_side_is_empty():
+    # Most leverage values are 0 at a few rollouts: the plain median (0) would count every
+    # snapshot as high-L; the cut moves to the smallest L above 0.
+    rng = np.random.default_rng(0)
+    u_values = rng.uniform(0.2, 0.8, size=40)
+    l_values = np.array([0.0] * 27 + [0.25] * 4 + [0.5] * 4 + [1.0] * 5)
+    auto = auto_thresholds(u_values, rng.permutation(l_values), 0.5, 0.5)
+    assert np.median(l_values) == 0.0 and auto.L == 0.25
+    assert int((l_values >= auto.L).sum()) == 13
+    assert int((u_values >= auto.U).sum()) == 20  # distinct values split as the median does
 
 
 # --- labeling runs -----------------------------------------------------------------------------
