@@ -75,10 +75,9 @@ def auto_thresholds(
     the U (L) cut, as near as ties allow."""
     if not len(u_values):
         raise ValueError("automatic thresholds need at least one labeled snapshot")
-    l_threshold = _quantile_cut(l_values, l_quantile) if len(l_values) else None
     return Thresholds(
         U=round(_quantile_cut(u_values, u_quantile), 6),
-        L=None if l_threshold is None else round(l_threshold, 6),
+        L=round(_quantile_cut(l_values, l_quantile), 6) if len(l_values) else None,
         source="auto",
         U_quantile=u_quantile,
         L_quantile=l_quantile if len(l_values) else None,

@@ -99,7 +99,7 @@ def _png(output) -> bytes:
 
 
 def test_sliders_start_at_the_automatic_thresholds_and_span_the_data(picker):
-    # the cuts nearest the median: 2 of 6 U values lie below (0.5 twice, on the cut), 3 of 6 L
+    # the cuts nearest the median of the six points
     assert (picker.u_slider.value, picker.l_slider.value) == pytest.approx((0.5, 0.25))
     assert sum(p[2] < picker.u_slider.value for p in POINTS) == 2  # 0.5 twice, on the cut
     assert sum(p[3] < picker.l_slider.value for p in POINTS) == 3
