@@ -22,12 +22,14 @@ from pathlib import Path
 
 import torch
 
-from teachable.labels import measure, teacher_request
+from teachable.models.student import Student
+from teachable.models.teachers import make_teacher
 from teachable.parameters import Parameters, load_parameters
-from teachable.snapshots import Snapshot, collect_student_failures, load_snapshots
-from teachable.student import Student
-from teachable.teacher import make_teacher
-from teachable.warmup import load_prepared_student
+from teachable.phases.phase0_snapshots import collect_student_failures
+from teachable.phases.phase0_warmup import load_prepared_student
+from teachable.phases.phase1_labels import measure, teacher_request
+from teachable.records.snapshot import Snapshot
+from teachable.world.replay import load_replayed_snapshots
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 
@@ -46,7 +48,7 @@ def benchmark_snapshots(params: Parameters, student: Student, count: int) -> lis
     """The run's Phase 0 failure snapshots, or fresh ones from a few student rollouts."""
     path = params.run_dir / "phase0" / "failure_snapshots.json"
     if path.is_file():
-        snapshots = load_snapshots(path)[:count]
+        snapshots = load_replayed_snapshots(path)[:count]
         print(f"snapshots: the first {len(snapshots)} of {path}")
         return snapshots
     print(f"snapshots: {path} is missing; collecting {count} failure snapshots")

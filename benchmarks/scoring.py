@@ -16,9 +16,10 @@ import time
 import numpy as np
 import torch
 
-from teachable.env import ACTIONS, EnvState, TextWorld, env_id
+from teachable.models.student import Prompt, Student
 from teachable.parameters import StudentParameters
-from teachable.student import Prompt, Student
+from teachable.records.env_state import ACTIONS, EnvState
+from teachable.world.text_world import TextWorld, env_id
 
 LEVELS = ("GoToLocal", "PickupLoc", "OpenDoor", "PutNextLocal")
 
@@ -33,7 +34,7 @@ def benchmark_prompts(count: int, seed: int = 0) -> list[Prompt]:
             if world.done:
                 break
             world.step(ACTIONS[rng.integers(0, 3)])
-        restored = TextWorld.restore(EnvState.from_dict(world.state.to_dict()))
+        restored = TextWorld.restore(EnvState.model_validate(world.state.model_dump(mode="json")))
         prompts.append(Prompt(restored.mission, restored.observation))
     return prompts
 

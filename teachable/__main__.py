@@ -1,6 +1,7 @@
 """Command line: `python -m teachable run PARAMS [--phases ...] [--force] [--set ...]`, the
 stepwise Phase 1 labeling: `python -m teachable label STEP --params PARAMS --input FILE
-[--output-dir DIR]`, and the pass criteria of a run: `python -m teachable check RUN_DIR`.
+[--output-dir DIR]`, the pass criteria of a run: `python -m teachable check RUN_DIR`, and the
+parameter reference: `python -m teachable params [PARAMS_FILE]`.
 
 Each subcommand is a pair of functions: one adds its arguments, one carries it out and returns
 the exit code: 0 done, 1 a phase failed or a gate stopped the run, 2 bad input (parameters,
@@ -14,10 +15,17 @@ import sys
 from pathlib import Path
 
 from dotenv import find_dotenv, load_dotenv
+from tabulate import tabulate
 
-from teachable.checks import check_run, describe
-from teachable.parameters import Parameters, load_parameters, with_overrides
-from teachable.runner import (
+from teachable.parameters import (
+    Parameters,
+    load_parameters,
+    parameter_table,
+    section_descriptions,
+    with_overrides,
+)
+from teachable.pipeline.checks import check_run, describe
+from teachable.pipeline.runner import (
     NOTEBOOKS_DIR,
     PHASES,
     PhaseFailed,
@@ -25,6 +33,7 @@ from teachable.runner import (
     run_phases,
     select_phases,
 )
+from teachable.records.layout import Phase1Layout
 
 
 def run(args: argparse.Namespace) -> int:
@@ -45,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
     ran = sum(record.status == "ran" for record in provenance.phases)
     print(f"done: {ran} phase(s) ran, {len(phases) - ran} up to date")
-    print(f"reports: {parameters.run_dir / 'reports'}")
+    print(f"reports: {parameters.layout.reports}")
     return 0
 
 
@@ -94,14 +103,14 @@ LABEL_STEPS = ("all", "hints", "uncertainty", "leverage", "cpt", "quadrants", "p
 def label(args: argparse.Namespace) -> int:
     """One step of Phase 1 labeling over a snapshots file, resumable. The labeling modules
     load torch, so they are imported here rather than slowing every command down."""
-    from teachable import labels
+    from teachable.world.replay import load_replayed_rows
 
     try:
         parameters = load_parameters(args.params)
-        rows = labels.load_rows(args.input)
+        rows = load_replayed_rows(args.input)
         chosen = _chosen_thresholds(args)
-        out_dir = args.output_dir or parameters.run_dir / "phase1"
-        print(_label_step(args.step, parameters, rows, out_dir, chosen))
+        out = Phase1Layout(args.output_dir) if args.output_dir else parameters.layout.phase1
+        print(_label_step(args.step, parameters, rows, out, chosen))
     except (ValueError, FileNotFoundError) as error:  # bad input, found before any work
         print(error, file=sys.stderr)
         return 2
@@ -118,33 +127,43 @@ def _chosen_thresholds(args: argparse.Namespace) -> tuple[float, float] | None:
 
 
 def _label_step(
-    step: str, parameters: Parameters, rows: list, out_dir: Path, chosen: tuple | None
+    step: str, parameters: Parameters, rows: list, out: Phase1Layout, chosen: tuple | None
 ) -> str:
     """Carry out one `label` step and say what it did."""
-    from teachable import labels
-    from teachable.quadrants import Thresholds, load_thresholds
+    from teachable.phases.phase1_labels import (
+        STEPS,
+        label_snapshots,
+        label_step,
+        place_in_quadrants,
+        thresholds_from_parameters,
+    )
+    from teachable.records.quadrants import Thresholds, load_thresholds
+    from teachable.reports.phase1 import write_plots
 
     if step == "all":
-        report = labels.label_snapshots(parameters, rows, out_dir)
-        lines = [f"{len(report.rows)} snapshots labeled ({report.newly_labeled} new) in {out_dir}"]
+        report = label_snapshots(parameters, rows, out)
+        write_plots(report.rows, report.thresholds, out)
+        lines = [
+            f"{len(report.rows)} snapshots labeled ({report.newly_labeled} new) in {out.folder}"
+        ]
         lines += [f"{quadrant}: {count}" for quadrant, count in report.counts.items()]
         return "\n".join(lines + [f"note: {note}" for note in report.notes])
-    if step in labels.STEPS:
-        labels.label_step(step, parameters, rows, out_dir)
-        return f"{step}: {len(rows)} snapshots labeled in {out_dir / labels.LABELED_JSONL}"
+    if step in STEPS:
+        label_step(step, parameters, rows, out)
+        return f"{step}: {len(rows)} snapshots labeled in {out.labeled_jsonl}"
     thresholds = chosen and Thresholds(U=chosen[0], L=chosen[1], source="command line")
     if step == "quadrants":
-        assignment = labels.place_in_quadrants(rows, out_dir, parameters.phase1, thresholds)
+        assignment = place_in_quadrants(rows, out, parameters.phase1, thresholds)
         used = assignment.thresholds
         lines = [f"thresholds U={used.U} L={used.L} ({used.source})"]
         lines += [f"{quadrant}: {count}" for quadrant, count in assignment.counts.items()]
         return "\n".join(lines + [f"warning: {w}" for w in assignment.warnings])
     if thresholds is None:
         try:
-            thresholds = load_thresholds(out_dir)
+            thresholds = load_thresholds(out)
         except FileNotFoundError:
-            thresholds = labels.thresholds_from_parameters(rows, parameters.phase1)
-    return "\n".join(str(path) for path in labels.write_plots(rows, thresholds, out_dir))
+            thresholds = thresholds_from_parameters(rows, parameters.phase1)
+    return "\n".join(str(path) for path in write_plots(rows, thresholds, out))
 
 
 def add_label_command(commands: argparse._SubParsersAction) -> None:
@@ -194,6 +213,58 @@ def add_check_command(commands: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=check)
 
 
+def params(args: argparse.Namespace) -> int:
+    """Print every parameter key as a Markdown table per section: type, default, description,
+    and with a parameter file the value it holds."""
+    try:
+        parameters = load_parameters(args.params_file) if args.params_file else None
+    except ValueError as error:  # a missing or invalid parameter file
+        print(error, file=sys.stderr)
+        return 2
+    print(markdown_tables(parameter_table(parameters), args.params_file))
+    return 0
+
+
+def markdown_tables(rows: list[dict], params_file: Path | None = None) -> str:
+    """`rows` of `parameter_table` as one Markdown table per section, each under a heading and
+    the section's description; a `value` column is headed by the file's name."""
+    descriptions = section_descriptions()
+    columns = {"key": "key", "type": "type", "default": "default"}
+    if params_file is not None:
+        columns["value"] = f"value in {params_file.name}"
+    columns["description"] = "description"
+    code = {"key", "default", "value"}
+    parts = []
+    for section in dict.fromkeys(row["section"] for row in rows):
+        cells = [
+            [_cell(row[column], column in code) for column in columns]
+            for row in rows
+            if row["section"] == section
+        ]
+        heading = section if section.startswith("(") else f"`{section}`"
+        table = tabulate(
+            cells, headers=list(columns.values()), tablefmt="github", disable_numparse=True
+        )
+        about = descriptions[section][:1].upper() + descriptions[section][1:]
+        parts.append(f"#### {heading}\n\n{about}.\n\n{table}")
+    return "\n\n".join(parts)
+
+
+def _cell(text: str, code: bool) -> str:
+    text = text.replace("|", "\\|")
+    return f"`{text}`" if code else text
+
+
+def add_params_command(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "params", help="print every parameter: type, default and description, per section"
+    )
+    parser.add_argument(
+        "params_file", type=Path, nargs="?", help="parameter file whose values to show too"
+    )
+    parser.set_defaults(handler=params)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="teachable", description="Find, label and train on teachable moments in BabyAI."
@@ -202,6 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_command(commands)
     add_label_command(commands)
     add_check_command(commands)
+    add_params_command(commands)
     return parser
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Literal, get_args, get_origin
 
 import yaml
 from pydantic import (
@@ -19,6 +19,8 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from teachable.records.layout import RunLayout
 
 KNOWN_LEVELS = (
     "GoTo",
@@ -65,20 +67,48 @@ class Section(BaseModel):
 class RunParameters(Section):
     """Run identity. A relative `output_root` is relative to the parameter file's folder."""
 
-    name: str | None = None
-    seed: int = Field(0, ge=0)
-    output_root: Path = Path("../runs")
+    name: str | None = Field(
+        None,
+        description="name of the run and of its folder under `output_root`; null: the parameter "
+        "file's name without `.yaml`",
+    )
+    seed: int = Field(
+        0,
+        ge=0,
+        description="run seed: task suites, rollouts, snapshot draws and splits all derive "
+        "their random streams from it",
+    )
+    output_root: Path = Field(
+        Path("../runs"),
+        description="folder that holds the run folders; relative to the parameter file's folder",
+    )
 
 
 class StudentParameters(Section):
-    model: str = "default"
-    model_path: str | None = None
-    adapter: str | None = None
-    device: str = "cpu"
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
-    batch_size: int = Field(32, ge=1)
-    history: int = Field(0, ge=0)
-    tiny_seed: int = Field(0, ge=0)
+    model: str = Field(
+        "default",
+        description="the base student: `default` (embedded SmolLM2-135M-Instruct), `tiny` (a "
+        "2-layer random Llama for tests), a hub id (owner/name) or a local folder",
+    )
+    model_path: str | None = Field(
+        None,
+        description="folder of a prepared student checkpoint, used as is in place of `model`; "
+        "set, the warm-up is skipped",
+    )
+    adapter: str | None = Field(
+        None, description="folder of a PEFT LoRA adapter loaded on top of the student"
+    )
+    device: str = Field("cpu", description="torch device of the student, e.g. `cpu` or `cuda`")
+    dtype: Literal["float32", "bfloat16", "float16"] = Field(
+        "float32", description="dtype the student's weights are loaded in"
+    )
+    batch_size: int = Field(
+        32, ge=1, description="states scored per forward pass; labels do not depend on it"
+    )
+    history: int = Field(
+        0, ge=0, description="the student's previous actions shown in its prompt (0: none)"
+    )
+    tiny_seed: int = Field(0, ge=0, description="seed of the random weights of the `tiny` student")
 
 
 def known_levels(levels: list[str]) -> list[str]:
@@ -90,7 +120,11 @@ def known_levels(levels: list[str]) -> list[str]:
 
 
 class EnvParameters(Section):
-    levels: list[str] = Field(default_factory=lambda: ["GoToLocal", "PickupLoc", "OpenDoor"])
+    levels: list[str] = Field(
+        default_factory=lambda: ["GoToLocal", "PickupLoc", "OpenDoor"],
+        description="BabyAI levels (e.g. `GoToLocal`) every task suite of the run draws from: "
+        "the training levels",
+    )
 
     @field_validator("levels")
     @classmethod
@@ -101,58 +135,143 @@ class EnvParameters(Section):
 
 
 class TeacherParameters(Section):
-    backend: Literal["bot", "openai"] = "bot"
-    model: str = "gpt-4o-mini"
-    temperature: float = Field(0.0, ge=0.0)
-    max_tokens: int = Field(256, ge=1)
-    base_url: str | None = None
-    timeout_s: float = Field(30.0, gt=0)
-    max_retries: int = Field(3, ge=0)
-    cache_dir: Path | None = None  # default: <run dir>/teacher_cache; relative to the file
-    price_per_1k_input: float = Field(0.00015, ge=0.0)  # USD, gpt-4o-mini
-    price_per_1k_output: float = Field(0.0006, ge=0.0)
+    backend: Literal["bot", "openai"] = Field(
+        "bot",
+        description="who answers: `bot` (BabyAI's bot) or `openai` (a chat-completions model; "
+        "needs OPENAI_API_KEY; the bot answers where it gives no valid answer)",
+    )
+    model: str = Field("gpt-4o-mini", description="chat model the `openai` backend asks")
+    temperature: float = Field(0.0, ge=0.0, description="sampling temperature of the chat model")
+    max_tokens: int = Field(256, ge=1, description="completion tokens allowed per answer")
+    base_url: str | None = Field(
+        None,
+        description="URL of an OpenAI-compatible server (vLLM, llama.cpp, Ollama); null: OpenAI",
+    )
+    timeout_s: float = Field(30.0, gt=0, description="seconds before a request times out")
+    max_retries: int = Field(
+        3, ge=0, description="client retries of a request after a 429, a 5xx or a timeout"
+    )
+    cache_dir: Path | None = Field(
+        None,
+        description="folder of the on-disk answer cache, relative to the parameter file; "
+        "null: `<run dir>/teacher_cache`",
+    )
+    price_per_1k_input: float = Field(
+        0.00015,
+        ge=0.0,
+        description="USD per 1,000 prompt tokens, for the cost estimate (default: gpt-4o-mini)",
+    )
+    price_per_1k_output: float = Field(
+        0.0006,
+        ge=0.0,
+        description="USD per 1,000 completion tokens, for the cost estimate (default: gpt-4o-mini)",
+    )
 
 
 class LoraParameters(Section):
     """Hyperparameters of the one LoRA SFT function every phase trains through."""
 
-    r: int = Field(16, ge=1)
-    alpha: int = Field(32, ge=1)
-    dropout: float = Field(0.0, ge=0.0, lt=1.0)
-    target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "v_proj"])
-    learning_rate: float = Field(5e-4, gt=0)
-    steps: int = Field(60, ge=1)
-    batch_size: int = Field(8, ge=1)
-    gradient_accumulation_steps: int = Field(1, ge=1)
-    seed: int = Field(0, ge=0)
+    r: int = Field(16, ge=1, description="LoRA rank")
+    alpha: int = Field(32, ge=1, description="LoRA alpha: the update is scaled by alpha / r")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout on the LoRA input")
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["q_proj", "v_proj"],
+        description="names of the modules that get LoRA weights",
+    )
+    learning_rate: float = Field(5e-4, gt=0, description="AdamW learning rate")
+    steps: int = Field(60, ge=1, description="optimizer steps per training run")
+    batch_size: int = Field(8, ge=1, description="examples per micro-batch")
+    gradient_accumulation_steps: int = Field(
+        1, ge=1, description="micro-batches accumulated per optimizer step"
+    )
+    seed: int = Field(0, ge=0, description="seed of the adapter's initialization and batch order")
+
+
+class LoraOverrides(Section):
+    """Values that replace the shared `lora` section's for one phase's runs; null keeps
+    `lora`'s."""
+
+    steps: int | None = Field(
+        None, ge=1, description="optimizer steps per run in place of `lora.steps`"
+    )
+    learning_rate: float | None = Field(
+        None, gt=0, description="learning rate in place of `lora.learning_rate`"
+    )
+    batch_size: int | None = Field(
+        None, ge=1, description="micro-batch size in place of `lora.batch_size`"
+    )
+    gradient_accumulation_steps: int | None = Field(
+        None,
+        ge=1,
+        description="micro-batches per optimizer step in place of "
+        "`lora.gradient_accumulation_steps`",
+    )
+
+    def over(self, lora: LoraParameters) -> LoraParameters:
+        """`lora` with every override that is set put in its place, validated."""
+        updates = self.model_dump(include=set(LoraOverrides.model_fields), exclude_none=True)
+        return type(lora).model_validate({**lora.model_dump(), **updates})
 
 
 class WarmupParameters(Section):
     """Behaviour cloning on bot trajectories that turns the raw default into a partial expert."""
 
-    enabled: bool = True
-    n_tasks: int = Field(60, ge=1)
-    steps: int = Field(120, ge=1)
-    learning_rate: float = Field(1e-3, gt=0)
-    batch_size: int = Field(8, ge=1)
-    patched_fraction: float = Field(0.0, ge=0.0, le=1.0)
-    eval_tasks: int = Field(20, ge=1)
-    max_steps: int = Field(20, ge=1)
+    enabled: bool = Field(
+        True, description="warm the student up; false: later phases use the raw student"
+    )
+    n_tasks: int = Field(
+        60, ge=1, description="bot-played tasks whose decisions form the cloning data"
+    )
+    steps: int = Field(120, ge=1, description="LoRA steps of the warm-up, in place of `lora.steps`")
+    learning_rate: float = Field(
+        1e-3, gt=0, description="learning rate of the warm-up, in place of `lora.learning_rate`"
+    )
+    batch_size: int = Field(
+        8, ge=1, description="micro-batch size of the warm-up, in place of `lora.batch_size`"
+    )
+    patched_fraction: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="share of cloning examples that carry the teacher's suggestion in the "
+        "prompt, so the student keeps taking in-context supervision",
+    )
+    eval_tasks: int = Field(
+        20, ge=1, description="tasks on which success is measured before and after the warm-up"
+    )
+    max_steps: int = Field(20, ge=1, description="step limit of the warm-up's evaluation episodes")
 
 
 class ExpertSamplingParameters(Section):
-    n_tasks: int = Field(20, ge=0)
-    sample_rate: float = Field(0.5, gt=0.0, le=1.0)
-    max_steps: int = Field(40, ge=1)
+    n_tasks: int = Field(20, ge=0, description="tasks the expert plays in experiment B")
+    sample_rate: float = Field(
+        0.5,
+        gt=0.0,
+        le=1.0,
+        description="probability that each expert decision is kept as a snapshot",
+    )
+    max_steps: int = Field(40, ge=1, description="step limit of the expert's episodes")
 
 
 class Phase0Parameters(Section):
-    warmup: WarmupParameters = Field(default_factory=WarmupParameters)
-    n_tasks: int = Field(40, ge=1)
-    max_steps: int = Field(15, ge=1)
-    temperature: float = Field(1.0, ge=0.0)
-    max_snapshots: int = Field(200, ge=1)
-    expert: ExpertSamplingParameters = Field(default_factory=ExpertSamplingParameters)
+    warmup: WarmupParameters = Field(
+        default_factory=WarmupParameters,
+        description="the behaviour-cloning warm-up that makes the raw default partly competent",
+    )
+    n_tasks: int = Field(40, ge=1, description="tasks the student plays in experiment A")
+    max_steps: int = Field(15, ge=1, description="step limit of experiment A's episodes")
+    temperature: float = Field(
+        1.0, ge=0.0, description="the student's sampling temperature in experiment A"
+    )
+    max_snapshots: int = Field(
+        200,
+        ge=1,
+        description="failure snapshots kept at most (deduplicated, then a seeded draw)",
+    )
+    expert: ExpertSamplingParameters = Field(
+        default_factory=ExpertSamplingParameters,
+        description="experiment B: snapshots sampled from the expert's own trajectories",
+    )
 
 
 class Phase1Parameters(Section):
@@ -162,23 +281,66 @@ class Phase1Parameters(Section):
     `fixed` takes `U_threshold` and `L_threshold`; a value at a threshold counts as high.
     """
 
-    snapshots: Literal["failure", "expert", "both"] = "failure"
-    max_snapshots: int | None = Field(None, ge=1)
-    n_rollouts: int = Field(8, ge=1)
-    n_per_condition: int = Field(8, ge=1)
-    max_steps: int = Field(15, ge=1)
-    temperature: float = Field(1.0, ge=0.0)
-    U_method: Literal["entropy", "margin", "top1"] = "entropy"
-    L_upper: bool = False
-    skip_leverage: bool = False
-    skip_cpt: bool = False
-    batch_snapshots: int = Field(8, ge=1)
-    thresholds: Literal["auto", "fixed"] = "auto"
-    U_quantile: float = Field(0.5, ge=0.0, le=1.0)
-    L_quantile: float = Field(0.5, ge=0.0, le=1.0)
-    U_threshold: float | None = Field(None, ge=0.0, le=1.0)
-    L_threshold: float | None = Field(None, ge=-1.0, le=1.0)
-    min_per_quadrant: int = Field(100, ge=0)
+    snapshots: Literal["failure", "expert", "both"] = Field(
+        "failure",
+        description="Phase 0 snapshots to label: experiment A's failures, experiment B's "
+        "expert states, or both",
+    )
+    max_snapshots: int | None = Field(
+        None, ge=1, description="snapshots labeled at most (a seeded draw); null: all"
+    )
+    n_rollouts: int = Field(
+        8,
+        ge=1,
+        description="rollouts per leverage condition (student alone, expert action forced) at "
+        "each snapshot",
+    )
+    n_per_condition: int = Field(
+        8,
+        ge=1,
+        description="rollouts per CPT condition (base, placebo, demo, hint, contrast) at each "
+        "snapshot",
+    )
+    max_steps: int = Field(15, ge=1, description="step limit of each labeling rollout")
+    temperature: float = Field(
+        1.0, ge=0.0, description="the student's sampling temperature in labeling rollouts"
+    )
+    U_method: Literal["entropy", "margin", "top1"] = Field(
+        "entropy",
+        description="U from the student's distribution: normalized entropy, 1 - top-2 margin, "
+        "or scaled 1 - top probability",
+    )
+    L_upper: bool = Field(
+        False, description="also record L_upper: whether the bot still finishes from the snapshot"
+    )
+    skip_leverage: bool = Field(False, description="leave leverage unmeasured (null) in every row")
+    skip_cpt: bool = Field(False, description="leave the CPT unmeasured (null) in every row")
+    batch_snapshots: int = Field(
+        8,
+        ge=1,
+        description="snapshots labeled per group: their rollouts are scored together, and a "
+        "kill loses at most one group",
+    )
+    thresholds: Literal["auto", "fixed"] = Field(
+        "auto",
+        description="quadrant cut: `auto` at the U and L quantiles of the labeled snapshots, "
+        "`fixed` at `U_threshold` and `L_threshold`",
+    )
+    U_quantile: float = Field(
+        0.5, ge=0.0, le=1.0, description="share of snapshots below the automatic U cut"
+    )
+    L_quantile: float = Field(
+        0.5, ge=0.0, le=1.0, description="share of snapshots below the automatic L cut"
+    )
+    U_threshold: float | None = Field(
+        None, ge=0.0, le=1.0, description="U cut with `thresholds: fixed`; U at or above is high"
+    )
+    L_threshold: float | None = Field(
+        None, ge=-1.0, le=1.0, description="L cut with `thresholds: fixed`; L at or above is high"
+    )
+    min_per_quadrant: int = Field(
+        100, ge=0, description="a quadrant with fewer snapshots than this gets a warning"
+    )
 
     @model_validator(mode="after")
     def _fixed_thresholds_given(self) -> Phase1Parameters:
@@ -192,28 +354,44 @@ class Phase1BParameters(Section):
     success set against the snapshot's ELP_net. `continue_on_failed_gate` lets a pilot go on
     past a failed gate (the runner says so loudly); by default a failed gate stops the run."""
 
-    n_per_quadrant: int = Field(50, ge=1)
-    n_steps: int = Field(2, ge=1)
-    learning_rate: float = Field(1e-3, gt=0)
-    format: Literal["route_net", "demo", "hint", "contrast"] = "route_net"
-    n_validation_rollouts: int = Field(3, ge=1)
-    rollout_max_steps: int = Field(15, ge=1)
-    temperature: float = Field(1.0, ge=0.0)
-    bootstrap_resamples: int = Field(1000, ge=100)
-    continue_on_failed_gate: bool = False
+    n_per_quadrant: int = Field(
+        50, ge=1, description="labeled snapshots per quadrant in the micro-training panel"
+    )
+    n_steps: int = Field(2, ge=1, description="LoRA steps of each micro-training, one example each")
+    learning_rate: float = Field(1e-3, gt=0, description="learning rate of each micro-training")
+    format: Literal["route_net", "demo", "hint", "contrast"] = Field(
+        "route_net",
+        description="supervision format trained: `route_net` (the snapshot's best format over "
+        "the placebo) or one fixed format",
+    )
+    n_validation_rollouts: int = Field(
+        3, ge=1, description="rollouts from the snapshot before and after micro-training"
+    )
+    rollout_max_steps: int = Field(15, ge=1, description="step limit of each validation rollout")
+    temperature: float = Field(
+        1.0, ge=0.0, description="the student's sampling temperature in validation rollouts"
+    )
+    bootstrap_resamples: int = Field(
+        1000, ge=100, description="bootstrap resamples of the interval on Spearman's rho"
+    )
+    continue_on_failed_gate: bool = Field(
+        False,
+        description="go on past a failed gate (announced loudly); false: a failed gate stops "
+        "the run",
+    )
 
 
-class Phase2Parameters(Section):
+class Phase2Parameters(LoraOverrides):
     """Training matrix: a test split by task, then one LoRA run per quadrant x format and two
     baselines, all with the `lora` hyperparameters; a value set here overrides `lora`'s for
     every run (the plan's --batch-size and --gradient-accumulation-steps)."""
 
-    test_fraction: float = Field(0.3, gt=0.0, lt=1.0)
-    min_train: int = Field(5, ge=1)
-    steps: int | None = Field(None, ge=1)
-    learning_rate: float | None = Field(None, gt=0)
-    batch_size: int | None = Field(None, ge=1)
-    gradient_accumulation_steps: int | None = Field(None, ge=1)
+    test_fraction: float = Field(
+        0.3, gt=0.0, lt=1.0, description="share of tasks whose snapshots go to the test side"
+    )
+    min_train: int = Field(
+        5, ge=1, description="a run with fewer train snapshots than this is skipped"
+    )
 
 
 class Phase3Parameters(Section):
@@ -221,11 +399,23 @@ class Phase3Parameters(Section):
     test snapshots per quadrant, and `retention_tasks` candidate tasks on the training levels and
     as many on `retention_levels` (levels outside training), kept where the base succeeds."""
 
-    n_tasks: int = Field(200, ge=1)
-    n_snapshots_per_quadrant: int = Field(100, ge=0)
-    max_steps: int = Field(15, ge=1)
-    retention_tasks: int = Field(50, ge=0)
-    retention_levels: list[str] = Field(default_factory=lambda: ["GoToObj", "OpenRedDoor"])
+    n_tasks: int = Field(200, ge=1, description="held-out tasks every model plays")
+    n_snapshots_per_quadrant: int = Field(
+        100,
+        ge=0,
+        description="test snapshots per quadrant every model plays from, at most",
+    )
+    max_steps: int = Field(15, ge=1, description="step limit of each evaluation episode")
+    retention_tasks: int = Field(
+        50,
+        ge=0,
+        description="retention candidates on the training levels, and as many on "
+        "`retention_levels`; those the base solves are kept",
+    )
+    retention_levels: list[str] = Field(
+        default_factory=lambda: ["GoToObj", "OpenRedDoor"],
+        description="levels outside `env.levels` for the retention check",
+    )
 
     _known_retention_levels = field_validator("retention_levels")(known_levels)
 
@@ -233,16 +423,29 @@ class Phase3Parameters(Section):
 class Phase4Parameters(Section):
     """Teachability predictor: features from cheap observables, a small MLP, a split by task."""
 
-    embedder: Literal["hashing", "minilm"] = "hashing"
-    embedding_dim: int = Field(256, ge=2)  # hashing width; minilm is 384 per text field
-    hidden: int = Field(128, ge=1)
-    epochs: int = Field(30, ge=1)
-    learning_rate: float = Field(1e-3, gt=0)
-    batch_size: int = Field(64, ge=1)
-    validation_fraction: float = Field(0.15, gt=0.0, lt=1.0)
-    test_fraction: float = Field(0.2, gt=0.0, lt=1.0)
-    k: list[int] = Field(default_factory=lambda: [5, 10, 20])
-    seed: int = Field(0, ge=0)
+    embedder: Literal["hashing", "minilm"] = Field(
+        "hashing",
+        description="text features: hashed word 1-2-grams, or the offline all-MiniLM-L6-v2 "
+        "sentence embedding",
+    )
+    embedding_dim: int = Field(256, ge=2, description="hashing width; minilm is 384 per text field")
+    hidden: int = Field(128, ge=1, description="width of the MLP's hidden layers")
+    epochs: int = Field(
+        30, ge=1, description="training epochs; the best validation loss picks the model"
+    )
+    learning_rate: float = Field(1e-3, gt=0, description="Adam learning rate")
+    batch_size: int = Field(64, ge=1, description="rows per training batch")
+    validation_fraction: float = Field(
+        0.15, gt=0.0, lt=1.0, description="share of tasks in the validation split"
+    )
+    test_fraction: float = Field(
+        0.2, gt=0.0, lt=1.0, description="share of tasks in the test split, scored once"
+    )
+    k: list[int] = Field(
+        default_factory=lambda: [5, 10, 20],
+        description="cut-offs K of Precision@K and NDCG@K",
+    )
+    seed: int = Field(0, ge=0, description="seed of the split, the initialization and batches")
 
     @field_validator("k")
     @classmethod
@@ -262,20 +465,27 @@ SelectionMethod = Literal["random", "entropy", "predictor", "oracle", "learnabil
 SELECTION_METHODS: tuple[SelectionMethod, ...] = get_args(SelectionMethod)
 
 
-class Phase5Parameters(Section):
+class Phase5Parameters(LoraOverrides):
     """Selection (H7): `budget` train snapshots chosen by each of `methods` (random once per
     seed of `random_seeds`), each trained in `format` with the `lora` hyperparameters (a value
     set here overrides `lora`'s) and evaluated with the `phase3` counts."""
 
-    budget: int = Field(500, ge=1)
-    methods: list[SelectionMethod] = Field(default_factory=lambda: list(SELECTION_METHODS))
-    random_seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
-    format: Literal["demo", "hint", "contrast"] = "demo"
-    steps: int | None = Field(None, ge=1)
-    learning_rate: float | None = Field(None, gt=0)
-    batch_size: int | None = Field(None, ge=1)
-    gradient_accumulation_steps: int | None = Field(None, ge=1)
-    bootstrap_resamples: int = Field(1000, ge=100)
+    budget: int = Field(
+        500, ge=1, description="train snapshots each method picks (K); a smaller pool lowers it"
+    )
+    methods: list[SelectionMethod] = Field(
+        default_factory=lambda: list(SELECTION_METHODS),
+        description="selection methods compared, each listed once",
+    )
+    random_seeds: list[int] = Field(
+        default_factory=lambda: [0, 1, 2], description="seeds of the `random` method's draws"
+    )
+    format: Literal["demo", "hint", "contrast"] = Field(
+        "demo", description="supervision format every selection is trained in"
+    )
+    bootstrap_resamples: int = Field(
+        1000, ge=100, description="bootstrap resamples of each gain's 95% interval"
+    )
 
     @field_validator("methods")
     @classmethod
@@ -295,20 +505,60 @@ class Phase5Parameters(Section):
 class Parameters(Section):
     """A whole parameter file. `source` is the file it was read from."""
 
-    run: RunParameters = Field(default_factory=RunParameters)
-    student: StudentParameters = Field(default_factory=StudentParameters)
-    env: EnvParameters = Field(default_factory=EnvParameters)
-    teacher: TeacherParameters = Field(default_factory=TeacherParameters)
-    lora: LoraParameters = Field(default_factory=LoraParameters)
-    phase0: Phase0Parameters = Field(default_factory=Phase0Parameters)
-    phase1: Phase1Parameters = Field(default_factory=Phase1Parameters)
-    phase1b: Phase1BParameters = Field(default_factory=Phase1BParameters)
-    phase2: Phase2Parameters = Field(default_factory=Phase2Parameters)
-    phase3: Phase3Parameters = Field(default_factory=Phase3Parameters)
-    phase4: Phase4Parameters = Field(default_factory=Phase4Parameters)
-    phase5: Phase5Parameters = Field(default_factory=Phase5Parameters)
-    interactive: bool = False
-    source: Path | None = None
+    run: RunParameters = Field(
+        default_factory=RunParameters, description="run identity: name, seed, output folder"
+    )
+    student: StudentParameters = Field(
+        default_factory=StudentParameters,
+        description="the student model and how it is loaded and scored",
+    )
+    env: EnvParameters = Field(
+        default_factory=EnvParameters, description="the BabyAI levels of the run"
+    )
+    teacher: TeacherParameters = Field(
+        default_factory=TeacherParameters,
+        description="the teacher that answers at each snapshot (bot or chat model)",
+    )
+    lora: LoraParameters = Field(
+        default_factory=LoraParameters,
+        description="hyperparameters of every LoRA training run; phases may override some",
+    )
+    phase0: Phase0Parameters = Field(
+        default_factory=Phase0Parameters,
+        description="Phase 0: warm-up, student rollouts (experiment A), expert snapshots (B)",
+    )
+    phase1: Phase1Parameters = Field(
+        default_factory=Phase1Parameters,
+        description="Phase 1: labeling with U, leverage, CPT and quadrants",
+    )
+    phase1b: Phase1BParameters = Field(
+        default_factory=Phase1BParameters,
+        description="Phase 1B: CPT validation by micro-training, a gate",
+    )
+    phase2: Phase2Parameters = Field(
+        default_factory=Phase2Parameters,
+        description="Phase 2: the training matrix, quadrant x format, and two baselines",
+    )
+    phase3: Phase3Parameters = Field(
+        default_factory=Phase3Parameters,
+        description="Phase 3: greedy evaluation of the base and every trained run",
+    )
+    phase4: Phase4Parameters = Field(
+        default_factory=Phase4Parameters,
+        description="Phase 4: the teachability predictor from cheap observables",
+    )
+    phase5: Phase5Parameters = Field(
+        default_factory=Phase5Parameters,
+        description="Phase 5: the selection experiment at a fixed budget",
+    )
+    interactive: bool = Field(
+        False,
+        description="read by no phase: the runner executes every notebook with "
+        "`interactive = False`",
+    )
+    source: Path | None = Field(
+        None, description="the file the parameters were read from; set on load, not a file key"
+    )
 
     @model_validator(mode="after")
     def _retention_outside_training(self) -> Parameters:
@@ -332,6 +582,11 @@ class Parameters(Section):
         if not root.is_absolute() and self.source is not None:
             root = self.source.parent / root
         return (root / self.run_name).resolve()
+
+    @property
+    def layout(self) -> RunLayout:
+        """Every artifact path of this run's folder."""
+        return RunLayout(self.run_dir)
 
     def section(self, name: str) -> dict:
         """The plain-dict view of one section, as handed to a phase notebook."""
@@ -416,3 +671,104 @@ def with_overrides(
         return parse_parameters(data, parameters.source)
     except ParameterError as error:
         raise ParameterError(f"{error}\n  (after --set {' '.join(assignments)})") from None
+
+
+# --- the reference table ---------------------------------------------------------------------
+
+TOP_LEVEL = "(top level)"
+NOT_FILE_KEYS = frozenset({"source"})  # set on load; a file that holds it is rejected
+
+
+def parameter_table(params: Parameters | None = None) -> list[dict]:
+    """One row per key a parameter file may hold: its `section` (a nested one such as
+    `phase0.warmup` is a section of its own), dotted `key`, `type` with bounds, `default` and
+    `description`, all strings; given `params`, also the `value` they hold. Sections come in
+    file order, each followed by its nested sections; keys outside any section come last."""
+    return _rows(Parameters, params, "")
+
+
+def section_descriptions() -> dict[str, str]:
+    """The one-line description of every section of `parameter_table`, by section name."""
+    descriptions = {
+        prefix + name: field.description
+        for model, prefix in _sections(Parameters, "")
+        for name, field in model.model_fields.items()
+        if _is_section(field.annotation)
+    }
+    return {**descriptions, TOP_LEVEL: "keys outside any section"}
+
+
+def _is_section(annotation: object) -> bool:
+    return isinstance(annotation, type) and issubclass(annotation, Section)
+
+
+def _sections(model: type[Section], prefix: str) -> list[tuple[type[Section], str]]:
+    """`model` and every section nested in it, depth first, with their key prefixes."""
+    found = [(model, prefix)]
+    for name, field in model.model_fields.items():
+        if _is_section(field.annotation):
+            found += _sections(field.annotation, f"{prefix}{name}.")
+    return found
+
+
+def _rows(model: type[Section], values: Section | None, prefix: str) -> list[dict]:
+    own, nested = [], []
+    for name, field in model.model_fields.items():
+        if model is Parameters and name in NOT_FILE_KEYS:
+            continue
+        value = None if values is None else getattr(values, name)
+        if _is_section(field.annotation):
+            nested += _rows(field.annotation, value, f"{prefix}{name}.")
+            continue
+        row = {
+            "section": prefix.rstrip(".") or TOP_LEVEL,
+            "key": prefix + name,
+            "type": _type_name(field.annotation, field.metadata),
+            "default": _shown(field.get_default(call_default_factory=True)),
+            "description": field.description,
+        }
+        if values is not None:
+            row["value"] = _shown(value)
+        own.append(row)
+    return nested + own if model is Parameters else own + nested
+
+
+def _type_name(annotation: object, bounds: Sequence = ()) -> str:
+    """`int ≥ 1`, `float in (0, 1)`, `str or null`, `{bot, openai}`, `list of str`, ..."""
+    args = get_args(annotation)
+    if get_origin(annotation) is Literal:
+        return "{" + ", ".join(str(arg) for arg in args) + "}"
+    if type(None) in args:
+        rest = [arg for arg in args if arg is not type(None)]
+        return " or ".join(_type_name(arg, bounds) for arg in rest) + " or null"
+    if get_origin(annotation) is list:
+        return f"list of {_type_name(args[0])}"
+    name = "path" if annotation is Path else getattr(annotation, "__name__", str(annotation))
+    return name + _bounds(bounds)
+
+
+def _bounds(metadata: Sequence) -> str:
+    limits = {}
+    for item in metadata:
+        for attribute in ("ge", "gt", "le", "lt"):
+            if getattr(item, attribute, None) is not None:
+                limits[attribute] = f"{getattr(item, attribute):g}"
+    lower = next(((op, limits[op]) for op in ("ge", "gt") if op in limits), None)
+    upper = next(((op, limits[op]) for op in ("le", "lt") if op in limits), None)
+    if lower and upper:
+        left, right = "[("[lower[0] == "gt"], "])"[upper[0] == "lt"]
+        return f" in {left}{lower[1]}, {upper[1]}{right}"
+    symbols = {"ge": "≥", "gt": ">", "le": "≤", "lt": "<"}
+    bound = lower or upper
+    return f" {symbols[bound[0]]} {bound[1]}" if bound else ""
+
+
+def _shown(value: object) -> str:
+    """A value as it is written in a parameter file."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_shown(item) for item in value) + "]"
+    return str(value)

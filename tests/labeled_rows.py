@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from teachable.env import EnvState, env_id, expert_trajectory
-from teachable.labels import CPT, LabeledSnapshot, Leverage, teacher_request
-from teachable.quadrants import QUADRANTS
-from teachable.snapshots import expert_snapshots
-from teachable.student import Student
-from teachable.teacher import BotTeacher
+from teachable.models.student import Student
+from teachable.models.teachers import BotTeacher
+from teachable.phases.phase0_snapshots import expert_snapshots
+from teachable.phases.phase1_labels import teacher_request
+from teachable.records.env_state import EnvState
+from teachable.records.labeled import CPT, LabeledSnapshot, Leverage
+from teachable.records.quadrants import QUADRANTS
+from teachable.world.text_world import env_id, expert_trajectory
 
 
 def bot_states(level: str, seed: int, count: int) -> list[tuple[EnvState, str, bool]]:

@@ -22,16 +22,23 @@ import pytest
 from labeled_rows import labeled_rows
 
 from teachable.__main__ import main
-from teachable.artifacts import ARTIFACTS, RECORD_FILE, build_artifacts
-from teachable.evaluation import BASE, Evaluation, save_evaluation, tabulate
-from teachable.formats import SPLIT_FILE, save_split, split_by_task
-from teachable.labels import CPT, LabeledSnapshot, Leverage, assign_quadrants, save_labeled
-from teachable.matrix import MatrixRun, RunEntry, plan_matrix, save_summary
-from teachable.microtraining import CORRELATION_FILE, RESULTS_FILE, MicroResult, gate, result_frame
+from teachable.models.student import Student
 from teachable.parameters import Parameters, StudentParameters
-from teachable.predictor import train_predictor
-from teachable.quadrants import AUTO_FILE, QUADRANTS, Thresholds, save_thresholds
-from teachable.runner import (
+from teachable.phases.phase1b_cpt_validation import (
+    MicroResult,
+    gate,
+    result_frame,
+)
+from teachable.phases.phase2_matrix import MatrixRun, plan_matrix, save_summary
+from teachable.phases.phase3_evaluation import Evaluation, save_evaluation, tabulate
+from teachable.phases.phase4_predictor import train_predictor
+from teachable.phases.phase5_selection import (
+    labeled_pool,
+    plan_selections,
+    predicted_scores,
+    selection_summary,
+)
+from teachable.pipeline.runner import (
     NOTEBOOKS_DIR,
     PHASES,
     check_inputs,
@@ -39,15 +46,13 @@ from teachable.runner import (
     stale_reason,
     stamp_path,
 )
-from teachable.selection import (
-    SELECTION_SUMMARY,
-    labeled_pool,
-    plan_selections,
-    predicted_scores,
-    selection_summary,
-)
-from teachable.store import read_json, write_json
-from teachable.student import Student
+from teachable.records.labeled import CPT, LabeledSnapshot, Leverage, assign_quadrants, save_labeled
+from teachable.records.layout import RunLayout
+from teachable.records.quadrants import QUADRANTS, Thresholds, save_thresholds
+from teachable.records.store import read_json, write_json
+from teachable.records.training_summary import BASE, RunEntry
+from teachable.reports.artifacts import ARTIFACTS, build_artifacts
+from teachable.world.splits import save_split, split_by_task
 
 TASKS = [("GoToLocal", seed) for seed in (2, 3, 4, 5, 6, 10)] + [("PickupLoc", 2), ("PickupLoc", 3)]
 SUCCESS = {"random": 0.4, "entropy": 0.5, "predictor": 0.7, "oracle": 0.8, "learnability": 0.5}
@@ -171,28 +176,33 @@ def run_dir(tmp_path_factory) -> Path:
     rng = np.random.default_rng(0)
     params = parameters(tmp_path_factory.mktemp("runs"))
     run_dir = params.run_dir
+    run = params.layout
     rows = labeled(rng)
-    save_labeled(run_dir / "phase1", rows)
-    save_thresholds(run_dir / "phase1" / AUTO_FILE, Thresholds(U=0.5, L=0.0, source="auto"))
+    save_labeled(run.phase1, rows)
+    save_thresholds(run.phase1.thresholds_auto, Thresholds(U=0.5, L=0.0, source="auto"))
     results = micro_results(rows[:10], rng)
-    write_json(run_dir / "phase1b" / RESULTS_FILE, [r.model_dump(mode="json") for r in results])
-    write_json(run_dir / "phase1b" / CORRELATION_FILE, gate(result_frame(results), 0, 200))
+    write_json(
+        run_dir / "phase1b" / "micro_training_results.json",
+        [r.model_dump(mode="json") for r in results],
+    )
+    write_json(run_dir / "phase1b" / "cpt_correlation.json", gate(result_frame(results), 0, 200))
     split = split_by_task(rows, 0.3, seed=0)
-    save_split(run_dir / "phase2" / SPLIT_FILE, split, 0.3, 0)
+    save_split(run_dir / "phase2" / "split.json", split, 0.3, 0)
     matrix = plan_matrix(split.train, seed=0)
-    save_summary(run_dir / "phase2", params, [trained_entry(run) for run in matrix])
+    entries = [trained_entry(cell) for cell in matrix]
+    save_summary(run.phase2, params.phase2.over(params.lora), run.phase2.split, entries)
     evaluation = evaluate(params, matrix, split.test, lambda _: rng.uniform(0.3, 0.9), rng)
-    save_evaluation(evaluation, run_dir / "phase3" / "v8")
-    train_predictor([row.model_dump(mode="json") for row in rows], params.phase4, run_dir)
+    save_evaluation(evaluation, run.phase3)
+    train_predictor(rows, params.phase4, run.phase4)
     pool, left_out = labeled_pool(split.train)
-    plans = plan_selections(params.phase5, pool, predicted_scores(run_dir, pool))
+    plans = plan_selections(params.phase5, pool, predicted_scores(run.phase4, pool))
     evaluations = {
         method: evaluate(params, runs, split.test, lambda _, m=method: SUCCESS[m], rng)
         for method, runs in plans.items()
     }
     summary = selection_summary(params, plans, evaluations, len(split.train), left_out, pool)
-    write_json(run_dir / "phase5" / "selection" / SELECTION_SUMMARY, summary)
-    build_artifacts(run_dir)
+    write_json(run_dir / "phase5" / "selection" / "selection_summary.json", summary)
+    build_artifacts(run)
     return run_dir
 
 
@@ -202,7 +212,7 @@ def copy_of(run_dir: Path, tmp_path: Path) -> Path:
 
 
 def test_every_figure_and_table_is_built_in_every_format(run_dir):
-    record = read_json(run_dir / RECORD_FILE)
+    record = read_json(run_dir / "artifacts.json")
     assert record["skipped"] == {}
     assert set(record["built"]) == {f"{a.kind} {a.name}" for a in ARTIFACTS}
     for name, files in record["built"].items():
@@ -233,7 +243,7 @@ def test_tables_carry_the_numbers_of_the_phase_files(run_dir):
         assert matrix.loc[run.quadrant, run.format] == pytest.approx(run.gain_over_base)
     skipped = overall[overall["status"] == "skipped"]
     assert all(np.isnan(matrix.loc[r.quadrant, r.format]) for r in skipped.itertuples())
-    summary = read_json(run_dir / "phase5" / "selection" / SELECTION_SUMMARY)
+    summary = read_json(run_dir / "phase5" / "selection" / "selection_summary.json")
     selection = pd.read_csv(tables / "selection.csv").set_index("method")
     for method, record in summary["methods"].items():
         assert selection.loc[method, "gain"] == pytest.approx(record["tasks"]["gain"])
@@ -246,8 +256,8 @@ def test_a_partial_run_gets_what_its_phases_allow_and_says_what_it_skipped(run_d
     partial = copy_of(run_dir, tmp_path)
     for phase in ("phase1b", "phase3", "phase5"):
         shutil.rmtree(partial / phase)
-    written = build_artifacts(partial)
-    record = read_json(partial / RECORD_FILE)
+    written = build_artifacts(RunLayout(partial))
+    record = read_json(partial / "artifacts.json")
     assert set(record["built"]) == {
         "figure quadrant_scatter",
         "table quadrants",
@@ -282,10 +292,10 @@ def test_the_artifacts_phase_goes_stale_when_a_file_it_reads_changes(run_dir, tm
     stamp = {"parameters_sha256": parameters_digest(params, phase), "finished_at": "now"}
     write_json(stamp_path(params, phase), stamp)
     later = time.time() + 3600
-    os.utime(moved / RECORD_FILE, (later, later))
+    os.utime(moved / "artifacts.json", (later, later))
     shutil.rmtree(moved / "phase1b")  # a phase it reads but the run lacks is no error
     check_inputs(params, phase)
     assert stale_reason(params, phase, NOTEBOOKS_DIR) is None
-    summary = moved / "phase5" / "selection" / SELECTION_SUMMARY
+    summary = moved / "phase5" / "selection" / "selection_summary.json"
     os.utime(summary, (later + 60, later + 60))
     assert stale_reason(params, phase, NOTEBOOKS_DIR) == f"{summary} is newer than its outputs"

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from teachable.__main__ import main
-from teachable.checks import CHECKS, PHASE3_CSVS, check_run
+from teachable.pipeline.checks import CHECKS, check_run
+from teachable.records.layout import RunLayout
 
 PHASE3_HEADER = "model,success_rate\nbase,0.5\n"
 
@@ -28,7 +29,9 @@ def run_dir(tmp_path: Path) -> Path:
         "phase2/training_summary.json": json.dumps({"runs": [{"id": "Q1_highU_highL_demo"}]}),
         "phase4/training_result.json": json.dumps({"passed": False, "metrics": {}}),
     }
-    files |= {f"phase3/v8/{name}": PHASE3_HEADER for name in PHASE3_CSVS}
+    files |= {
+        path.relative_to(run).as_posix(): PHASE3_HEADER for path in RunLayout(run).phase3.csvs()
+    }
     for name, text in files.items():
         (run / name).parent.mkdir(parents=True, exist_ok=True)
         (run / name).write_text(text)

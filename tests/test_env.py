@@ -9,16 +9,9 @@ from minigrid.core.grid import Grid
 from minigrid.core.world_object import Ball, Box, Door, Key, Wall
 from minigrid.envs import EmptyEnv
 
-from teachable.env import (
-    ACTIONS,
-    EnvState,
-    TextWorld,
-    build_suite,
-    describe,
-    env_id,
-    expert_trajectory,
-    render,
-)
+from teachable.records.env_state import ACTIONS, EnvState
+from teachable.world.tasks import build_suite
+from teachable.world.text_world import TextWorld, describe, env_id, expert_trajectory, render
 
 LEVELS = ["GoToLocal", "PickupLoc", "OpenDoor", "PutNextLocal", "UnlockLocal"]
 UP, EAST = 3, 0  # MiniGrid agent directions
@@ -81,12 +74,12 @@ def test_env_id_and_state_json_round_trip() -> None:
     state = EnvState(env_id("PutNextLocal"), 7).then("turn left").then("pick up")
     assert state.task == ("BabyAI-PutNextLocal-v0", 7)
     assert state.actions == ("turn left", "pick up")
-    text = json.dumps(state.to_dict())
-    assert EnvState.from_dict(json.loads(text)) == state
+    text = json.dumps(state.model_dump(mode="json"))
+    assert EnvState.model_validate(json.loads(text)) == state
     with pytest.raises(ValueError, match="actions"):
-        EnvState.from_dict({**state.to_dict(), "actions": ["done"]})
+        EnvState.model_validate({**state.model_dump(mode="json"), "actions": ["done"]})
     with pytest.raises(ValueError, match="seed"):
-        EnvState.from_dict({"env_id": state.env_id})
+        EnvState.model_validate({"env_id": state.env_id})
     with pytest.raises(ValueError, match="fly"):
         state.then("fly")
 

@@ -12,15 +12,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from teachable.env import expert_trajectory
-from teachable.evaluation import (
-    BASE,
-    EPISODES_FILE,
-    OVERALL_CSV,
-    PER_QUADRANT_CSV,
-    RETENTION_CSV,
-    STUCKNESS_CSV,
-    TRANSFER_CSV,
+from teachable.models.lora import train_lora
+from teachable.models.student import Student
+from teachable.models.supervision import sft_examples
+from teachable.parameters import LoraParameters, Parameters
+from teachable.phases.phase0_snapshots import (
+    ExpertTrajectory,
+    expert_snapshots,
+    sample_expert_states,
+)
+from teachable.phases.phase0_warmup import save_preparation
+from teachable.phases.phase2_matrix import save_summary
+from teachable.phases.phase3_evaluation import (
     AgentState,
     agent_trace,
     check_unseen,
@@ -36,17 +39,14 @@ from teachable.evaluation import (
     transfer_matrix,
     transfer_summary,
 )
-from teachable.formats import SPLIT_FILE, TaskSplit, save_split, sft_examples, split_by_task
-from teachable.labels import LabeledSnapshot, Leverage, load_labeled, save_labeled
-from teachable.matrix import SUMMARY_FILE, RunEntry, save_summary
-from teachable.parameters import LoraParameters, Parameters
-from teachable.quadrants import AUTO_FILE, QUADRANTS, Thresholds, save_thresholds
-from teachable.snapshots import ExpertTrajectory, expert_snapshots, sample_expert_states
-from teachable.splits import task_suite
-from teachable.store import read_jsonl, write_jsonl
-from teachable.student import Student
-from teachable.training import train_lora
-from teachable.warmup import save_preparation
+from teachable.records.labeled import LabeledSnapshot, Leverage, load_labeled, save_labeled
+from teachable.records.layout import EvaluationLayout, Phase2Layout, RunLayout
+from teachable.records.quadrants import QUADRANTS, Thresholds, save_thresholds
+from teachable.records.store import read_jsonl, write_jsonl
+from teachable.records.training_summary import BASE, RunEntry
+from teachable.world.splits import TaskSplit, save_split, split_by_task
+from teachable.world.tasks import task_suite
+from teachable.world.text_world import expert_trajectory
 
 # U and L per quadrant, with thresholds U = 0.5 and L = 0: the labels are set by hand so that
 # every task holds snapshots of every quadrant.
@@ -107,13 +107,17 @@ class TinyRun:
 def tiny_run(tmp_path_factory) -> TinyRun:
     params = tiny_parameters(tmp_path_factory.mktemp("runs"))
     run_dir = params.run_dir
-    save_preparation(run_dir, params.student, {"skipped": "the tiny student is used as is"})
+    save_preparation(
+        RunLayout(run_dir).phase0, params.student, {"skipped": "the tiny student is used as is"}
+    )
     student = Student.load(params.student)
-    save_labeled(run_dir / "phase1", labeled_rows(student, params))
-    save_thresholds(run_dir / "phase1" / AUTO_FILE, Thresholds(U=0.5, L=0.0, source="auto"))
+    save_labeled(RunLayout(run_dir).phase1, labeled_rows(student, params))
+    save_thresholds(
+        RunLayout(run_dir).phase1.thresholds_auto, Thresholds(U=0.5, L=0.0, source="auto")
+    )
     phase2 = run_dir / "phase2"
-    split = split_by_task(load_labeled(run_dir / "phase1"), 0.5, seed=0)
-    save_split(phase2 / SPLIT_FILE, split, 0.5, 0)
+    split = split_by_task(load_labeled(RunLayout(run_dir).phase1), 0.5, seed=0)
+    save_split(phase2 / "split.json", split, 0.5, 0)
     lora = LoraParameters(r=2, alpha=4, steps=1, batch_size=2)
     entries = []
     for run_id in TRAINED:
@@ -141,14 +145,19 @@ def tiny_run(tmp_path_factory) -> TinyRun:
             reason="too few train snapshots",
         )
     )
-    save_summary(phase2, params, entries)
-    return TinyRun(params, phase2 / SUMMARY_FILE)
+    save_summary(Phase2Layout(phase2), lora, phase2 / "split.json", entries)
+    return TinyRun(params, phase2 / "training_summary.json")
 
 
 @pytest.fixture(scope="module")
 def evaluated(tiny_run, tmp_path_factory):
     out_dir = tmp_path_factory.mktemp("phase3") / "v8"
-    return evaluate_runs(tiny_run.params, tiny_run.summary, out_dir, progress=False), out_dir
+    return evaluate_runs(
+        tiny_run.params,
+        Phase2Layout(tiny_run.summary.parent),
+        EvaluationLayout(out_dir),
+        progress=False,
+    ), out_dir
 
 
 # --- held-out tasks ----------------------------------------------------------------------------
@@ -156,7 +165,7 @@ def evaluated(tiny_run, tmp_path_factory):
 
 def test_heldout_tasks_never_overlap_training_tasks(tiny_run):
     params = tiny_run.params
-    split, labeled = load_inputs(params, tiny_run.summary.parent / SPLIT_FILE)
+    split, labeled = load_inputs(params, tiny_run.summary.parent / "split.json")
     items = evaluation_items(params, split, labeled)
     heldout = {item.start.task for item in items if item.suite == "tasks"}
     retention = {item.start.task for item in items if item.suite == "retention"}
@@ -173,7 +182,7 @@ def test_heldout_tasks_never_overlap_training_tasks(tiny_run):
 
 def test_a_heldout_task_found_in_training_is_an_error(tiny_run):
     params = tiny_run.params
-    split, labeled = load_inputs(params, tiny_run.summary.parent / SPLIT_FILE)
+    split, labeled = load_inputs(params, tiny_run.summary.parent / "split.json")
     heldout = task_suite(params, "heldout", 2).tasks
     task = {"env_id": heldout[1].env_id, "seed": heldout[1].seed}
     leaked = split.train[0].model_copy(
@@ -329,7 +338,9 @@ def test_a_missing_adapter_fails_before_any_work(tiny_run, tmp_path):
     shutil.rmtree(run_dir / "Q2_highU_lowL_demo")
     out_dir = tmp_path / "v8"
     with pytest.raises(FileNotFoundError, match="Q2_highU_lowL_demo") as error:
-        evaluate_runs(tiny_run.params, run_dir / SUMMARY_FILE, out_dir, progress=False)
+        evaluate_runs(
+            tiny_run.params, Phase2Layout(run_dir), EvaluationLayout(out_dir), progress=False
+        )
     assert str(run_dir / "Q2_highU_lowL_demo") in str(error.value)
     assert not out_dir.exists()
 
@@ -337,7 +348,7 @@ def test_a_missing_adapter_fails_before_any_work(tiny_run, tmp_path):
 def test_the_csvs_hold_the_claimed_columns_and_rows(evaluated, tiny_run):
     evaluation, out_dir = evaluated
     n_models = 1 + len(TRAINED)
-    overall = pd.read_csv(out_dir / OVERALL_CSV)
+    overall = pd.read_csv(out_dir / "overall_task_results.csv")
     assert {"model", "success_rate", "ci_low", "ci_high", "mean_steps", "gain_over_base"} <= set(
         overall.columns
     )
@@ -349,23 +360,23 @@ def test_the_csvs_hold_the_claimed_columns_and_rows(evaluated, tiny_run):
     assert (measured["success_rate"] <= measured["ci_high"]).all()
     assert measured["gain_over_base"].iloc[0] == 0
 
-    per_quadrant = pd.read_csv(out_dir / PER_QUADRANT_CSV)
+    per_quadrant = pd.read_csv(out_dir / "per_quadrant_results.csv")
     assert len(per_quadrant) == n_models * 4
     assert (per_quadrant["n_snapshots"] == 1).all()
 
-    transfer = pd.read_csv(out_dir / TRANSFER_CSV)
+    transfer = pd.read_csv(out_dir / "transfer_matrix.csv")
     assert {"format", "train_quadrant", "eval_quadrant", "gain", "diagonal"} <= set(
         transfer.columns
     )
     assert len(transfer) == 2 * 4 * 2  # two quadrant runs (demo) and their mean, 4 eval quadrants
     assert set(transfer["format"]) == {"demo", "mean"}
 
-    retention = pd.read_csv(out_dir / RETENTION_CSV)
+    retention = pd.read_csv(out_dir / "retention_results.csv")
     levels = 1 + len(set(evaluation.episodes.query("suite == 'retention'")["level"]))
     assert len(retention) == n_models * levels
     assert {"before", "after", "drop", "drop_flag"} <= set(retention.columns)
 
-    stuckness = pd.read_csv(out_dir / STUCKNESS_CSV)
+    stuckness = pd.read_csv(out_dir / "stuckness_results.csv")
     assert len(stuckness) == n_models * 2
     assert stuckness[["loop_rate", "timeout_rate"]].stack().between(0, 1).all()
     max_steps = tiny_run.params.phase3.max_steps
@@ -374,15 +385,23 @@ def test_the_csvs_hold_the_claimed_columns_and_rows(evaluated, tiny_run):
 
 def test_a_rerun_evaluates_only_the_models_not_logged(evaluated, tiny_run):
     evaluation, out_dir = evaluated
-    before = pd.read_csv(out_dir / OVERALL_CSV)
-    log = out_dir / EPISODES_FILE
+    before = pd.read_csv(out_dir / "overall_task_results.csv")
+    log = out_dir / "model_episodes.jsonl"
     write_jsonl(log, read_jsonl(log)[:-1])
-    again = evaluate_runs(tiny_run.params, tiny_run.summary, out_dir, progress=False)
+    again = evaluate_runs(
+        tiny_run.params,
+        Phase2Layout(tiny_run.summary.parent),
+        EvaluationLayout(out_dir),
+        progress=False,
+    )
     assert again.record["evaluated_now"] == [TRAINED[-1]]
-    pd.testing.assert_frame_equal(pd.read_csv(out_dir / OVERALL_CSV), before)
+    pd.testing.assert_frame_equal(pd.read_csv(out_dir / "overall_task_results.csv"), before)
     assert (
-        evaluate_runs(tiny_run.params, tiny_run.summary, out_dir, progress=False).record[
-            "evaluated_now"
-        ]
+        evaluate_runs(
+            tiny_run.params,
+            Phase2Layout(tiny_run.summary.parent),
+            EvaluationLayout(out_dir),
+            progress=False,
+        ).record["evaluated_now"]
         == []
     )

@@ -5,12 +5,13 @@ from __future__ import annotations
 import pytest
 from labeled_rows import labeled_rows
 
-from teachable.formats import SPLIT_FILE, load_split, save_split, sft_example, split_by_task
+from teachable.models.lora import IGNORED, encode_example
+from teachable.models.student import Student
+from teachable.models.supervision import sft_example
 from teachable.parameters import StudentParameters
-from teachable.store import read_json
-from teachable.student import Student
-from teachable.supervision import FORMATS
-from teachable.training import IGNORED, encode_example
+from teachable.records.labeled import FORMATS
+from teachable.records.store import read_json
+from teachable.world.splits import load_split, save_split, split_by_task
 
 TASKS = [("GoToLocal", seed) for seed in (2, 3, 4, 5, 6, 10)] + [("PickupLoc", 2), ("PickupLoc", 3)]
 
@@ -84,10 +85,10 @@ def test_no_task_crosses_the_split(rows):
 
 def test_the_saved_split_reloads_and_notices_changed_labels(rows, tmp_path):
     split = split_by_task(rows, 0.3, 0)
-    save_split(tmp_path / SPLIT_FILE, split, 0.3, 0)
-    saved = read_json(tmp_path / SPLIT_FILE)
+    save_split(tmp_path / "split.json", split, 0.3, 0)
+    saved = read_json(tmp_path / "split.json")
     assert saved["test"]["tasks"] == [list(task) for task in split.test_tasks]
     assert sum(saved["test"]["quadrant_counts"].values()) == len(split.test)
-    assert load_split(tmp_path / SPLIT_FILE, rows) == split
+    assert load_split(tmp_path / "split.json", rows) == split
     with pytest.raises(ValueError, match="not among the labeled rows"):
-        load_split(tmp_path / SPLIT_FILE, rows[1:])
+        load_split(tmp_path / "split.json", rows[1:])

@@ -12,34 +12,37 @@ import pytest
 import yaml
 
 from teachable.__main__ import main
-from teachable.env import EnvState, env_id, expert_trajectory
-from teachable.labels import (
-    LABELED_JSON,
-    LABELED_JSONL,
-    LabeledSnapshot,
-    Leverage,
-    assign_quadrants,
+from teachable.models.student import Student
+from teachable.parameters import ParameterError, Parameters, StudentParameters, parse_parameters
+from teachable.phases.phase0_snapshots import expert_snapshots
+from teachable.phases.phase0_warmup import save_preparation
+from teachable.phases.phase1_labels import (
     cpt_from_rates,
     label_snapshots,
-    load_labeled,
-    load_rows,
     measure,
     phase1_snapshots,
     place_in_quadrants,
     uncertainty,
 )
-from teachable.parameters import ParameterError, Parameters, StudentParameters, parse_parameters
-from teachable.quadrants import (
-    CHOSEN_FILE,
+from teachable.records.env_state import EnvState
+from teachable.records.labeled import (
+    LabeledSnapshot,
+    Leverage,
+    assign_quadrants,
+    load_labeled,
+)
+from teachable.records.layout import Phase1Layout, RunLayout
+from teachable.records.quadrants import (
     QUADRANTS,
     auto_thresholds,
     load_thresholds,
     quadrant_counts,
 )
-from teachable.snapshots import Snapshot, SnapshotError, expert_snapshots, save_snapshots
-from teachable.store import read_json, read_jsonl
-from teachable.student import Student
-from teachable.warmup import save_preparation
+from teachable.records.snapshot import Snapshot, SnapshotError, save_snapshots
+from teachable.records.store import read_json, read_jsonl
+from teachable.reports.phase1 import write_plots
+from teachable.world.replay import load_replayed_rows
+from teachable.world.text_world import env_id, expert_trajectory
 
 PHASE1 = {
     "n_rollouts": 2,
@@ -94,12 +97,14 @@ def snapshots(student) -> list[Snapshot]:
 def labeled(tmp_path_factory, student, snapshots) -> Path:
     """An uninterrupted labeling run's folder."""
     root = tmp_path_factory.mktemp("labeled")
-    label_snapshots(_params(root), snapshots, root / "phase1", progress=False, student=student)
-    return root / "phase1"
+    out = Phase1Layout(root / "phase1")
+    report = label_snapshots(_params(root), snapshots, out, progress=False, student=student)
+    write_plots(report.rows, report.thresholds, out)
+    return out.folder
 
 
 def _rows_by_id(folder: Path) -> dict[str, dict]:
-    rows = read_jsonl(folder / LABELED_JSONL)
+    rows = read_jsonl(folder / "labeled_snapshots.jsonl")
     assert len({row["id"] for row in rows}) == len(rows)
     return {row["id"]: row for row in rows}
 
@@ -181,7 +186,7 @@ def test_auto_thresholds_small_quadrant_warnings_and_chosen_file_precedence(snap
     rows = [_with_labels(snapshots[0], u, leverage) for u, leverage in values]
     params = _params(tmp_path, min_per_quadrant=2)
     with pytest.warns(UserWarning, match="min_per_quadrant=2"):
-        auto = place_in_quadrants(rows, tmp_path, params.phase1)
+        auto = place_in_quadrants(rows, Phase1Layout(tmp_path), params.phase1)
     assert (auto.thresholds.U, auto.thresholds.L, auto.thresholds.source) == (0.3, 0.5, "auto")
     assert auto.counts == {
         "Q1_highU_highL": 3,
@@ -190,10 +195,10 @@ def test_auto_thresholds_small_quadrant_warnings_and_chosen_file_precedence(snap
         "Q4_lowU_highL": 0,
     }
     assert len(auto.warnings) == 2  # Q2 and Q4 hold fewer than 2
-    assert load_thresholds(tmp_path).source == "auto"
+    assert load_thresholds(Phase1Layout(tmp_path)).source == "auto"
     fixed = _params(tmp_path, thresholds="fixed", U_threshold=0.15, L_threshold=-1.0)
-    place_in_quadrants(rows, tmp_path, fixed.phase1)
-    chosen = load_thresholds(tmp_path)
+    place_in_quadrants(rows, Phase1Layout(tmp_path), fixed.phase1)
+    chosen = load_thresholds(Phase1Layout(tmp_path))
     assert (chosen.U, chosen.L, chosen.source) == (0.15, -1.0, "parameters")
     assert read_json(tmp_path / "quadrant_thresholds_auto.json")["U"] == 0.3
 
@@ -214,8 +219,8 @@ def test_auto_thresholds_respect_ties_so_no_side_is_empty():
 
 
 def test_rows_hold_every_label_and_the_files_agree(labeled, snapshots):
-    rows = read_jsonl(labeled / LABELED_JSONL)
-    assert rows == read_json(labeled / LABELED_JSON)
+    rows = read_jsonl(labeled / "labeled_snapshots.jsonl")
+    assert rows == read_json(labeled / "labeled_snapshots.json")
     assert [row["id"] for row in rows] == [s.id for s in snapshots]
     for row, snapshot in zip(rows, snapshots, strict=True):
         label = LabeledSnapshot.model_validate(row)
@@ -234,22 +239,30 @@ def test_rows_hold_every_label_and_the_files_agree(labeled, snapshots):
         assert (labeled / "threshold_plots" / name).is_file()
     quantiles = read_json(labeled / "threshold_plots" / "quantiles.json")
     assert list(quantiles["U"]) == [f"{q / 10:.1f}" for q in range(1, 10)]
-    assert [row.quadrant for row in load_labeled(labeled)] == [row["quadrant"] for row in rows]
+    assert [row.quadrant for row in load_labeled(Phase1Layout(labeled))] == [
+        row["quadrant"] for row in rows
+    ]
 
 
 def test_labeling_again_gives_identical_rows_whatever_the_batching_or_order(
     labeled, snapshots, student, tmp_path
 ):
     again = tmp_path / "again"
-    label_snapshots(_params(tmp_path), snapshots, again, progress=False, student=student)
-    assert (again / LABELED_JSONL).read_bytes() == (labeled / LABELED_JSONL).read_bytes()
+    label_snapshots(
+        _params(tmp_path), snapshots, Phase1Layout(again), progress=False, student=student
+    )
+    assert (again / "labeled_snapshots.jsonl").read_bytes() == (
+        labeled / "labeled_snapshots.jsonl"
+    ).read_bytes()
 
     reshaped = Student(
         student.model, student.tokenizer, student.params.model_copy(update={"batch_size": 3})
     )
     shuffled = tmp_path / "shuffled"
     params = _params(tmp_path, batch_snapshots=5)
-    label_snapshots(params, snapshots[::-1], shuffled, progress=False, student=reshaped)
+    label_snapshots(
+        params, snapshots[::-1], Phase1Layout(shuffled), progress=False, student=reshaped
+    )
     assert _rows_by_id(shuffled) == _rows_by_id(labeled)
 
 
@@ -258,23 +271,29 @@ def test_a_killed_run_resumes_to_the_same_files_without_duplicates(
 ):
     killed = tmp_path / "killed"
     params = _params(tmp_path)
-    label_snapshots(params, snapshots[:2], killed, progress=False, student=student)
-    first_row = (killed / LABELED_JSONL).read_text().splitlines()[0]
-    with (killed / LABELED_JSONL).open("a") as log:
+    label_snapshots(params, snapshots[:2], Phase1Layout(killed), progress=False, student=student)
+    first_row = (killed / "labeled_snapshots.jsonl").read_text().splitlines()[0]
+    with (killed / "labeled_snapshots.jsonl").open("a") as log:
         log.write(first_row[: len(first_row) // 2])  # a row torn by the kill
-    (killed / LABELED_JSON).unlink()
-    report = label_snapshots(params, snapshots, killed, progress=False, student=student)
+    (killed / "labeled_snapshots.json").unlink()
+    report = label_snapshots(
+        params, snapshots, Phase1Layout(killed), progress=False, student=student
+    )
     assert report.newly_labeled == len(snapshots) - 2
-    for name in (LABELED_JSONL, LABELED_JSON):
+    for name in ("labeled_snapshots.jsonl", "labeled_snapshots.json"):
         assert (killed / name).read_bytes() == (labeled / name).read_bytes()
 
     truncated = tmp_path / "truncated"
     truncated.mkdir()
-    lines = (labeled / LABELED_JSONL).read_text().splitlines(keepends=True)
-    (truncated / LABELED_JSONL).write_text("".join(lines[:3]) + lines[3][:40])
-    report = label_snapshots(params, snapshots, truncated, progress=False, student=student)
+    lines = (labeled / "labeled_snapshots.jsonl").read_text().splitlines(keepends=True)
+    (truncated / "labeled_snapshots.jsonl").write_text("".join(lines[:3]) + lines[3][:40])
+    report = label_snapshots(
+        params, snapshots, Phase1Layout(truncated), progress=False, student=student
+    )
     assert report.newly_labeled == len(snapshots) - 3
-    assert (truncated / LABELED_JSONL).read_bytes() == (labeled / LABELED_JSONL).read_bytes()
+    assert (truncated / "labeled_snapshots.jsonl").read_bytes() == (
+        labeled / "labeled_snapshots.jsonl"
+    ).read_bytes()
 
 
 def test_skipped_labels_are_null_and_a_parameter_change_starts_afresh(
@@ -283,7 +302,9 @@ def test_skipped_labels_are_null_and_a_parameter_change_starts_afresh(
     folder = Path(shutil.copytree(labeled, tmp_path / "phase1"))
     params = _params(tmp_path, skip_cpt=True)
     with pytest.warns(UserWarning, match="starts afresh"):
-        report = label_snapshots(params, snapshots, folder, progress=False, student=student)
+        report = label_snapshots(
+            params, snapshots, Phase1Layout(folder), progress=False, student=student
+        )
     assert report.newly_labeled == len(snapshots)
     assert any("skip_cpt" in note for note in report.notes)
     rows = _rows_by_id(folder)
@@ -295,10 +316,14 @@ def test_skipped_labels_are_null_and_a_parameter_change_starts_afresh(
 
     params = _params(tmp_path, skip_cpt=True, skip_leverage=True)
     with pytest.warns(UserWarning, match="starts afresh"):
-        report = label_snapshots(params, snapshots, folder, progress=False, student=student)
+        report = label_snapshots(
+            params, snapshots, Phase1Layout(folder), progress=False, student=student
+        )
     assert all(row.leverage is None and row.quadrant is None for row in report.rows)
     assert any("no quadrants" in note for note in report.notes)
-    assert (folder / "threshold_plots" / "quantiles.json").is_file()
+    assert write_plots(report.rows, report.thresholds, Phase1Layout(folder)) == [
+        folder / "threshold_plots" / name for name in ("hist_U.png", "hist_U.svg", "quantiles.json")
+    ]
 
 
 # --- the label commands ------------------------------------------------------------------------
@@ -310,11 +335,13 @@ def test_label_steps_from_the_command_line_match_one_labeling_run(
     params_file = tmp_path / "labels.yaml"
     params_file.write_text(yaml.safe_dump(_parameters(tmp_path / "runs")))
     run_dir = _params(tmp_path / "runs").run_dir
-    save_preparation(run_dir, student.params, {"skipped": "the tiny student as is"})
+    save_preparation(
+        RunLayout(run_dir).phase0, student.params, {"skipped": "the tiny student as is"}
+    )
     source = tmp_path / "snapshots.json"
     save_snapshots(source, snapshots)
     out = tmp_path / "steps"
-    labeled_log = out / LABELED_JSONL
+    labeled_log = out / "labeled_snapshots.jsonl"
 
     def label(step: str, given: Path, *extra: str) -> int:
         args = ["--params", str(params_file), "--input", str(given), "--output-dir", str(out)]
@@ -333,7 +360,7 @@ def test_label_steps_from_the_command_line_match_one_labeling_run(
         assert {i: row[key] for i, row in stepwise.items()} == {
             i: row[key] for i, row in whole.items()
         }
-    chosen = read_json(out / CHOSEN_FILE)
+    chosen = read_json(out / "quadrant_thresholds.json")
     assert (chosen["U"], chosen["L"], chosen["source"]) == (0.5, 0.0, "command line")
     expected = [
         r.quadrant
@@ -343,7 +370,7 @@ def test_label_steps_from_the_command_line_match_one_labeling_run(
     ]
     assert [row["quadrant"] for row in stepwise.values()] == expected
     assert (out / "threshold_plots" / "scatter_U_L.png").is_file()
-    assert json.loads((out / LABELED_JSON).read_text()) == read_jsonl(labeled_log)
+    assert json.loads((out / "labeled_snapshots.json").read_text()) == read_jsonl(labeled_log)
 
     assert label("hints", tmp_path / "missing.json") == 2
     assert "missing.json" in capsys.readouterr().err
@@ -369,10 +396,10 @@ def test_bad_rows_and_bad_parameters_are_named(snapshots, tmp_path):
     path = tmp_path / "rows.jsonl"
     path.write_text(json.dumps({**row, "U": "high"}) + "\n")
     with pytest.raises(SnapshotError, match=rf"rows\.jsonl: snapshot {row['id']}: U"):
-        load_rows(path)
+        load_replayed_rows(path)
     path.write_text(json.dumps(row) + "\n" + json.dumps(row) + "\n")
     with pytest.raises(SnapshotError, match="appears twice"):
-        load_rows(path)
+        load_replayed_rows(path)
     with pytest.raises(ParameterError, match="phase1"):
         parse_parameters(
             {"phase1": {"thresholds": "fixed", "U_threshold": 0.5}}, tmp_path / "p.yaml"

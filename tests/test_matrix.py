@@ -9,13 +9,14 @@ from pathlib import Path
 import pytest
 from labeled_rows import labeled_rows
 
-from teachable.formats import SPLIT_FILE, load_split
-from teachable.matrix import SUMMARY_FILE, matrix_lora, train_matrix
+from teachable.models.student import Student
 from teachable.parameters import Parameters, StudentParameters
-from teachable.quadrants import QUADRANTS
-from teachable.store import read_json, write_json
-from teachable.student import Student
-from teachable.supervision import FORMATS
+from teachable.phases.phase2_matrix import train_matrix
+from teachable.records.labeled import FORMATS
+from teachable.records.layout import Phase2Layout
+from teachable.records.quadrants import QUADRANTS
+from teachable.records.store import read_json, write_json
+from teachable.world.splits import load_split
 
 TASKS = [("GoToLocal", seed) for seed in (2, 3, 4, 5, 6, 10)] + [("PickupLoc", 2), ("PickupLoc", 3)]
 RUN_IDS = [f"{q}_{f}" for q in QUADRANTS for f in FORMATS] + [
@@ -54,17 +55,21 @@ def matrix(tmp_path_factory, student, rows):
     """A finished matrix: its folder and what `train_matrix` reported."""
     out = tmp_path_factory.mktemp("matrix") / "phase2"
     params = _params(out.parent)
-    return out, params, train_matrix(params, rows, out, student=student, progress=False)
+    return (
+        out,
+        params,
+        train_matrix(params, rows, Phase2Layout(out), student=student, progress=False),
+    )
 
 
 def test_the_matrix_has_14_runs_trained_or_skipped_with_a_reason(matrix, rows):
     out, params, report = matrix
-    summary = read_json(out / SUMMARY_FILE)
+    summary = read_json(out / "training_summary.json")
     assert [entry["id"] for entry in summary["runs"]] == RUN_IDS
-    assert summary["lora"] == matrix_lora(params).model_dump(mode="json")
+    assert summary["lora"] == params.phase2.over(params.lora).model_dump(mode="json")
     assert summary["lora"]["steps"] == 2 and summary["lora"]["batch_size"] == 2
     assert summary["lora"]["r"] == 4
-    split = load_split(out / SPLIT_FILE, rows)
+    split = load_split(out / "split.json", rows)
     assert not set(split.train_tasks) & set(split.test_tasks)
     train_ids = {row.id for row in split.train}
     by_quadrant = {q: [row.id for row in split.train if row.quadrant == q] for q in QUADRANTS}
@@ -90,21 +95,21 @@ def test_the_matrix_has_14_runs_trained_or_skipped_with_a_reason(matrix, rows):
 
 def test_a_killed_matrix_resumes_without_retraining_finished_runs(matrix, student, rows):
     out, params, _ = matrix
-    summary = read_json(out / SUMMARY_FILE)
+    summary = read_json(out / "training_summary.json")
     trained = [entry["id"] for entry in summary["runs"] if entry["status"] == "trained"]
     lost_entry, lost_adapter = trained[3], trained[7]
     summary["runs"] = [entry for entry in summary["runs"] if entry["id"] != lost_entry]
-    write_json(out / SUMMARY_FILE, summary)  # killed after the adapter, before its entry
+    write_json(out / "training_summary.json", summary)  # killed after the adapter, before its entry
     shutil.rmtree(out / lost_adapter)  # killed while training
     kept = [run_id for run_id in trained if run_id not in (lost_entry, lost_adapter)]
     stamps = {run_id: _mtime(out / run_id) for run_id in kept}
 
-    report = train_matrix(params, rows, out, student=student, progress=False)
+    report = train_matrix(params, rows, Phase2Layout(out), student=student, progress=False)
     assert report.newly_trained == 2
     assert {run_id: _mtime(out / run_id) for run_id in kept} == stamps
     assert (out / lost_adapter / "adapter_config.json").is_file()
-    assert [entry["id"] for entry in read_json(out / SUMMARY_FILE)["runs"]] == RUN_IDS
-    again = train_matrix(params, rows, out, student=student, progress=False)
+    assert [entry["id"] for entry in read_json(out / "training_summary.json")["runs"]] == RUN_IDS
+    again = train_matrix(params, rows, Phase2Layout(out), student=student, progress=False)
     assert again.newly_trained == 0
 
 

@@ -12,23 +12,21 @@ import yaml
 from labeled_rows import labeled_rows
 
 from teachable.__main__ import main
-from teachable.env import ACTIONS
-from teachable.formats import sft_example
-from teachable.microtraining import (
-    CORRELATION_FILE,
-    RESULTS_FILE,
-    RESULTS_LOG,
+from teachable.models.student import Student
+from teachable.models.supervision import sft_example
+from teachable.parameters import Parameters, StudentParameters
+from teachable.phases.phase1b_cpt_validation import (
     gate,
     micro_adapter,
     result_key,
     validate_cpt,
     validation_success,
 )
-from teachable.parameters import Parameters, StudentParameters
-from teachable.quadrants import QUADRANTS
-from teachable.store import read_json, read_jsonl, write_json, write_jsonl
-from teachable.student import Student
-from teachable.supervision import FORMATS
+from teachable.records.env_state import ACTIONS
+from teachable.records.labeled import FORMATS
+from teachable.records.layout import Phase1BLayout
+from teachable.records.quadrants import QUADRANTS
+from teachable.records.store import read_json, read_jsonl, write_json, write_jsonl
 
 FIXTURES = Path(__file__).parent / "notebooks" / "gate"
 TASKS = [("GoToLocal", 2), ("GoToLocal", 3), ("PickupLoc", 2), ("PickupLoc", 3)]
@@ -87,7 +85,7 @@ def test_phase1b_replays_the_same_streams_writes_its_files_and_resumes(student, 
     still = {"learning_rate": 1e-12, "n_steps": 1}
     params = _params(tmp_path, temperature=50.0, n_validation_rollouts=8, **still)
     out = tmp_path / "phase1b"
-    report = validate_cpt(params, rows, out, student=student, progress=False)
+    report = validate_cpt(params, rows, Phase1BLayout(out), student=student, progress=False)
     assert report.newly_trained == len(report.results) == 4
     assert sorted(r.quadrant for r in report.results) == sorted(QUADRANTS)
     assert any(result.before > 0 for result in report.results), "no rollout succeeds: no test"
@@ -97,18 +95,25 @@ def test_phase1b_replays_the_same_streams_writes_its_files_and_resumes(student, 
         assert alone == {result.id: result.before}
         assert result.format == "demo"
         assert len(result.losses) == 1 and result.n_rollouts == 8
-    saved = read_json(out / RESULTS_FILE)
+    saved = read_json(out / "micro_training_results.json")
     assert saved == [result.model_dump(mode="json") for result in report.results]
-    assert read_json(out / CORRELATION_FILE) == report.correlation
+    assert read_json(out / "cpt_correlation.json") == report.correlation
     assert report.correlation["n"] == 4
 
-    log = read_jsonl(out / RESULTS_LOG)
-    write_jsonl(out / RESULTS_LOG, log[:-1])  # killed before the last snapshot was written
-    resumed = validate_cpt(params, rows, out, student=student, progress=False)
+    log = read_jsonl(out / "micro_training.jsonl")
+    write_jsonl(
+        out / "micro_training.jsonl", log[:-1]
+    )  # killed before the last snapshot was written
+    resumed = validate_cpt(params, rows, Phase1BLayout(out), student=student, progress=False)
     assert resumed.newly_trained == 1
-    again = read_json(out / RESULTS_FILE)
+    again = read_json(out / "micro_training_results.json")
     assert [{**r, "seconds": 0} for r in again] == [{**r, "seconds": 0} for r in saved]
-    assert validate_cpt(params, rows, out, student=student, progress=False).newly_trained == 0
+    assert (
+        validate_cpt(
+            params, rows, Phase1BLayout(out), student=student, progress=False
+        ).newly_trained
+        == 0
+    )
     changed = _params(tmp_path, n_steps=3)
     assert result_key(rows[0], changed, student) != result_key(rows[0], params, student)
 
@@ -183,7 +188,7 @@ def test_the_runner_exits_on_the_gate_unless_told_to_go_on(tmp_path, monkeypatch
 
     write_json(verdict, gate(_panel(0.6), seed=0, resamples=200))
     assert main(command) == 0
-    assert read_json(run_dir / "phase1b" / CORRELATION_FILE)["passed"] is True
+    assert read_json(run_dir / "phase1b" / "cpt_correlation.json")["passed"] is True
     assert "GATE FAILED" not in capsys.readouterr().err
 
     write_json(verdict, gate(_panel(-0.6), seed=0, resamples=200))

@@ -1,10 +1,22 @@
 """Parameter files are validated on load, and errors name the file and the key."""
 
+import re
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel
 
-from teachable.parameters import ParameterError, load_parameters, load_phase_parameters
+from teachable.__main__ import main
+from teachable.parameters import (
+    LoraOverrides,
+    LoraParameters,
+    ParameterError,
+    Parameters,
+    load_parameters,
+    load_phase_parameters,
+    parameter_table,
+    section_descriptions,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = sorted((ROOT / "parameters").glob("*.yaml"))
@@ -69,3 +81,106 @@ def test_phase_overrides_are_validated(tmp_path: Path) -> None:
     assert params.phase0.n_tasks == 7
     with pytest.raises(ParameterError, match=r"phase0\.max_snapshots"):
         load_phase_parameters(path, "phase0", {"max_snapshots": 0})
+
+
+def test_lora_overrides_replace_set_values_and_keep_the_rest() -> None:
+    lora = LoraParameters(steps=60, learning_rate=5e-4, batch_size=8, r=4)
+    overrides = LoraOverrides(steps=6, batch_size=2)
+    merged = overrides.over(lora)
+    assert isinstance(merged, LoraParameters)
+    assert (merged.steps, merged.batch_size) == (6, 2)
+    assert (merged.learning_rate, merged.gradient_accumulation_steps, merged.r) == (5e-4, 1, 4)
+    assert lora.steps == 60  # the shared section is left as it is
+    assert LoraOverrides().over(lora) == lora
+
+
+def test_phase_sections_carry_the_lora_overrides(tmp_path: Path) -> None:
+    path = _write(tmp_path, "phase2:\n  batch_size: 2\nphase5:\n  steps: 3\n")
+    params = load_parameters(path)
+    assert params.phase2.over(params.lora).batch_size == 2
+    assert params.phase5.over(params.lora).steps == 3
+    assert params.phase5.over(params.lora).batch_size == params.lora.batch_size
+    with pytest.raises(ParameterError, match=r"phase5\.learning_rate"):
+        load_parameters(_write(tmp_path, "phase5:\n  learning_rate: 0\n"))
+
+
+def _sections(model: type[BaseModel]) -> list[type[BaseModel]]:
+    nested = [
+        field.annotation
+        for field in model.model_fields.values()
+        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)
+    ]
+    return [model, *(section for child in nested for section in _sections(child))]
+
+
+@pytest.mark.parametrize("section", _sections(Parameters), ids=lambda model: model.__name__)
+def test_every_field_has_a_description(section: type[BaseModel]) -> None:
+    missing = [name for name, field in section.model_fields.items() if not field.description]
+    assert not missing, f"{section.__name__} lacks descriptions for {missing}"
+
+
+def test_parameter_table_lists_every_file_key() -> None:
+    rows = parameter_table()
+    keys = [row["key"] for row in rows]
+    assert len(keys) == len(set(keys))
+    assert {"phase0.warmup.steps", "phase1.n_rollouts", "phase2.batch_size", "interactive"} <= set(
+        keys
+    )
+    assert "source" not in keys and "phase0.warmup" not in keys
+    steps = next(row for row in rows if row["key"] == "phase0.warmup.steps")
+    assert steps["section"] == "phase0.warmup"
+    assert (steps["type"], steps["default"]) == ("int ≥ 1", "120")
+    assert {row["section"] for row in rows} <= set(section_descriptions())
+
+
+def test_parameter_table_shows_a_file_s_values(tmp_path: Path) -> None:
+    path = _write(tmp_path, "phase1:\n  n_rollouts: 3\nenv:\n  levels: [GoToLocal]\n")
+    rows = {row["key"]: row for row in parameter_table(load_parameters(path))}
+    assert (rows["phase1.n_rollouts"]["default"], rows["phase1.n_rollouts"]["value"]) == ("8", "3")
+    assert rows["env.levels"]["value"] == "[GoToLocal]"
+    assert "value" not in parameter_table()[0]
+
+
+def _readme_parameter_rows() -> dict[str, list[str]]:
+    """The rows of the README's parameter tables by key: type, default, description."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("\n### Parameters\n", 1)[1].split("\n## ", 1)[0]
+    rows = {}
+    for line in section.splitlines():
+        if not line.startswith("| `"):
+            continue
+        cells = [cell.strip().replace("\\|", "|") for cell in re.split(r"(?<!\\)\|", line)[1:-1]]
+        key, type_, default, description = cells
+        rows[key.strip("`")] = [type_, default.strip("`"), description]
+    return rows
+
+
+def test_readme_parameter_tables_match_the_model() -> None:
+    """The README's tables are `python -m teachable params`; rerun it when this fails."""
+    readme = _readme_parameter_rows()
+    expected = {
+        row["key"]: [row["type"], row["default"], row["description"]] for row in parameter_table()
+    }
+    assert sorted(set(readme) - set(expected)) == [], "README lists unknown keys"
+    assert sorted(set(expected) - set(readme)) == [], "README lacks keys"
+    stale = [key for key in expected if readme[key] != expected[key]]
+    assert not stale, f"README rows differ from parameter_table() for {stale}"
+    text = (ROOT / "README.md").read_text()
+    for description in section_descriptions().values():
+        assert description[:1].upper() + description[1:] + "." in text
+
+
+def test_params_command_prints_the_tables(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["params"]) == 0
+    out = capsys.readouterr().out
+    assert "#### `phase1`" in out
+    assert "| `phase1.n_rollouts`" in out
+    assert "rollouts per leverage condition (student alone, expert action forced)" in out
+    path = _write(tmp_path, "phase1:\n  n_rollouts: 3\n")
+    assert main(["params", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "value in bad.yaml" in out
+    row = next(line for line in out.splitlines() if line.startswith("| `phase1.n_rollouts`"))
+    assert [cell.strip() for cell in row.split("|")[3:5]] == ["`8`", "`3`"]
+    assert main(["params", str(tmp_path / "nope.yaml")]) == 2
+    assert "does not exist" in capsys.readouterr().err

@@ -6,8 +6,21 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from teachable.env import ACTIONS, EnvState, env_id
-from teachable.explorer import (
+from teachable.parameters import Phase1Parameters
+from teachable.records.env_state import ACTIONS, EnvState
+from teachable.records.labeled import (
+    CPT,
+    LabeledSnapshot,
+    Leverage,
+    TeacherAnswer,
+    load_labeled,
+    save_labeled,
+)
+from teachable.records.layout import Phase1Layout
+from teachable.records.quadrants import Thresholds
+from teachable.records.snapshot import snapshot_id
+from teachable.records.store import read_json, read_jsonl
+from teachable.reports.explorer import (
     SnapshotExplorer,
     SnapshotFilter,
     label_table,
@@ -15,21 +28,8 @@ from teachable.explorer import (
     snapshot_card,
     snapshot_text,
 )
-from teachable.labels import (
-    CPT,
-    LABELED_JSON,
-    LABELED_JSONL,
-    LabeledSnapshot,
-    Leverage,
-    load_labeled,
-    save_labeled,
-)
-from teachable.parameters import Phase1Parameters
-from teachable.picker import ThresholdPicker, quadrant_table, slider_bounds
-from teachable.quadrants import AUTO_FILE, CHOSEN_FILE, Thresholds
-from teachable.snapshots import EnvStateRecord, snapshot_id
-from teachable.store import read_json, read_jsonl
-from teachable.teacher import TeacherAnswer
+from teachable.reports.picker import ThresholdPicker, quadrant_table, slider_bounds
+from teachable.world.text_world import env_id
 
 # (level, seed, U, L): hand-placed so that thresholds land on some of the points
 POINTS = (
@@ -50,7 +50,7 @@ def labeled(level: str, seed: int, u: float, leverage: float | None) -> LabeledS
     return LabeledSnapshot(
         id=snapshot_id(state),
         source="student",
-        env_state=EnvStateRecord.of(state),
+        env_state=state,
         level=level,
         mission="go to the red ball",
         observation="You see a red ball 2 steps forward.",
@@ -89,8 +89,8 @@ def rows() -> list[LabeledSnapshot]:
 
 @pytest.fixture
 def picker(rows, tmp_path) -> ThresholdPicker:
-    save_labeled(tmp_path, rows)
-    return ThresholdPicker(rows, tmp_path, PHASE1)
+    save_labeled(Phase1Layout(tmp_path), rows)
+    return ThresholdPicker(rows, Phase1Layout(tmp_path), PHASE1)
 
 
 def _png(output) -> bytes:
@@ -140,9 +140,9 @@ def test_save_writes_the_thresholds_and_reassigns_the_labeled_files(picker, tmp_
     picker.u_slider.value, picker.l_slider.value = 0.8, 0.4
     picker.save_button.click()
 
-    saved = Thresholds.model_validate(read_json(tmp_path / CHOSEN_FILE))
+    saved = Thresholds.model_validate(read_json(tmp_path / "quadrant_thresholds.json"))
     assert (saved.U, saved.L, saved.source) == (0.8, 0.4, "picker")
-    assert (tmp_path / AUTO_FILE).is_file()
+    assert (tmp_path / "quadrant_thresholds_auto.json").is_file()
     expected = {
         (0.1, -0.5): "Q3_lowU_lowL",
         (0.3, 0.0): "Q3_lowU_lowL",
@@ -151,9 +151,12 @@ def test_save_writes_the_thresholds_and_reassigns_the_labeled_files(picker, tmp_
         (0.9, 1.0): "Q1_highU_highL",
         (0.5, -0.25): "Q3_lowU_lowL",
     }
-    for written in (read_json(tmp_path / LABELED_JSON), read_jsonl(tmp_path / LABELED_JSONL)):
+    for written in (
+        read_json(tmp_path / "labeled_snapshots.json"),
+        read_jsonl(tmp_path / "labeled_snapshots.jsonl"),
+    ):
         assert {(r["U"], r["leverage"]["L_local"]): r["quadrant"] for r in written} == expected
-    assert {(r.U, r.L): r.quadrant for r in load_labeled(tmp_path)} == expected
+    assert {(r.U, r.L): r.quadrant for r in load_labeled(Phase1Layout(tmp_path))} == expected
     assert "quadrant_thresholds.json" in picker.status.value
     assert "Q2_highU_lowL has 0 snapshot(s)" in picker.status.value
 
@@ -161,7 +164,7 @@ def test_save_writes_the_thresholds_and_reassigns_the_labeled_files(picker, tmp_
 def test_picker_refuses_rows_without_leverage(rows, tmp_path):
     no_leverage = [labeled(level, seed, u, None) for level, seed, u, _ in POINTS]
     with pytest.raises(ValueError, match="skip_leverage"):
-        ThresholdPicker(no_leverage, tmp_path, PHASE1)
+        ThresholdPicker(no_leverage, Phase1Layout(tmp_path), PHASE1)
 
 
 def _ids(rows) -> set[str]:

@@ -14,11 +14,10 @@ import pytest
 import torch
 
 from teachable.parameters import Phase4Parameters
-from teachable.predictor import (
-    QUADRANTS,
+from teachable.phases.phase4_predictor import (
     REGRESSION_TARGETS,
     Predictor,
-    PredictorInputError,
+    PredictorResult,
     ndcg_at_k,
     precision_at_k,
     random_ndcg_at_k,
@@ -26,16 +25,28 @@ from teachable.predictor import (
     split_by_task,
     train_predictor,
 )
-from teachable.quadrants import quadrant_of
-from teachable.store import read_json
+from teachable.records.labeled import CPT, LabeledSnapshot, Leverage
+from teachable.records.layout import Phase4Layout
+from teachable.records.quadrants import QUADRANTS, quadrant_of
 
 COLORS = ("red", "green", "blue", "purple", "yellow", "grey")
 OBJECTS = ("ball", "box", "key")
 VALID_ACTIONS = ["turn left", "turn right", "go forward", "pick up", "drop", "toggle"]
 PARAMS = Phase4Parameters(embedding_dim=256, hidden=64, epochs=60, learning_rate=3e-3, k=[5, 10])
 
+Planted = tuple[PredictorResult, Path, list[LabeledSnapshot]]
 
-def synthetic_rows(n_tasks: int = 60, per_task: int = 5, seed: int = 0) -> list[dict]:
+
+def leverage(value: float) -> Leverage:
+    return Leverage(L_local=value, p_student=0.0, p_forced=max(value, 0.0), n=4)
+
+
+def cpt(elp_net: float) -> CPT:
+    elp = {"demo": elp_net, "hint": 0.0, "contrast": 0.0}
+    return CPT(p={}, ELP=elp, ELP_net=elp_net, route_net="demo", n_per_condition=2)
+
+
+def synthetic_rows(n_tasks: int = 60, per_task: int = 5, seed: int = 0) -> list[LabeledSnapshot]:
     """Labeled rows in BabyAI-Text shape whose targets are planted functions of the text:
     U of the object seen, L_local of its distance, ELP_net of its color."""
     rng = np.random.default_rng(seed)
@@ -48,29 +59,38 @@ def synthetic_rows(n_tasks: int = 60, per_task: int = 5, seed: int = 0) -> list[
             distance = int(rng.integers(1, 5))
             steps = "step" if distance == 1 else "steps"
             u = 0.15 + 0.3 * OBJECTS.index(obj)
-            leverage = 0.3 - 0.2 * (distance - 1)
+            gain = 0.3 - 0.2 * (distance - 1)
             rows.append(
-                {
-                    "id": f"t{task}-s{step}",
-                    "mission": mission,
-                    "observation": f"You see a {color} {obj} {distance} {steps} forward.",
-                    "valid_actions": VALID_ACTIONS,
-                    "student_action": str(rng.choice(VALID_ACTIONS)),
-                    "env_state": {"env_id": env_id, "seed": 1000 + task, "actions": []},
-                    "U": u,
-                    "leverage": {"L_local": leverage},
-                    "cpt": {"ELP_net": 0.1 * COLORS.index(color) - 0.2},
-                    "quadrant": quadrant_of(u, leverage, u_threshold=0.5, l_threshold=0.0),
-                }
+                LabeledSnapshot(
+                    id=f"t{task}-s{step}",
+                    source="student",
+                    env_state={"env_id": env_id, "seed": 1000 + task, "actions": []},
+                    level=env_id.split("-")[1],
+                    mission=mission,
+                    observation=f"You see a {color} {obj} {distance} {steps} forward.",
+                    valid_actions=VALID_ACTIONS,
+                    student_action=str(rng.choice(VALID_ACTIONS)),
+                    student_distribution=dict.fromkeys(VALID_ACTIONS, 1 / 6),
+                    expert_action="go forward",
+                    step=step,
+                    episode_success=False,
+                    U=u,
+                    leverage=leverage(gain),
+                    cpt=cpt(0.1 * COLORS.index(color) - 0.2),
+                    quadrant=quadrant_of(u, gain, u_threshold=0.5, l_threshold=0.0),
+                )
             )
     return rows
 
 
-def shuffled_labels(rows: list[dict], seed: int) -> list[dict]:
+def shuffled_labels(rows: list[LabeledSnapshot], seed: int) -> list[LabeledSnapshot]:
     """The same texts with the label sets permuted across rows: no signal left to learn."""
     order = np.random.default_rng(seed).permutation(len(rows))
     labels = ("U", "leverage", "cpt", "quadrant")
-    return [row | {key: rows[j][key] for key in labels} for row, j in zip(rows, order, strict=True)]
+    return [
+        row.model_copy(update={key: getattr(rows[j], key) for key in labels})
+        for row, j in zip(rows, order, strict=True)
+    ]
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -83,65 +103,71 @@ def one_thread() -> Iterator[None]:
 
 
 @pytest.fixture(scope="module")
-def planted(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path, list[dict]]:
+def planted(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Planted:
     rows = synthetic_rows()
     out = tmp_path_factory.mktemp("planted")
-    return train_predictor(rows, PARAMS, out), out, rows
+    return train_predictor(rows, PARAMS, Phase4Layout(out)), out, rows
 
 
-def test_recovers_a_planted_signal(planted: tuple[dict, Path, list[dict]]) -> None:
+def test_recovers_a_planted_signal(
+    planted: Planted,
+) -> None:
     result, out, _ = planted
-    metrics = result["metrics"]
+    metrics = result.metrics
     assert metrics["U_r2"]["value"] > 0.9
     assert metrics["L_local_r2"]["value"] > 0.9
     assert metrics["ELP_net_r2"]["value"] > 0.9
     assert metrics["quadrant_accuracy"]["value"] > 0.9
     assert metrics["U_r2"]["passed"] and metrics["quadrant_accuracy"]["passed"]
     # ELP_net depends on color only, so ranking by U (entropy) cannot match the predictor.
-    assert result["ranking"]["passed"]
-    assert read_json(out / "phase4" / "training_result.json") == result
+    assert result.ranking["passed"]
+    assert PredictorResult.load(Phase4Layout(out).training_result) == result
 
 
-def test_best_epoch_is_the_lowest_validation_loss(planted: tuple[dict, Path, list[dict]]) -> None:
+def test_best_epoch_is_the_lowest_validation_loss(
+    planted: Planted,
+) -> None:
     result, _, _ = planted
-    losses = [epoch["validation_loss"] for epoch in result["history"]]
+    losses = [epoch["validation_loss"] for epoch in result.history]
     assert len(losses) == PARAMS.epochs
-    assert result["best_epoch"] == 1 + int(np.argmin(losses))
-    assert result["best_validation_loss"] == min(losses)
+    assert result.best_epoch == 1 + int(np.argmin(losses))
+    assert result.best_validation_loss == min(losses)
 
 
 def test_same_seed_same_training(tmp_path: Path) -> None:
     rows = synthetic_rows(n_tasks=12)
     params = PARAMS.model_copy(update={"epochs": 3})
-    first = train_predictor(rows, params, tmp_path / "first")
-    assert train_predictor(rows, params, tmp_path / "second") == first
-    other = train_predictor(rows, params.model_copy(update={"seed": 1}), tmp_path / "other")
-    assert other["history"] != first["history"]
+    first = train_predictor(rows, params, Phase4Layout(tmp_path / "first"))
+    assert train_predictor(rows, params, Phase4Layout(tmp_path / "second")) == first
+    other = train_predictor(
+        rows, params.model_copy(update={"seed": 1}), Phase4Layout(tmp_path / "other")
+    )
+    assert other.history != first.history
 
 
 def test_shuffled_labels_score_no_better_than_chance(tmp_path: Path) -> None:
     rows = shuffled_labels(synthetic_rows(), seed=1)
-    result = train_predictor(rows, PARAMS, tmp_path)
-    metrics = result["metrics"]
+    result = train_predictor(rows, PARAMS, Phase4Layout(tmp_path))
+    metrics = result.metrics
     for name in REGRESSION_TARGETS:
         assert metrics[f"{name}_r2"]["value"] <= 0.05
-    test_ids = set(pd.read_csv(tmp_path / "phase4" / "test_predictions.csv")["id"])
-    test_quadrants = pd.Series([row["quadrant"] for row in rows if row["id"] in test_ids])
+    test_ids = set(pd.read_csv(Phase4Layout(tmp_path).test_predictions)["id"])
+    test_quadrants = pd.Series([row.quadrant for row in rows if row.id in test_ids])
     majority_rate = test_quadrants.value_counts(normalize=True).max()
     # 60 test snapshots: one standard error of an accuracy near 0.3 is about 0.06.
     assert metrics["quadrant_accuracy"]["value"] <= majority_rate + 0.1
-    assert not result["passed"]
+    assert not result.passed
 
 
 def test_saved_predictor_reloads_with_identical_predictions(
-    planted: tuple[dict, Path, list[dict]],
+    planted: Planted,
 ) -> None:
     _, out, rows = planted
-    written = pd.read_csv(out / "phase4" / "test_predictions.csv")
-    test_rows = [row for row in rows if row["id"] in set(written["id"])]
-    first = Predictor.load(out / "phase4" / "predictor" / "model.pt").predict(test_rows)
-    second = Predictor.load(out / "phase4" / "predictor").predict(test_rows)
-    pd.testing.assert_frame_equal(first, second)
+    written = pd.read_csv(Phase4Layout(out).test_predictions)
+    test_rows = [row for row in rows if row.id in set(written["id"])]
+    first = Predictor.load(Phase4Layout(out).predictor_model).predict(test_rows)
     assert list(first["id"]) == list(written["id"])
     for name in REGRESSION_TARGETS:
         assert np.array_equal(first[name].to_numpy(np.float32), written[name].to_numpy(np.float32))
@@ -150,28 +176,25 @@ def test_saved_predictor_reloads_with_identical_predictions(
     assert np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
 
 
-def test_no_task_appears_in_two_splits(planted: tuple[dict, Path, list[dict]]) -> None:
+def test_no_task_appears_in_two_splits(
+    planted: Planted,
+) -> None:
     rows = synthetic_rows(n_tasks=40, per_task=3)
     splits = split_by_task(rows, validation_fraction=0.15, test_fraction=0.2, seed=3)
-    tasks = {
-        name: {
-            (r["env_state"]["env_id"], r["env_state"]["seed"]) for r in map(rows.__getitem__, ix)
-        }
-        for name, ix in splits.items()
-    }
+    tasks = {name: {rows[i].task for i in ix} for name, ix in splits.items()}
     assert sorted(i for ix in splits.values() for i in ix) == list(range(len(rows)))
     assert not tasks["train"] & tasks["validation"]
     assert not tasks["train"] & tasks["test"]
     assert not tasks["validation"] & tasks["test"]
     assert (len(tasks["test"]), len(tasks["validation"])) == (8, 6)
-    recorded = planted[0]["tasks"]
+    recorded = planted[0].tasks
     recorded_sets = [{tuple(task) for task in recorded[name]} for name in recorded]
     assert sum(len(s) for s in recorded_sets) == len(set().union(*recorded_sets)) == 60
-    assert sum(planted[0]["counts"][name]["snapshots"] for name in recorded) == 300
+    assert sum(planted[0].counts[name]["snapshots"] for name in recorded) == 300
 
 
 def test_too_few_tasks_is_a_clear_error() -> None:
-    with pytest.raises(PredictorInputError, match="at least 3 tasks"):
+    with pytest.raises(ValueError, match="at least 3 tasks"):
         split_by_task(synthetic_rows(n_tasks=2), 0.2, 0.2, seed=0)
 
 
@@ -201,57 +224,40 @@ def test_rows_without_leverage_or_cpt_still_train_the_U_head(tmp_path: Path) -> 
     rows = synthetic_rows()
     for index, row in enumerate(rows):
         if index % 5:
-            row.update(leverage=None, cpt={"ELP_net": None}, quadrant=None)
-    result = train_predictor(rows, PARAMS, tmp_path)
-    assert result["metrics"]["U_r2"]["value"] > 0.9
+            rows[index] = row.model_copy(update={"leverage": None, "cpt": None, "quadrant": None})
+    result = train_predictor(rows, PARAMS, Phase4Layout(tmp_path))
+    assert result.metrics["U_r2"]["value"] > 0.9
     # Scored on the 12 test rows that carry leverage; nulls read as zeros would drag it down.
-    assert result["metrics"]["L_local_r2"]["n"] == 12
-    assert result["metrics"]["L_local_r2"]["value"] > 0.7
-    assert all(math.isfinite(epoch["train_loss"]) for epoch in result["history"])
-    counts = result["counts"]
+    assert result.metrics["L_local_r2"]["n"] == 12
+    assert result.metrics["L_local_r2"]["value"] > 0.7
+    assert all(math.isfinite(epoch["train_loss"]) for epoch in result.history)
+    counts = result.counts
     assert sum(counts[name]["U"] for name in counts) == 300
     assert sum(counts[name]["L_local"] for name in counts) == 60
     assert sum(counts[name]["quadrant"] for name in counts) == 60
 
 
 def test_a_head_without_targets_reports_none_and_fails(tmp_path: Path) -> None:
-    rows = [row | {"leverage": None} for row in synthetic_rows(n_tasks=20)]
-    result = train_predictor(rows, PARAMS.model_copy(update={"epochs": 3}), tmp_path)
-    assert result["metrics"]["L_local_r2"] == {
+    rows = [row.model_copy(update={"leverage": None}) for row in synthetic_rows(n_tasks=20)]
+    result = train_predictor(rows, PARAMS.model_copy(update={"epochs": 3}), Phase4Layout(tmp_path))
+    assert result.metrics["L_local_r2"] == {
         "value": None,
         "required": "> 0.5",
         "passed": None,
         "n": 0,
     }
-    assert result["passed"] is False
+    assert result.passed is False
 
 
 def test_minilm_embedder_trains_and_reloads_from_its_package(tmp_path: Path) -> None:
     rows = synthetic_rows(n_tasks=10)
     params = PARAMS.model_copy(update={"embedder": "minilm", "epochs": 2})
-    result = train_predictor(rows, params, tmp_path)
-    assert result["embedder"] == {"kind": "minilm", "dim": 4 * 384}
-    predictor = Predictor.load(tmp_path / "phase4" / "predictor")
+    result = train_predictor(rows, params, Phase4Layout(tmp_path))
+    assert result.embedder == {"kind": "minilm", "dim": 4 * 384}
+    predictor = Predictor.load(Phase4Layout(tmp_path).predictor_model)
     features = predictor.features(rows).numpy()
     assert features.shape == (50, 4 * 384)
     assert np.allclose(np.linalg.norm(features, axis=1), 1.0, atol=1e-5)
-    written = pd.read_csv(tmp_path / "phase4" / "test_predictions.csv")
-    again = predictor.predict([row for row in rows if row["id"] in set(written["id"])])
+    written = pd.read_csv(Phase4Layout(tmp_path).test_predictions)
+    again = predictor.predict([row for row in rows if row.id in set(written["id"])])
     assert np.array_equal(again["U"].to_numpy(np.float32), written["U"].to_numpy(np.float32))
-
-
-@pytest.mark.parametrize(
-    ("change", "message"),
-    [
-        ({"mission": None}, "row 4 (id 't0-s4'): field 'mission'"),
-        ({"env_state": {"actions": []}}, "row 4 (id 't0-s4'): env_state"),
-        ({"quadrant": "Q5"}, "row 4 (id 't0-s4'): quadrant 'Q5'"),
-        ({"cpt": {"ELP_net": "high"}}, "row 4 (id 't0-s4'): cpt.ELP_net"),
-    ],
-)
-def test_bad_rows_name_the_row_and_field(tmp_path: Path, change: dict, message: str) -> None:
-    rows = synthetic_rows(n_tasks=5)
-    rows[4] = rows[4] | change
-    with pytest.raises(PredictorInputError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        train_predictor(rows, PARAMS, tmp_path)
-    assert not (tmp_path / "phase4").exists()

@@ -5,27 +5,31 @@ render offline."""
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from teachable.predictor import (
-    QUADRANTS,
+from teachable.phases.phase4_predictor import (
     REGRESSION_TARGETS,
-    confusion_chart,
-    confusion_frame,
     head_metrics,
     labeled_rows,
+    random_ndcg_at_k,
+    ranking_report,
+)
+from teachable.records.layout import Phase1Layout
+from teachable.records.quadrants import QUADRANTS
+from teachable.reports.charts import chart_png
+from teachable.reports.phase4 import (
+    confusion_chart,
+    confusion_frame,
     metrics_table,
     prediction_chart,
     prediction_frame,
-    random_ndcg_at_k,
     ranking_chart,
     ranking_frame,
-    ranking_report,
 )
-from teachable.reports import chart_png
 
 Q1, Q2, Q3, Q4 = QUADRANTS
 NAN = np.nan
@@ -54,7 +58,7 @@ def sample_predictions() -> pd.DataFrame:
     return pd.concat([truth, predicted], axis=1)
 
 
-def result_of(predictions: pd.DataFrame, ks: list[int]) -> dict:
+def result_of(predictions: pd.DataFrame, ks: list[int]) -> SimpleNamespace:
     """A training result's metrics and ranking, computed by the predictor's own functions."""
     truth = predictions[[f"true_{name}" for name in REGRESSION_TARGETS]].to_numpy(np.float32)
     quadrants = np.array(
@@ -67,7 +71,7 @@ def result_of(predictions: pd.DataFrame, ks: list[int]) -> dict:
         truth[ranked, 0],
         ks,
     )
-    return {"metrics": head_metrics(truth, quadrants, predictions), "ranking": ranking}
+    return SimpleNamespace(metrics=head_metrics(truth, quadrants, predictions), ranking=ranking)
 
 
 def test_metrics_table_gives_each_target_its_verdict() -> None:
@@ -93,7 +97,7 @@ def test_metrics_table_gives_each_target_its_verdict() -> None:
         "Precision@3": "pass",
     }
     assert table.loc["NDCG@2", "value"] == pytest.approx(1.0)
-    entropy = result["ranking"]["by_k"]["2"]["ndcg"]["entropy"]
+    entropy = result.ranking["by_k"]["2"]["ndcg"]["entropy"]
     assert table.loc["NDCG@2", "required"] == f"> entropy ({entropy:.3f})"
 
 
@@ -113,9 +117,7 @@ def test_ranking_frame_holds_every_k_metric_and_ranking() -> None:
     random_at_2 = frame.query("K == 2 and metric == 'NDCG@K' and ranking == 'random'")
     assert random_at_2["value"].item() == pytest.approx(random_ndcg_at_k(true_elp, 2))
     predictor_at_4 = frame.query("K == 4 and metric == 'Precision@K' and ranking == 'predictor'")
-    assert (
-        predictor_at_4["value"].item() == result["ranking"]["by_k"]["4"]["precision"]["predictor"]
-    )
+    assert predictor_at_4["value"].item() == result.ranking["by_k"]["4"]["precision"]["predictor"]
 
 
 def test_prediction_frame_drops_missing_truths_per_head() -> None:
@@ -152,5 +154,5 @@ def test_charts_render_offline_with_the_diagonal_over_every_point() -> None:
 
 def test_missing_phase1_labels_say_to_run_phase_1(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="run phase 1 first") as error:
-        labeled_rows(tmp_path)
+        labeled_rows(Phase1Layout(tmp_path / "phase1"))
     assert str(tmp_path / "phase1" / "labeled_snapshots.json") in str(error.value)

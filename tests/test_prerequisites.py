@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from teachable.parameters import load_parameters
-from teachable.runner import PrerequisiteMissing, check_prerequisites
+from teachable.pipeline.runner import PrerequisiteMissing, check_prerequisites
 
 ROOT = Path(__file__).resolve().parents[1]
 

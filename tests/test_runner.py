@@ -21,8 +21,15 @@ import yaml
 
 from teachable.__main__ import main
 from teachable.parameters import load_parameters
-from teachable.runner import PHASES, Phase, PhaseFailed, check_inputs, select_phases, stale_reason
-from teachable.store import read_json
+from teachable.pipeline.runner import (
+    PHASES,
+    Phase,
+    PhaseFailed,
+    check_inputs,
+    select_phases,
+    stale_reason,
+)
+from teachable.records.store import read_json
 
 FIXTURES = Path(__file__).parent / "notebooks"
 OUTPUTS = ("warmup.json", "rollouts.json", "failure_snapshots.json", "snapshots_expert.json")
@@ -194,7 +201,9 @@ def test_notebook_or_input_newer_than_the_outputs_makes_the_phase_stale(first_ru
     )
 
     upstream = first_run.run_dir / "upstream.json"
-    reading = Phase(phase.name, phase.notebook, phase.section, phase.outputs, ("upstream.json",))
+    reading = Phase(
+        phase.name, phase.notebook, phase.section, phase.outputs, lambda run: (upstream,)
+    )
     with pytest.raises(PhaseFailed, match="upstream.json, which does not exist"):
         check_inputs(parameters, reading)
     upstream.write_text("{}")

@@ -11,33 +11,30 @@ import pandas as pd
 import pytest
 from labeled_rows import labeled_rows
 
-from teachable.evaluation import BASE, EPISODES_FILE, OVERALL_CSV
-from teachable.formats import SPLIT_FILE, save_split, split_by_task
-from teachable.labels import CPT, LabeledSnapshot, Leverage, save_labeled
-from teachable.matrix import SUMMARY_FILE
+from teachable.models.student import Student
 from teachable.parameters import (
     SELECTION_METHODS,
     Parameters,
     Phase5Parameters,
     StudentParameters,
 )
-from teachable.predictor import train_predictor
-from teachable.quadrants import AUTO_FILE, Thresholds, save_thresholds
-from teachable.selection import (
-    EVAL_DIR,
-    SELECTION_SUMMARY,
+from teachable.phases.phase0_warmup import save_preparation
+from teachable.phases.phase4_predictor import train_predictor
+from teachable.phases.phase5_selection import (
     SelectionReport,
     labeled_pool,
     paired_gain,
     plan_selections,
     run_selection,
     select,
-    verdict_frame,
     verdicts,
 )
-from teachable.store import read_json, read_jsonl
-from teachable.student import Student
-from teachable.warmup import save_preparation
+from teachable.records.labeled import CPT, LabeledSnapshot, Leverage, save_labeled
+from teachable.records.quadrants import Thresholds, save_thresholds
+from teachable.records.store import read_json, read_jsonl
+from teachable.records.training_summary import BASE
+from teachable.reports.phase5 import verdict_frame
+from teachable.world.splits import save_split, split_by_task
 
 TASKS = [("GoToLocal", seed) for seed in (2, 3, 4, 5, 6, 10)] + [("PickupLoc", 2), ("PickupLoc", 3)]
 # Labels of eight snapshots, chosen so that every ranking method picks a different top 3, with
@@ -223,26 +220,27 @@ def tiny_parameters(root: Path) -> Parameters:
 def experiment(tmp_path_factory, student, rows) -> Experiment:
     """Phases 0-2 and 4 written for the tiny student, then all of Phase 5."""
     params = tiny_parameters(tmp_path_factory.mktemp("runs"))
-    run_dir = params.run_dir
-    save_preparation(run_dir, params.student, {"skipped": "the tiny student is used as is"})
-    save_thresholds(run_dir / "phase1" / AUTO_FILE, Thresholds(U=0.5, L=0.0, source="auto"))
-    save_labeled(run_dir / "phase1", rows)
+    run = params.layout
+    save_preparation(run.phase0, params.student, {"skipped": "the tiny student is used as is"})
+    save_thresholds(run.phase1.thresholds_auto, Thresholds(U=0.5, L=0.0, source="auto"))
+    save_labeled(run.phase1, rows)
     split = split_by_task(rows, 0.25, seed=0)
-    save_split(run_dir / "phase2" / SPLIT_FILE, split, 0.25, 0)
-    train_predictor([row.model_dump(mode="json") for row in rows], params.phase4, run_dir)
-    out_dir = run_dir / "phase5" / "selection"
-    report = run_selection(params, out_dir, student=student, progress=False)
-    return Experiment(params, out_dir, [row.id for row in labeled_pool(split.train)[0]], report)
+    save_split(run.phase2.split, split, 0.25, 0)
+    train_predictor(rows, params.phase4, run.phase4)
+    report = run_selection(params, student=student, progress=False)
+    return Experiment(
+        params, run.phase5.folder, [row.id for row in labeled_pool(split.train)[0]], report
+    )
 
 
 def test_every_method_trains_exactly_k_train_snapshots_and_is_evaluated(experiment):
     k = experiment.params.phase5.budget
     for method in SELECTION_METHODS:
         folder = experiment.out_dir / method
-        summary = read_json(folder / SUMMARY_FILE)
+        summary = read_json(folder / "training_summary.json")
         assert summary["lora"]["steps"] == 1 and summary["lora"]["r"] == 2
         assert (folder / summary["split"]).resolve() == (
-            experiment.params.run_dir / "phase2" / SPLIT_FILE
+            experiment.params.run_dir / "phase2" / "split.json"
         )
         runs = summary["runs"]
         assert len(runs) == (2 if method == "random" else 1)
@@ -252,24 +250,24 @@ def test_every_method_trains_exactly_k_train_snapshots_and_is_evaluated(experime
             assert run["n_train"] == len(run["snapshots"]) == len(set(run["snapshots"])) == k
             assert set(run["snapshots"]) <= set(experiment.pool_ids)
             assert (folder / run["adapter"] / "adapter_config.json").is_file()
-        overall = pd.read_csv(folder / EVAL_DIR / OVERALL_CSV)
+        overall = pd.read_csv(folder / "eval" / "overall_task_results.csv")
         assert overall["model"].tolist() == [BASE, *(run["id"] for run in runs)]
 
 
 def test_the_oracle_trains_on_the_pools_top_elp_net(experiment, rows):
     by_id = {row.id: row for row in rows}
     pool = sorted(experiment.pool_ids, key=lambda i: (-by_id[i].cpt.ELP_net, i))
-    summary = read_json(experiment.out_dir / "oracle" / SUMMARY_FILE)
+    summary = read_json(experiment.out_dir / "oracle" / "training_summary.json")
     assert summary["runs"][0]["snapshots"] == pool[: experiment.params.phase5.budget]
 
 
 def test_the_summary_holds_gains_retention_and_verdicts_from_the_evaluations(experiment):
-    summary = read_json(experiment.out_dir / SELECTION_SUMMARY)
+    summary = read_json(experiment.out_dir / "selection_summary.json")
     assert summary["k"] == 3 and summary["pool_size"] == len(experiment.pool_ids)
     assert not summary["k_reduced"]
     assert list(summary["methods"]) == list(SELECTION_METHODS)
     for method, record in summary["methods"].items():
-        overall = pd.read_csv(experiment.out_dir / method / EVAL_DIR / OVERALL_CSV)
+        overall = pd.read_csv(experiment.out_dir / method / "eval" / "overall_task_results.csv")
         trained = overall[overall["model"] != BASE]
         tasks = record["tasks"]
         assert tasks["n"] == experiment.params.phase3.n_tasks
@@ -293,12 +291,12 @@ def test_the_base_plays_once_and_a_rerun_trains_and_plays_nothing(experiment, st
     played = {m: e.record["evaluated_now"] for m, e in experiment.first.evaluations.items()}
     assert played["random"] == [BASE, "random_seed0", "random_seed1"]
     assert all(played[method] == [method] for method in SELECTION_METHODS[1:])
-    logs = [experiment.out_dir / m / EVAL_DIR / EPISODES_FILE for m in SELECTION_METHODS]
+    logs = [experiment.out_dir / m / "eval" / "model_episodes.jsonl" for m in SELECTION_METHODS]
     base_keys = {row["key"] for log in logs for row in read_jsonl(log) if row["model"] == BASE}
     assert len(base_keys) == 1
     adapters = sorted(experiment.out_dir.glob("*/*/adapter_model.safetensors"))
     assert len(adapters) == len(SELECTION_METHODS) + 1
     stamps = [path.stat().st_mtime_ns for path in adapters]
-    again = run_selection(experiment.params, experiment.out_dir, student=student, progress=False)
+    again = run_selection(experiment.params, student=student, progress=False)
     assert [path.stat().st_mtime_ns for path in adapters] == stamps
     assert all(not e.record["evaluated_now"] for e in again.evaluations.values())

@@ -5,20 +5,21 @@ from pathlib import Path
 
 import pytest
 
-from teachable.env import ACTIONS, EnvState, TextWorld
+from teachable.models.rollouts import Episode, EpisodeSpec, Step
+from teachable.models.student import Student
 from teachable.parameters import Parameters, StudentParameters
-from teachable.rollouts import Episode, EpisodeSpec, Step
-from teachable.snapshots import (
+from teachable.phases.phase0_snapshots import (
     ExpertTrajectory,
-    SnapshotError,
     collect_expert_snapshots,
     collect_student_failures,
-    load_snapshots,
     mine_failures,
     sample_expert_states,
 )
-from teachable.splits import PURPOSES, purpose_of, task_suite
-from teachable.student import Student
+from teachable.records.env_state import ACTIONS, EnvState
+from teachable.records.snapshot import SnapshotError
+from teachable.world.replay import load_replayed_snapshots
+from teachable.world.tasks import PURPOSES, purpose_of, task_suite
+from teachable.world.text_world import TextWorld
 
 UNIFORM = [1 / len(ACTIONS)] * len(ACTIONS)
 
@@ -48,7 +49,7 @@ def params(tmp_path_factory: pytest.TempPathFactory) -> Parameters:
 
 @pytest.fixture(scope="module")
 def experiment_a(student: Student, params: Parameters):
-    return collect_student_failures(student, params, params.run_dir / "phase0", progress=False)
+    return collect_student_failures(student, params, params.layout.phase0, progress=False)
 
 
 def _episode(task: EnvState, actions: list[str], observations: list[str], success: bool):
@@ -71,7 +72,7 @@ def test_failure_snapshots_replay_and_come_from_failures(experiment_a, params) -
         assert TextWorld.restore(snapshot.state).observation == snapshot.observation
         assert sum(snapshot.student_distribution.values()) == pytest.approx(1, abs=1e-4)
     path = params.run_dir / "phase0" / "failure_snapshots.json"
-    assert [s.id for s in load_snapshots(path)] == [s.id for s in snapshots]
+    assert [s.id for s in load_replayed_snapshots(path)] == [s.id for s in snapshots]
 
 
 def test_rollouts_file_records_every_step(experiment_a, params) -> None:
@@ -122,12 +123,13 @@ def test_expert_sample_rate_is_respected() -> None:
 
 
 def test_experiment_b_writes_replayable_expert_snapshots(student, params) -> None:
-    out_dir = params.run_dir / "phase0"
-    trajectories, snapshots = collect_expert_snapshots(student, params, out_dir)
+    out = params.layout.phase0
+    out_dir = out.folder
+    trajectories, snapshots = collect_expert_snapshots(student, params, out)
     assert len(trajectories) == params.phase0.expert.n_tasks
     assert all(t.success for t in trajectories)
     assert (out_dir / "expert_trajectories" / "all_trajectories_bot.json").is_file()
-    loaded = load_snapshots(out_dir / "snapshots_expert.json")
+    loaded = load_replayed_snapshots(out_dir / "snapshots_expert.json")
     assert [s.id for s in loaded] == [s.id for s in snapshots]
     for snapshot in loaded:
         assert snapshot.source == "expert"
@@ -145,7 +147,7 @@ def test_missing_field_is_rejected_with_id_and_field(experiment_a, tmp_path) -> 
     row = experiment_a[1][0].model_dump(mode="json")
     del row["expert_action"]
     with pytest.raises(SnapshotError) as error:
-        load_snapshots(_write_rows(tmp_path, [row]))
+        load_replayed_snapshots(_write_rows(tmp_path, [row]))
     assert row["id"] in str(error.value)
     assert "expert_action" in str(error.value)
 
@@ -154,7 +156,7 @@ def test_non_replaying_state_is_rejected_with_id(experiment_a, tmp_path) -> None
     row = experiment_a[1][0].model_dump(mode="json")
     row["env_state"]["seed"] += 1
     with pytest.raises(SnapshotError) as error:
-        load_snapshots(_write_rows(tmp_path, [row]))
+        load_replayed_snapshots(_write_rows(tmp_path, [row]))
     assert row["id"] in str(error.value)
     assert "env_state" in str(error.value)
 

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from teachable.store import append_jsonl, read_json, read_jsonl, write_json
+from teachable.records.store import append_jsonl, read_json, read_jsonl, write_json
 
 
 def test_write_json_round_trips_and_creates_folders(tmp_path):

@@ -6,10 +6,8 @@ import time
 import numpy as np
 import pytest
 
-from teachable.env import ACTIONS
-from teachable.parameters import StudentParameters
-from teachable.rollouts import sample_actions
-from teachable.student import (
+from teachable.models.rollouts import sample_actions
+from teachable.models.student import (
     SYSTEM_TEXT,
     Prompt,
     Student,
@@ -18,6 +16,8 @@ from teachable.student import (
     softmax_policy,
     tiny_checkpoint,
 )
+from teachable.parameters import StudentParameters
+from teachable.records.env_state import ACTIONS
 
 TINY = StudentParameters(model="tiny", batch_size=3)
 PROMPTS = [

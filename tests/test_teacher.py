@@ -14,9 +14,7 @@ import openai
 import pytest
 from chat_server import ChatServer, Flaky, Reply, answer_json, completion, first_offered
 
-from teachable.env import ACTIONS, EnvState, TextWorld, env_id, expert_trajectory
-from teachable.parameters import Parameters, TeacherParameters
-from teachable.teacher import (
+from teachable.models.teachers import (
     BotTeacher,
     OpenAITeacher,
     TeacherRequest,
@@ -24,6 +22,9 @@ from teachable.teacher import (
     prompt_messages,
     trajectory_player,
 )
+from teachable.parameters import Parameters, TeacherParameters
+from teachable.records.env_state import ACTIONS, EnvState
+from teachable.world.text_world import TextWorld, env_id, expert_trajectory
 
 MAX_RETRIES = 2
 

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from teachable.env import ACTIONS
+from teachable.models.lora import IGNORED, SFTExample, encode_example, merge_adapter, train_lora
+from teachable.models.student import Prompt, Student
 from teachable.parameters import LoraParameters, StudentParameters
-from teachable.student import Prompt, Student
-from teachable.training import IGNORED, SFTExample, encode_example, merge_adapter, train_lora
+from teachable.records.env_state import ACTIONS
 
 TINY = StudentParameters(model="tiny", batch_size=4)
 PROMPT = Prompt(

@@ -1,0 +1,220 @@
+"""Student preparation: behaviour cloning of the bot turns the raw default into a partial expert.
+
+The raw 135M default acts almost at random in BabyAI, which would make every state equally
+uncertain. The warm-up trains a LoRA adapter on bot trajectories from tasks that no later
+phase uses, merges it, and caches the merged checkpoint keyed by everything that shapes it.
+It also measures, before and after, how far a teacher's suggestion in the prompt moves the
+student toward the expert's action: the contextual patch test of Phase 1 depends on that.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+from teachable.models.lora import SFTExample, merge_adapter, train_lora
+from teachable.models.rollouts import EpisodeSpec, prompt_for, run_episodes, success_rate
+from teachable.models.student import Prompt, Student, cache_root
+from teachable.models.supervision import PLACEBO, suggestion
+from teachable.parameters import LoraParameters, Parameters, StudentParameters
+from teachable.records.env_state import ACTIONS, EnvState
+from teachable.records.layout import Phase0Layout, PreparedStudentLayout
+from teachable.records.store import read_json, write_json
+from teachable.world.tasks import task_suite
+from teachable.world.text_world import TextWorld, expert_trajectory
+
+SHIFT_STATES = 64
+
+
+BOT_MAX_STEPS = 64
+
+
+def _decisions(tasks: list[EnvState], max_steps: int) -> list[tuple[EnvState, str]]:
+    """Every (state, bot action) pair along the bot's trajectories on `tasks`."""
+    pairs = []
+    for task in tasks:
+        actions, _ = expert_trajectory(task, max_steps)
+        for t, action in enumerate(actions):
+            pairs.append((EnvState(task.env_id, task.seed, tuple(actions[:t])), action))
+    return pairs
+
+
+def _prompts(pairs: list[tuple[EnvState, str]], history: int) -> list[Prompt]:
+    return [prompt_for(TextWorld.restore(state), history) for state, _ in pairs]
+
+
+def examples_from(
+    pairs: list[tuple[EnvState, str]], history: int, patched_fraction: float, seed: int
+) -> list[SFTExample]:
+    """Behaviour-cloning examples; a `patched_fraction` of them carry the teacher's suggestion
+    in the prompt, so the student keeps taking in-context supervision."""
+    rng = np.random.default_rng(seed)
+    examples = []
+    for prompt, (_, action) in zip(_prompts(pairs, history), pairs, strict=True):
+        if rng.random() < patched_fraction:
+            prompt = Prompt(
+                prompt.mission, prompt.observation, suggestion(action), prompt.previous_actions
+            )
+        examples.append(SFTExample(prompt, action))
+    return examples
+
+
+def in_context_shift(
+    student: Student, pairs: list[tuple[EnvState, str]], history: int
+) -> dict[str, float]:
+    """Mean probability of the expert's action without a patch, with the teacher's suggestion,
+    and with a neutral placebo line; the shifts are the differences to no patch."""
+    prompts = _prompts(pairs, history)
+    expert = np.array([ACTIONS.index(action) for _, action in pairs])
+    rows = np.arange(len(pairs))
+
+    def p_expert(patches: list[str | None]) -> float:
+        patched = [
+            Prompt(p.mission, p.observation, patch, p.previous_actions)
+            for p, patch in zip(prompts, patches, strict=True)
+        ]
+        probs = student.action_probabilities(patched)
+        return float(probs[rows, expert].mean())
+
+    base = p_expert([None] * len(pairs))
+    suggested = p_expert([suggestion(action) for _, action in pairs])
+    placebo = p_expert([PLACEBO] * len(pairs))
+    return {
+        "p_expert": round(base, 4),
+        "p_expert_suggested": round(suggested, 4),
+        "p_expert_placebo": round(placebo, 4),
+        "suggestion_shift": round(suggested - base, 4),
+        "placebo_shift": round(placebo - base, 4),
+        "n_states": len(pairs),
+    }
+
+
+def warmup_key(params: Parameters) -> str:
+    """Everything that shapes the warm-up student, hashed: a change means a new student."""
+    shaping = {
+        "model": params.student.model,
+        "tiny_seed": params.student.tiny_seed,
+        "history": params.student.history,
+        "levels": params.env.levels,
+        "seed": params.run.seed,
+        "warmup": params.phase0.warmup.model_dump(),
+        "lora": params.lora.model_dump(include={"r", "alpha", "dropout", "target_modules"}),
+    }
+    return hashlib.sha1(json.dumps(shaping, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def evaluate(
+    student: Student, tasks: list[EnvState], params: Parameters, temperatures: dict[str, float]
+) -> dict[str, float]:
+    """Success rate on `tasks` at each named temperature (0 is greedy)."""
+    specs = [EpisodeSpec(task, seed=(params.run.seed, i)) for i, task in enumerate(tasks)]
+    return {
+        name: round(
+            success_rate(
+                run_episodes(
+                    student,
+                    specs,
+                    params.phase0.warmup.max_steps,
+                    temperature,
+                    params.student.history,
+                )
+            ),
+            4,
+        )
+        for name, temperature in temperatures.items()
+    }
+
+
+def prepare_student(params: Parameters, progress: bool = True) -> tuple[StudentParameters, dict]:
+    """The student later phases use, and the warm-up's report.
+
+    A user-supplied `student.model_path` is taken as is; otherwise the warm-up runs once per
+    `warmup_key` and its merged checkpoint is cached.
+    """
+    if params.student.model_path:
+        return params.student, {"skipped": "student.model_path is set"}
+    if not params.phase0.warmup.enabled:
+        return params.student, {"skipped": "phase0.warmup.enabled is false"}
+    folder = cache_root() / "students" / warmup_key(params)
+    report_path = PreparedStudentLayout(folder).report
+    if report_path.is_file():
+        report = {**read_json(report_path), "cached": True}
+    else:
+        report = {**_warm_up(params, folder, progress), "cached": False}
+    return params.student.model_copy(update={"model_path": str(folder)}), report
+
+
+def save_preparation(out: Phase0Layout, student: StudentParameters, report: dict) -> None:
+    """Record the prepared student in Phase 0's `warmup.json`, where later phases find it."""
+    write_json(out.warmup, {"student": student.model_dump(), **report})
+
+
+def prepared_student(params: Parameters) -> StudentParameters:
+    """The student Phase 0 prepared for this run."""
+    path = params.layout.phase0.warmup
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: run phase 0 first")
+    return StudentParameters.model_validate(read_json(path)["student"])
+
+
+def load_prepared_student(params: Parameters) -> Student:
+    """The student Phase 0 prepared for this run, loaded: every later phase starts from it."""
+    return Student.load(prepared_student(params))
+
+
+def _warm_up(params: Parameters, folder: Path, progress: bool) -> dict:
+    warmup, history = params.phase0.warmup, params.student.history
+    started = time.perf_counter()
+    shutil.rmtree(folder, ignore_errors=True)
+    train_tasks = task_suite(params, "warmup", warmup.n_tasks).tasks
+    eval_tasks = task_suite(params, "warmup_eval", warmup.eval_tasks).tasks
+    pairs = _decisions(train_tasks, BOT_MAX_STEPS)
+    eval_pairs = _decisions(eval_tasks, BOT_MAX_STEPS)
+    probe = [
+        eval_pairs[i]
+        for i in np.random.default_rng(params.run.seed).permutation(len(eval_pairs))[:SHIFT_STATES]
+    ]
+
+    base = Student.load(params.student)
+    greedy = {"greedy": 0.0}
+    before = {
+        "shift": in_context_shift(base, probe, history),
+        "success": evaluate(base, eval_tasks, params, greedy),
+    }
+    examples = examples_from(pairs, history, warmup.patched_fraction, params.run.seed)
+    lora = LoraParameters(
+        **params.lora.model_dump(exclude={"learning_rate", "steps", "batch_size"}),
+        learning_rate=warmup.learning_rate,
+        steps=warmup.steps,
+        batch_size=warmup.batch_size,
+    )
+    scratch = folder.with_name(folder.name + ".adapter")
+    trained = train_lora(base, examples, lora, scratch, progress=progress)
+    merge_adapter(trained.student, folder)
+    shutil.rmtree(scratch, ignore_errors=True)
+
+    student = Student.load(params.student.model_copy(update={"model_path": str(folder)}))
+    after = {
+        "shift": in_context_shift(student, probe, history),
+        "success": evaluate(
+            student, eval_tasks, params, {**greedy, "sampled": params.phase0.temperature}
+        ),
+    }
+    report = {
+        "key": warmup_key(params),
+        "n_train_tasks": len(train_tasks),
+        "n_examples": len(examples),
+        "n_eval_tasks": len(eval_tasks),
+        "before": before,
+        "after": after,
+        "losses": trained.losses,
+        "train_seconds": round(trained.seconds, 1),
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    write_json(PreparedStudentLayout(folder).report, report)
+    return report

@@ -1,0 +1,598 @@
+"""Phase 1 labels: how unsure the student is at a snapshot (U), how much forcing the expert's
+action changes the outcome (leverage), and how much a teacher's patch in the prompt changes it
+(the contextual patch test, CPT).
+
+Every rollout restores the snapshot and lets the student act, sampling at `phase1.temperature`,
+for at most `phase1.max_steps` steps; success is the level's reward > 0. The rollouts of a group
+of snapshots (every condition, every repetition) go through one `run_episodes` call, so the
+scorer always sees large batches. Each rollout's random stream is seeded from (run seed,
+snapshot id, condition, rollout index), so a label does not depend on the group, the order or a
+resumption. Batched scoring itself moves log-probabilities by ~1e-6 with the make-up of a batch,
+which can flip a sampled action only with a probability of that order.
+
+Rows go to `labeled_snapshots.jsonl` as each group completes; a rerun skips finished ids, and
+a change of any parameter that shapes the labels (recorded in `labeling.json`) starts afresh.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from teachable.models.rollouts import EpisodeSpec, run_episodes, success_rate
+from teachable.models.student import Student, normalized_entropy
+from teachable.models.supervision import PLACEBO, patch_text
+from teachable.models.teachers import Teacher, TeacherRequest, make_teacher
+from teachable.parameters import Parameters, Phase1Parameters, StudentParameters
+from teachable.phases.phase0_warmup import load_prepared_student, prepared_student
+from teachable.records.labeled import (
+    CPT,
+    FORMATS,
+    LabeledSnapshot,
+    Leverage,
+    TeacherAnswer,
+    UMethod,
+    _check_distinct,
+    assign_quadrants,
+    save_labeled,
+)
+from teachable.records.layout import Phase1Layout
+from teachable.records.quadrants import (
+    Quadrant,
+    Thresholds,
+    auto_thresholds,
+    quadrant_counts,
+    save_thresholds,
+    small_quadrants,
+)
+from teachable.records.snapshot import Snapshot
+from teachable.records.store import append_jsonl, read_json, read_jsonl, write_json, write_jsonl
+from teachable.world.replay import load_replayed_snapshots
+from teachable.world.text_world import expert_trajectory
+
+Step = Literal["hints", "uncertainty", "leverage", "cpt"]
+
+
+STEPS: tuple[Step, ...] = ("hints", "uncertainty", "leverage", "cpt")
+
+
+CPT_CONDITIONS = ("base", "placebo", *FORMATS)
+
+
+def uncertainty(probs: np.ndarray, method: UMethod = "entropy") -> np.ndarray:
+    """U per row, 0 for a one-hot and 1 for a uniform distribution: the normalized entropy
+    (`entropy`), one minus the gap between the two likeliest actions (`margin`), or one minus
+    the top probability, scaled by k / (k - 1) (`top1`)."""
+    probs = np.asarray(probs, dtype=float)
+    k = probs.shape[-1]
+    if method == "entropy":
+        return normalized_entropy(probs)
+    ordered = np.sort(probs, axis=-1)
+    if method == "margin":
+        values = 1.0 - (ordered[..., -1] - ordered[..., -2])
+    elif method == "top1":
+        values = (1.0 - ordered[..., -1]) * k / (k - 1)
+    else:
+        raise ValueError(f"unknown U_method {method!r}; known: entropy, margin, top1")
+    return np.clip(values, 0.0, 1.0)
+
+
+def snapshot_uncertainty(snapshot: Snapshot, method: UMethod) -> float:
+    """U of the student's distribution recorded at the snapshot, over its valid actions.
+
+    The recorded distribution is the one the student acted from; taking it, rather than
+    scoring the state again, keeps U exact whatever batch a relabeling would score it in."""
+    probs = np.array([snapshot.student_distribution[a] for a in snapshot.valid_actions])
+    return round(float(uncertainty(probs, method)), 6)
+
+
+def stable_int(text: str) -> int:
+    """A 64-bit integer from `text`, the same on every machine and run (unlike `hash`)."""
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big")
+
+
+def rollout_seed(run_seed: int, snapshot_id: str, condition: str, index: int) -> tuple[int, ...]:
+    """The seed of one rollout's random stream."""
+    return (run_seed, stable_int(snapshot_id), stable_int(condition), index)
+
+
+@dataclass(frozen=True)
+class RolloutCondition:
+    """`n` rollouts from one snapshot, all started the same way: plain, with a patch in the
+    first prompt, or with a forced first action."""
+
+    snapshot: Snapshot
+    name: str
+    n: int
+    patch: str | None = None
+    forced_action: str | None = None
+
+    def specs(self, run_seed: int) -> list[EpisodeSpec]:
+        return [
+            EpisodeSpec(
+                self.snapshot.state,
+                rollout_seed(run_seed, self.snapshot.id, self.name, index),
+                self.patch,
+                self.forced_action,
+            )
+            for index in range(self.n)
+        ]
+
+
+def leverage_conditions(snapshot: Snapshot, n: int) -> list[RolloutCondition]:
+    """The student on its own, and the student after the expert's action is forced."""
+    return [
+        RolloutCondition(snapshot, "student", n),
+        RolloutCondition(snapshot, "forced", n, forced_action=snapshot.expert_action),
+    ]
+
+
+def cpt_conditions(snapshot: Snapshot, answer: TeacherAnswer, n: int) -> list[RolloutCondition]:
+    """No patch, the placebo, and the teacher's answer in each supervision format."""
+    return [
+        RolloutCondition(snapshot, "base", n),
+        RolloutCondition(snapshot, "placebo", n, patch=PLACEBO),
+        *(RolloutCondition(snapshot, f, n, patch=patch_text(f, answer)) for f in FORMATS),
+    ]
+
+
+def success_rates(
+    student: Student,
+    conditions: Sequence[RolloutCondition],
+    params: Parameters,
+    progress: bool = False,
+    batched: bool = True,
+) -> dict[tuple[str, str], float]:
+    """Success rate per (snapshot id, condition), every rollout in one `run_episodes` call;
+    `batched=False` is the reference that runs one rollout per call."""
+    phase1 = params.phase1
+    specs = [spec for condition in conditions for spec in condition.specs(params.run.seed)]
+    settings = (phase1.max_steps, phase1.temperature, params.student.history)
+    if batched:
+        episodes = run_episodes(student, specs, *settings, progress=progress)
+    else:
+        episodes = [run_episodes(student, [spec], *settings)[0] for spec in specs]
+    rates, start = {}, 0
+    for condition in conditions:
+        batch = episodes[start : start + condition.n]
+        rates[(condition.snapshot.id, condition.name)] = round(success_rate(batch), 6)
+        start += condition.n
+    return rates
+
+
+def expert_reach(snapshot: Snapshot, max_steps: int) -> float:
+    """1.0 when the bot still finishes the task from the snapshot within `max_steps`, else 0.0."""
+    return float(expert_trajectory(snapshot.state, max_steps)[1])
+
+
+def leverage_from_rates(
+    p_student: float, p_forced: float, n: int, l_upper: float | None = None
+) -> Leverage:
+    return Leverage(
+        L_local=round(p_forced - p_student, 6),
+        p_student=p_student,
+        p_forced=p_forced,
+        n=n,
+        L_upper=l_upper,
+    )
+
+
+def cpt_from_rates(p: dict[str, float], n: int) -> CPT:
+    """ELP per format, and the best format over the placebo (the first of demo, hint,
+    contrast on a tie)."""
+    missing = [c for c in CPT_CONDITIONS if c not in p]
+    if missing:
+        raise ValueError(f"CPT rates lack condition(s) {missing}")
+    net = {f: p[f] - p["placebo"] for f in FORMATS}
+    route = max(FORMATS, key=lambda f: net[f])
+    return CPT(
+        p={c: p[c] for c in CPT_CONDITIONS},
+        ELP={f: round(p[f] - p["base"], 6) for f in FORMATS},
+        ELP_net=round(net[route], 6),
+        route_net=route,
+        n_per_condition=n,
+    )
+
+
+def teacher_request(snapshot: Snapshot) -> TeacherRequest:
+    """The teacher's question about a snapshot, with what the student did there."""
+    return TeacherRequest(
+        snapshot.state,
+        snapshot.mission,
+        snapshot.observation,
+        tuple(snapshot.valid_actions),
+        snapshot.student_action,
+    )
+
+
+@dataclass(frozen=True)
+class Measured:
+    """What one batch of rollouts measured for one snapshot."""
+
+    leverage: Leverage | None
+    cpt: CPT | None
+
+
+def measure(
+    student: Student,
+    snapshots: Sequence[Snapshot],
+    answers: Sequence[TeacherAnswer | None],
+    params: Parameters,
+    leverage: bool = True,
+    cpt: bool = True,
+    progress: bool = False,
+    batched: bool = True,
+) -> list[Measured]:
+    """Leverage and/or CPT for each snapshot, from one batched run of all their rollouts
+    (`batched=False`: one rollout at a time, the reference)."""
+    phase1 = params.phase1
+    conditions: list[RolloutCondition] = []
+    for snapshot, answer in zip(snapshots, answers, strict=True):
+        if leverage:
+            conditions += leverage_conditions(snapshot, phase1.n_rollouts)
+        if cpt:
+            if answer is None:
+                raise ValueError(f"snapshot {snapshot.id}: CPT needs the teacher's answer")
+            conditions += cpt_conditions(snapshot, answer, phase1.n_per_condition)
+    rates = success_rates(student, conditions, params, progress, batched)
+    measured = []
+    for snapshot in snapshots:
+        lever = None
+        if leverage:
+            upper = expert_reach(snapshot, phase1.max_steps) if phase1.L_upper else None
+            lever = leverage_from_rates(
+                rates[(snapshot.id, "student")],
+                rates[(snapshot.id, "forced")],
+                phase1.n_rollouts,
+                upper,
+            )
+        patch = None
+        if cpt:
+            by_condition = {c: rates[(snapshot.id, c)] for c in CPT_CONDITIONS}
+            patch = cpt_from_rates(by_condition, phase1.n_per_condition)
+        measured.append(Measured(lever, patch))
+    return measured
+
+
+def label_group(
+    student: Student,
+    teacher: Teacher,
+    snapshots: Sequence[Snapshot],
+    params: Parameters,
+    progress: bool = False,
+) -> list[LabeledSnapshot]:
+    """Every label of a group of snapshots: teacher answers, U, then one batched rollout run
+    for leverage and CPT (each left None when its `skip_` parameter is set)."""
+    phase1 = params.phase1
+    answers = teacher.advise([teacher_request(s) for s in snapshots])
+    measured = measure(
+        student,
+        snapshots,
+        answers,
+        params,
+        leverage=not phase1.skip_leverage,
+        cpt=not phase1.skip_cpt,
+        progress=progress,
+    )
+    return [
+        LabeledSnapshot.of(snapshot).model_copy(
+            update={
+                "U": snapshot_uncertainty(snapshot, phase1.U_method),
+                "U_method": phase1.U_method,
+                "leverage": result.leverage,
+                "cpt": result.cpt,
+                "teacher": answer,
+                "quadrant": None,
+            }
+        )
+        for snapshot, answer, result in zip(snapshots, answers, measured, strict=True)
+    ]
+
+
+def thresholds_from_parameters(
+    rows: Sequence[LabeledSnapshot], phase1: Phase1Parameters
+) -> Thresholds:
+    """The automatic thresholds, or the fixed ones when the parameters say so."""
+    if phase1.thresholds == "fixed":
+        return Thresholds(U=phase1.U_threshold, L=phase1.L_threshold, source="parameters")
+    return automatic_thresholds(rows, phase1)
+
+
+def automatic_thresholds(rows: Sequence[LabeledSnapshot], phase1: Phase1Parameters) -> Thresholds:
+    u_values = [row.U for row in rows if row.U is not None]
+    l_values = [row.L for row in rows if row.L is not None]
+    return auto_thresholds(u_values, l_values, phase1.U_quantile, phase1.L_quantile)
+
+
+@dataclass
+class QuadrantAssignment:
+    rows: list[LabeledSnapshot]
+    thresholds: Thresholds
+    counts: dict[Quadrant, int]
+    warnings: list[str]
+
+
+def place_in_quadrants(
+    rows: Sequence[LabeledSnapshot],
+    out: Phase1Layout,
+    phase1: Phase1Parameters,
+    chosen: Thresholds | None = None,
+) -> QuadrantAssignment:
+    """Assign quadrants and save the result: `quadrant_thresholds_auto.json` always, the
+    chosen thresholds (`chosen`, or fixed parameters) as `quadrant_thresholds.json`, and the
+    rows with their quadrants in both labeled files. Small quadrants are warned about."""
+    auto = automatic_thresholds(rows, phase1)
+    save_thresholds(out.thresholds_auto, auto)
+    thresholds = chosen or thresholds_from_parameters(rows, phase1)
+    if thresholds.source != "auto":
+        save_thresholds(out.thresholds_chosen, thresholds)
+    elif out.thresholds_chosen.is_file():
+        warnings.warn(
+            f"{out.thresholds_chosen} (chosen thresholds) exists: later phases use it, not "
+            "the automatic thresholds applied here",
+            stacklevel=2,
+        )
+    if thresholds.L is None:
+        assigned = [row.model_copy(update={"quadrant": None}) for row in rows]
+        counts = quadrant_counts(())
+        problems = ["leverage was not measured: no quadrants assigned"]
+    else:
+        assigned = assign_quadrants(rows, thresholds.U, thresholds.L)
+        counts = quadrant_counts(row.quadrant for row in assigned)
+        problems = small_quadrants(counts, phase1.min_per_quadrant)
+    save_labeled(out, assigned)
+    return QuadrantAssignment(assigned, thresholds, counts, problems)
+
+
+def phase1_snapshots(params: Parameters) -> list[Snapshot]:
+    """The Phase 0 snapshots `phase1.snapshots` names, at most `phase1.max_snapshots` of them
+    (a seeded draw that keeps file order)."""
+    phase0 = params.layout.phase0
+    sources = (
+        ["failure", "expert"] if params.phase1.snapshots == "both" else [params.phase1.snapshots]
+    )
+    snapshots = []
+    for source in sources:
+        path = phase0.snapshots(source)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is missing: run phase 0 first")
+        snapshots += load_replayed_snapshots(path)
+    _check_distinct(snapshots, phase0.folder)
+    cap = params.phase1.max_snapshots
+    if cap is not None and len(snapshots) > cap:
+        keep = np.random.default_rng(params.run.seed).choice(len(snapshots), cap, replace=False)
+        snapshots = [snapshots[i] for i in sorted(keep)]
+    return snapshots
+
+
+def labeling_parameters(params: Parameters, student: StudentParameters) -> dict:
+    """Every parameter that shapes a label: a change means the labels must be made again.
+    Batch sizes are left out on purpose: labels do not depend on them."""
+    return {
+        "seed": params.run.seed,
+        "student": student.model_dump(mode="json", exclude={"batch_size"}),
+        "teacher": params.teacher.model_dump(
+            mode="json", include={"backend", "model", "temperature", "max_tokens", "base_url"}
+        ),
+        "phase1": params.phase1.model_dump(
+            mode="json",
+            include={
+                "n_rollouts",
+                "n_per_condition",
+                "max_steps",
+                "temperature",
+                "U_method",
+                "L_upper",
+                "skip_leverage",
+                "skip_cpt",
+            },
+        ),
+    }
+
+
+def open_labeling(out: Phase1Layout, made_with: dict) -> list[str]:
+    """Record what the labels in `out` are made with; labels made with other parameters
+    are removed first (and said so), since a rerun would otherwise keep them."""
+    path = out.record
+    notes = []
+    if path.is_file() and read_json(path).get("parameters") != made_with:
+        notes.append(f"{out.folder}: the labeling parameters changed; labeling starts afresh")
+        warnings.warn(notes[-1], stacklevel=2)
+        for labeled in (out.labeled_jsonl, out.labeled_json):
+            labeled.unlink(missing_ok=True)
+        shutil.rmtree(out.step_logs, ignore_errors=True)
+    if not path.is_file() or notes:
+        write_json(path, {"parameters": made_with})
+    return notes
+
+
+def is_complete(row: LabeledSnapshot, phase1: Phase1Parameters) -> bool:
+    """Whether a row holds every label the parameters ask for."""
+    return (
+        row.teacher is not None
+        and row.U is not None
+        and (phase1.skip_leverage or row.leverage is not None)
+        and (phase1.skip_cpt or row.cpt is not None)
+    )
+
+
+def finished_rows(out: Phase1Layout, phase1: Phase1Parameters) -> dict[str, LabeledSnapshot]:
+    """Complete rows already in `labeled_snapshots.jsonl`, by id. Incomplete rows (left by
+    the stepwise commands) are dropped from the log so that relabeling them adds no duplicate."""
+    path = out.labeled_jsonl
+    rows = [LabeledSnapshot.model_validate(row) for row in read_jsonl(path)]
+    done = {row.id: row for row in rows if is_complete(row, phase1)}
+    if len(done) < len(rows):
+        write_jsonl(path, [row.model_dump(mode="json") for row in done.values()])
+    return done
+
+
+def _groups(items: Sequence, size: int) -> list[Sequence]:
+    return [items[start : start + size] for start in range(0, len(items), size)]
+
+
+def _student(params: Parameters, student: Student | None) -> Student:
+    return student if student is not None else load_prepared_student(params)
+
+
+@dataclass
+class LabelingReport:
+    """What `label_snapshots` did: the rows, the quadrants and what to look at."""
+
+    rows: list[LabeledSnapshot]
+    thresholds: Thresholds
+    counts: dict[Quadrant, int]
+    newly_labeled: int
+    seconds: float
+    teacher_usage: dict
+    notes: list[str] = field(default_factory=list)
+
+
+def label_snapshots(
+    params: Parameters,
+    snapshots: Sequence[Snapshot],
+    out: Phase1Layout,
+    progress: bool = True,
+    student: Student | None = None,
+) -> LabelingReport:
+    """All of Phase 1 labeling for `snapshots`, resumable, into `out`.
+
+    Labels the snapshots not yet in `labeled_snapshots.jsonl`, `phase1.batch_snapshots` at a
+    time (a kill loses at most one group), then assigns quadrants with the thresholds the
+    parameters name and writes `labeled_snapshots.json`, the threshold files and
+    `labeling.json`. `student` defaults to the one Phase 0 prepared.
+    """
+    started = time.perf_counter()
+    phase1 = params.phase1
+    if not snapshots:
+        raise ValueError("no snapshots to label")
+    _check_distinct(snapshots, "snapshots to label")
+    student = _student(params, student)
+    teacher = make_teacher(params)
+    notes = open_labeling(out, labeling_parameters(params, student.params))
+    notes += [
+        f"phase1.skip_{name} is set: {name} is null in every row"
+        for name in ("leverage", "cpt")
+        if getattr(phase1, f"skip_{name}")
+    ]
+    done = finished_rows(out, phase1)
+    pending = [snapshot for snapshot in snapshots if snapshot.id not in done]
+    with tqdm(total=len(pending), desc="labeling", unit="snapshot", disable=not progress) as bar:
+        for group in _groups(pending, phase1.batch_snapshots):
+            for row in label_group(student, teacher, group, params, progress):
+                append_jsonl(out.labeled_jsonl, row.model_dump(mode="json"))
+                done[row.id] = row
+            bar.update(len(group))
+    assignment = place_in_quadrants([done[s.id] for s in snapshots], out, phase1)
+    report = LabelingReport(
+        rows=assignment.rows,
+        thresholds=assignment.thresholds,
+        counts=assignment.counts,
+        newly_labeled=len(pending),
+        seconds=round(time.perf_counter() - started, 1),
+        teacher_usage=teacher.usage(),
+        notes=notes + assignment.warnings,
+    )
+    write_json(
+        out.record,
+        {
+            "parameters": labeling_parameters(params, student.params),
+            "snapshots": len(snapshots),
+            "newly_labeled": report.newly_labeled,
+            "seconds": report.seconds,
+            "thresholds": report.thresholds.model_dump(mode="json"),
+            "quadrant_counts": report.counts,
+            "teacher_usage": report.teacher_usage,
+            "notes": report.notes,
+        },
+    )
+    return report
+
+
+STEP_FIELDS: dict[Step, tuple[str, ...]] = {
+    "hints": ("teacher",),
+    "uncertainty": ("U", "U_method"),
+    "leverage": ("leverage",),
+    "cpt": ("cpt",),
+}
+
+
+def merged_rows(rows: Sequence[LabeledSnapshot], out: Phase1Layout) -> list[LabeledSnapshot]:
+    """`rows` with every label the step logs of `out` hold for them."""
+    found: dict[str, dict] = {}
+    for step in STEPS:
+        for entry in read_jsonl(out.step_log(step)):
+            found.setdefault(entry["id"], {}).update(
+                {name: entry[name] for name in STEP_FIELDS[step]}
+            )
+    return [
+        LabeledSnapshot.model_validate({**row.model_dump(mode="json"), **found.get(row.id, {})})
+        for row in rows
+    ]
+
+
+def _step_labels(
+    step: Step,
+    group: Sequence[LabeledSnapshot],
+    params: Parameters,
+    student: Student | None,
+    teacher: Teacher | None,
+    progress: bool,
+) -> list[dict]:
+    """One step's fields for each row of a group."""
+    if step == "hints":
+        answers = teacher.advise([teacher_request(row) for row in group])
+        return [{"teacher": answer.model_dump(mode="json")} for answer in answers]
+    if step == "uncertainty":
+        method = params.phase1.U_method
+        return [{"U": snapshot_uncertainty(row, method), "U_method": method} for row in group]
+    answers = [row.teacher for row in group]
+    measured = measure(student, group, answers, params, step == "leverage", step == "cpt", progress)
+    key = "leverage" if step == "leverage" else "cpt"
+    return [{key: getattr(m, key).model_dump(mode="json")} for m in measured]
+
+
+def label_step(
+    step: Step,
+    params: Parameters,
+    rows: Sequence[LabeledSnapshot],
+    out: Phase1Layout,
+    progress: bool = True,
+    student: Student | None = None,
+) -> list[LabeledSnapshot]:
+    """One step of the labeling for `rows`, resumable: its labels go to `steps/<step>.jsonl`
+    as each group completes, then both labeled files are rewritten with every label known."""
+    if step not in STEPS:
+        raise ValueError(f"unknown labeling step {step!r}; known: {', '.join(STEPS)}")
+    _check_distinct(rows, "rows to label")
+    rollouts = step in ("leverage", "cpt")
+    student_params = student.params if student is not None else prepared_student(params)
+    open_labeling(out, labeling_parameters(params, student_params))
+    log = out.step_log(step)
+    done = {entry["id"] for entry in read_jsonl(log)}
+    pending = merged_rows([row for row in rows if row.id not in done], out)
+    if step == "cpt" and (lacking := [row.id for row in pending if row.teacher is None]):
+        raise ValueError(
+            f"CPT needs the teacher's answers, which {len(lacking)} row(s) lack "
+            f"(first: {lacking[0]}): run `label hints` first"
+        )
+    if rollouts and pending:
+        student = student if student is not None else Student.load(student_params)
+    teacher = make_teacher(params) if step == "hints" else None
+    with tqdm(total=len(pending), desc=step, unit="snapshot", disable=not progress) as bar:
+        for group in _groups(pending, params.phase1.batch_snapshots):
+            labels = _step_labels(step, group, params, student, teacher, progress)
+            for row, fields in zip(group, labels, strict=True):
+                append_jsonl(log, {"id": row.id, **fields})
+            bar.update(len(group))
+    merged = merged_rows(rows, out)
+    save_labeled(out, merged)
+    return merged

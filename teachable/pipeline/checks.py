@@ -1,0 +1,150 @@
+"""Pass criteria of a run folder: `python -m teachable check runs/<run>`.
+
+The plan's pilot passes when Phase 1's labeled snapshots are non-empty, Phase 2's training
+summary, Phase 3's five CSVs and Phase 4's training result exist. Each criterion is one
+`RunCheck` in `CHECKS`: the artifact it looks at and how to inspect it. Criteria of the parts a
+run may not have reached (Phase 5, the paper artifacts) apply only when the run holds their
+folder. A later phase adds its criterion as one more entry.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from teachable.records.layout import EvaluationLayout, RunLayout
+from teachable.records.store import read_jsonl
+
+
+class CheckFailed(Exception):
+    """An artifact is there but unusable; the message says why, in a few words."""
+
+
+def jsonl_rows(path: Path) -> str:
+    """A JSONL file with at least one complete row, every row valid JSON."""
+    try:
+        rows = read_jsonl(path)
+    except ValueError as error:
+        raise CheckFailed(str(error)) from None
+    if not rows:
+        raise CheckFailed(f"{path} holds no row")
+    return f"{len(rows)} rows"
+
+
+def json_document(path: Path) -> str:
+    """A file that parses as one JSON document."""
+    try:
+        document = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise CheckFailed(f"{path} is not valid JSON: {error}") from None
+    kind = "object" if isinstance(document, dict) else type(document).__name__
+    return f"valid JSON {kind}"
+
+
+def csv_table(path: Path) -> str:
+    """A CSV file with a header and at least one row under it."""
+    with path.open(newline="") as file:
+        lines = [line for line in csv.reader(file) if line]
+    if not lines or not any(cell.strip() for cell in lines[0]):
+        raise CheckFailed(f"{path} is empty: no header")
+    if len(lines) == 1:
+        raise CheckFailed(f"{path} has a header but no row")
+    return f"{len(lines) - 1} rows x {len(lines[0])} columns"
+
+
+def folder_with_files(path: Path) -> str:
+    """A folder holding at least one file."""
+    if not path.is_dir():
+        raise CheckFailed(f"{path} is not a folder")
+    files = [item for item in path.rglob("*") if item.is_file()]
+    if not files:
+        raise CheckFailed(f"{path} holds no file")
+    return f"{len(files)} files"
+
+
+def artifact_record(path: Path) -> str:
+    """The paper artifacts' record (`artifacts.json`), every file it lists as built present."""
+    json_document(path)
+    record = json.loads(path.read_text())
+    if not isinstance(record, dict):
+        raise CheckFailed(f"{path} holds no artifact record (expected an object)")
+    listed = [name for files in record.get("built", {}).values() for name in files]
+    missing = [name for name in listed if not (path.parent / name).is_file()]
+    if missing:
+        raise CheckFailed(f"{path.parent / missing[0]} is listed as built in {path} but missing")
+    built, skipped = len(record.get("built", {})), len(record.get("skipped", {}))
+    return f"{built} artifacts built ({len(listed)} files), {skipped} skipped"
+
+
+@dataclass(frozen=True)
+class RunCheck:
+    """One criterion: the artifact at `path` of the run layout exists and passes `inspect`,
+    which says what it found or raises `CheckFailed`. With `only_with`, the check applies only
+    when the run holds that folder."""
+
+    name: str
+    path: Callable[[RunLayout], Path]
+    inspect: Callable[[Path], str]
+    only_with: Callable[[RunLayout], Path] | None = None
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    name: str
+    status: Literal["pass", "fail", "skip"]
+    reason: str
+
+
+CHECKS: tuple[RunCheck, ...] = (
+    RunCheck("phase 1 labeled snapshots", lambda run: run.phase1.labeled_jsonl, jsonl_rows),
+    RunCheck("phase 2 training summary", lambda run: run.phase2.training_summary, json_document),
+    *(
+        RunCheck(f"phase 3 {table.name}", lambda run, i=i: run.phase3.csvs()[i], csv_table)
+        for i, table in enumerate(EvaluationLayout(Path()).csvs())
+    ),
+    RunCheck("phase 4 training result", lambda run: run.phase4.training_result, json_document),
+    RunCheck(
+        "phase 5 selection summary",
+        lambda run: run.phase5.summary,
+        json_document,
+        only_with=lambda run: run.phase5.folder.parent,
+    ),
+    RunCheck("paper figures", lambda run: run.figures, folder_with_files, lambda run: run.figures),
+    RunCheck("paper tables", lambda run: run.tables, folder_with_files, lambda run: run.tables),
+    RunCheck(
+        "paper artifacts", lambda run: run.artifacts, artifact_record, lambda run: run.figures
+    ),
+)
+
+
+def run_check(check: RunCheck, run: RunLayout) -> CheckResult:
+    """Apply one criterion to a run folder; the reason names the artifact."""
+    if check.only_with is not None and not (needed := check.only_with(run)).exists():
+        return CheckResult(check.name, "skip", f"the run has no {needed.name}/ (not run yet)")
+    path = check.path(run)
+    if not path.exists():
+        return CheckResult(check.name, "fail", f"{path} is missing")
+    try:
+        found = check.inspect(path)
+    except CheckFailed as error:
+        return CheckResult(check.name, "fail", str(error))
+    return CheckResult(check.name, "pass", f"{path.relative_to(run.folder)}: {found}")
+
+
+def check_run(run_dir: Path, checks: Sequence[RunCheck] = CHECKS) -> list[CheckResult]:
+    """Every criterion applied to the run folder, in order."""
+    return [run_check(check, RunLayout(run_dir)) for check in checks]
+
+
+def describe(results: Sequence[CheckResult]) -> str:
+    """One line per criterion (status, name, reason), then the tally."""
+    width = max(len(result.name) for result in results)
+    lines = [f"{r.status.upper():4}  {r.name:<{width}}  {r.reason}" for r in results]
+    tally = {status: sum(r.status == status for r in results) for status in ("pass", "fail")}
+    skipped = len(results) - tally["pass"] - tally["fail"]
+    lines.append(f"{tally['pass']} passed, {tally['fail']} failed, {skipped} not applicable")
+    return "\n".join(lines)

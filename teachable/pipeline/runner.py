@@ -1,0 +1,398 @@
+"""Run the phase notebooks headlessly with papermill, in order, and keep them as reports.
+
+Each phase is one notebook under `notebooks/` with one section of the parameter file. The
+runner hands the notebook that section, executes it in its own folder on this interpreter's
+`python3` kernel, saves the executed copy under `runs/<run>/reports/` (ipynb and HTML), and
+skips a phase whose outputs are up to date. A new phase is one more entry in `PHASES`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import nbformat
+import papermill
+from nbclient.exceptions import DeadKernelError
+from nbconvert import HTMLExporter
+from papermill.exceptions import PapermillExecutionError
+
+from teachable.parameters import Parameters
+from teachable.pipeline.provenance import PhaseRecord, Provenance, now
+from teachable.records.layout import RunLayout
+from teachable.records.store import read_json, write_json
+
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
+
+
+NOTEBOOKS_DIR = PACKAGE_DIR.parent / "notebooks"
+
+
+KERNEL_NAME = "python3"
+
+
+Paths = Callable[[RunLayout], tuple[Path, ...]]
+
+
+def nothing(run: RunLayout) -> tuple[Path, ...]:
+    return ()
+
+
+@dataclass(frozen=True)
+class Gate:
+    """A verdict a phase writes: the pipeline goes on only when `key` in the JSON file is true,
+    or when the phase's section sets `continue_on_failed_gate`."""
+
+    file: Callable[[RunLayout], Path]
+    key: str = "passed"
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One step of the pipeline; `outputs` and `inputs` give its files in the run layout.
+    `optional_inputs` are read when present: a newer one makes the phase stale, a missing one
+    is no error."""
+
+    name: str
+    notebook: str
+    section: str
+    outputs: Paths
+    inputs: Paths = nothing
+    gate: Gate | None = None
+    optional_inputs: Paths = nothing
+
+
+PHASES: tuple[Phase, ...] = (
+    Phase(
+        name="0",
+        notebook="00_rollouts.ipynb",
+        section="phase0",
+        outputs=lambda run: (
+            run.phase0.warmup,
+            run.phase0.rollouts,
+            run.phase0.failure_snapshots,
+            run.phase0.expert_snapshots,
+        ),
+    ),
+    Phase(
+        name="1",
+        notebook="01_labeling.ipynb",
+        section="phase1",
+        outputs=lambda run: (
+            run.phase1.labeled_jsonl,
+            run.phase1.labeled_json,
+            run.phase1.thresholds_auto,
+            run.phase1.quantiles,
+        ),
+        inputs=lambda run: (run.phase0.failure_snapshots,),
+    ),
+    Phase(
+        name="1b",
+        notebook="01b_cpt_validation.ipynb",
+        section="phase1b",
+        outputs=lambda run: (run.phase1b.results, run.phase1b.correlation),
+        inputs=lambda run: (run.phase0.warmup, run.phase1.labeled_json),
+        gate=Gate(lambda run: run.phase1b.correlation),
+    ),
+    Phase(
+        name="2",
+        notebook="02_training_matrix.ipynb",
+        section="phase2",
+        outputs=lambda run: (run.phase2.split, run.phase2.training_summary),
+        inputs=lambda run: (run.phase0.warmup, run.phase1.labeled_json),
+    ),
+    Phase(
+        name="3",
+        notebook="03_evaluation.ipynb",
+        section="phase3",
+        outputs=lambda run: run.phase3.csvs(),
+        inputs=lambda run: (run.phase2.training_summary,),
+    ),
+    Phase(
+        name="4",
+        notebook="04_predictor.ipynb",
+        section="phase4",
+        outputs=lambda run: (
+            run.phase4.training_result,
+            run.phase4.predictor_model,
+            run.phase4.test_predictions,
+        ),
+        inputs=lambda run: (run.phase1.labeled_jsonl,),
+    ),
+    Phase(
+        name="5",
+        notebook="05_selection.ipynb",
+        section="phase5",
+        outputs=lambda run: (run.phase5.summary,),
+        inputs=lambda run: (
+            run.phase0.warmup,
+            run.phase1.labeled_json,
+            run.phase2.split,
+            run.phase4.predictor_model,
+        ),
+        optional_inputs=lambda run: (run.phase3.record,),  # the evaluation counts are Phase 3's
+    ),
+    Phase(
+        name="artifacts",
+        notebook="06_paper_artifacts.ipynb",
+        section="artifacts",
+        outputs=lambda run: (run.artifacts,),
+        optional_inputs=lambda run: (
+            run.phase1.labeled_json,
+            run.phase1b.correlation,
+            run.phase3.overall,
+            run.phase3.transfer,
+            run.phase3.retention,
+            run.phase4.training_result,
+            run.phase5.summary,
+        ),
+    ),
+)
+
+
+class PhaseFailed(RuntimeError):
+    """A phase could not finish; the message names the notebook, its report and the error."""
+
+
+class GateFailed(PhaseFailed):
+    """A gate phase finished, and its verdict says the pipeline must not go on."""
+
+
+class PrerequisiteMissing(ValueError):
+    """The run cannot start: a key or a folder its parameters need is not there."""
+
+
+def check_prerequisites(parameters: Parameters) -> None:
+    """Stop before any phase when the openai teacher has no `OPENAI_API_KEY` or
+    `student.model_path` is not a folder, with the teacher's and the student loader's own
+    errors. Their modules load slowly, so each is imported only when the run needs it."""
+    try:
+        if parameters.teacher.backend == "openai":
+            from teachable.models.teachers import make_teacher
+
+            make_teacher(parameters)
+        if parameters.student.model_path is not None:
+            from teachable.models.student import checkpoint_source
+
+            checkpoint_source(parameters.student)
+    except (RuntimeError, FileNotFoundError) as error:
+        raise PrerequisiteMissing(f"{parameters.source}: {error}") from None
+
+
+def select_phases(
+    names: Sequence[str] | None = None, notebooks_dir: Path = NOTEBOOKS_DIR
+) -> list[Phase]:
+    """The named phases in pipeline order (all when no name is given), each with its notebook."""
+    known = [phase.name for phase in PHASES]
+    unknown = [name for name in names or () if name not in known]
+    if unknown:
+        raise ValueError(f"unknown phase(s) {', '.join(unknown)}; known: {', '.join(known)}")
+    phases = [phase for phase in PHASES if not names or phase.name in names]
+    for phase in phases:
+        if not (Path(notebooks_dir) / phase.notebook).is_file():
+            raise ValueError(
+                f"phase {phase.name}: no notebook {Path(notebooks_dir) / phase.notebook}"
+            )
+    return phases
+
+
+def phase_parameters(parameters: Parameters, phase: Phase) -> dict:
+    """The plain dict of the phase's section; empty while `Parameters` has no such section."""
+    if phase.section not in Parameters.model_fields:
+        return {}
+    return parameters.section(phase.section)
+
+
+def parameters_digest(parameters: Parameters, phase: Phase) -> str:
+    """Hash of every parameter that can change the phase's outputs: all sections but the other
+    phases' own, and not where the run is stored (`source`, `run.name`, `run.output_root`)."""
+    others = {other.section: True for other in PHASES if other.section != phase.section}
+    where = {"source": True, "run": {"name": True, "output_root": True}}
+    visible = parameters.model_dump(mode="json", exclude=where | others)
+    return hashlib.sha256(json.dumps(visible, sort_keys=True).encode()).hexdigest()
+
+
+def stamp_path(parameters: Parameters, phase: Phase) -> Path:
+    """Where the record of the phase's last successful run lives."""
+    return parameters.layout.stamp(phase.name)
+
+
+def stale_reason(parameters: Parameters, phase: Phase, notebooks_dir: Path) -> str | None:
+    """Why the phase must run, or None when its outputs are up to date: they exist, are newer
+    than its notebook, its inputs and the package source, and its parameters are unchanged."""
+    stamp = stamp_path(parameters, phase)
+    if not stamp.exists():
+        return "no finished run on record"
+    if read_json(stamp)["parameters_sha256"] != parameters_digest(parameters, phase):
+        return "its parameters changed"
+    run = parameters.layout
+    outputs = list(phase.outputs(run))
+    missing = [path for path in outputs if not path.exists()]
+    if missing:
+        return f"{missing[0]} is missing"
+    oldest_output = min(path.stat().st_mtime for path in outputs)
+    sources = [
+        notebooks_dir / phase.notebook,
+        *phase.inputs(run),
+        *(path for path in phase.optional_inputs(run) if path.exists()),
+        *sorted(PACKAGE_DIR.rglob("*.py")),
+    ]
+    for path in sources:
+        if path.stat().st_mtime > oldest_output:
+            return f"{path} is newer than its outputs"
+    return None
+
+
+def check_inputs(parameters: Parameters, phase: Phase) -> None:
+    """Stop before starting a kernel when an input the phase reads is not there."""
+    run = parameters.layout
+    for path in phase.inputs(run):
+        if not path.exists():
+            writers = [other.name for other in PHASES if path in other.outputs(run)]
+            raise PhaseFailed(
+                f"phase {phase.name} needs {path}, which does not exist; "
+                f"run phase {' or '.join(writers) or '?'} first"
+            )
+
+
+def export_html(report: Path) -> Path:
+    """Write an executed notebook as one HTML page beside it (styles and images inlined)."""
+    exporter = HTMLExporter(template_name="lab", embed_images=True)
+    body, _ = exporter.from_notebook_node(nbformat.read(report, as_version=4))
+    html = report.with_suffix(".html")
+    html.write_text(body)
+    return html
+
+
+def describe_failure(error: Exception, notebook: Path, report: Path) -> str:
+    """Which notebook failed, where its report is, and the failing cell with its error."""
+    lines = [f"{notebook} failed", f"  report: {report}"]
+    if isinstance(error, PapermillExecutionError):
+        lines.append(f"  at In [{error.exec_count}]:")
+        lines += [f"    {line}" for line in error.source.splitlines()[:5]]
+        lines.append(f"  {error.ename}: {error.evalue}")
+    else:
+        lines.append(f"  {type(error).__name__}: {error}")
+    return "\n".join(lines)
+
+
+def report_path(parameters: Parameters, phase: Phase) -> Path:
+    """Where the executed notebook is kept; the HTML page sits beside it."""
+    return parameters.layout.report(phase.notebook)
+
+
+def execute_phase(parameters: Parameters, phase: Phase, notebooks_dir: Path) -> None:
+    """Execute the phase notebook into its report, then stamp the success."""
+    notebook = notebooks_dir / phase.notebook
+    report = report_path(parameters, phase)
+    report.parent.mkdir(parents=True, exist_ok=True)
+    stamp = stamp_path(parameters, phase)
+    stamp.unlink(missing_ok=True)
+    try:
+        papermill.execute_notebook(
+            notebook,
+            report,
+            parameters={
+                "params_file": str(parameters.source.resolve()),
+                "phase_parameters": phase_parameters(parameters, phase),
+                "interactive": False,
+            },
+            kernel_name=KERNEL_NAME,
+            cwd=notebook.parent,
+            progress_bar=True,
+        )
+    except (PapermillExecutionError, DeadKernelError) as error:
+        if report.exists():
+            export_html(report)
+        raise PhaseFailed(describe_failure(error, notebook, report)) from error
+    export_html(report)
+    missing = [str(path) for path in phase.outputs(parameters.layout) if not path.exists()]
+    if missing:
+        raise PhaseFailed(
+            f"{notebook} finished without writing {', '.join(missing)}\n  report: {report}"
+        )
+    stamped = {"parameters_sha256": parameters_digest(parameters, phase), "finished_at": now()}
+    write_json(stamp, {"phase": phase.name, **stamped})
+
+
+def run_phase(
+    parameters: Parameters, phase: Phase, notebooks_dir: Path, force: bool, record: PhaseRecord
+) -> None:
+    """Run one phase unless it is up to date, filling in its record."""
+    label = f"phase {phase.name} ({phase.notebook})"
+    reason = "forced" if force else stale_reason(parameters, phase, notebooks_dir)
+    if reason is None:
+        finished_at = read_json(stamp_path(parameters, phase))["finished_at"]
+        record.status, record.reason = "skipped", f"up to date (ran until {finished_at})"
+        print(f"{label}: up to date since {finished_at}, skipped (--force reruns it)")
+        return
+    print(f"{label}: running, {reason}")
+    record.status, record.reason, record.started_at = "running", reason, now()
+    record.report = str(report_path(parameters, phase))
+    try:
+        check_inputs(parameters, phase)
+        execute_phase(parameters, phase, notebooks_dir)
+        record.status = "ran"
+    except PhaseFailed:
+        record.status = "failed"
+        raise
+    finally:
+        record.finished_at = now()
+
+
+def check_gate(parameters: Parameters, phase: Phase, record: PhaseRecord) -> None:
+    """Raise `GateFailed` when the phase's gate did not pass, unless its section sets
+    `continue_on_failed_gate`; then the failure is printed as a banner and kept in the record."""
+    if phase.gate is None:
+        return
+    path = phase.gate.file(parameters.layout)
+    verdict = read_json(path)
+    if verdict.get(phase.gate.key) is True:
+        return
+    going_on = bool(phase_parameters(parameters, phase).get("continue_on_failed_gate"))
+    lines = [f"GATE FAILED: phase {phase.name}: {phase.gate.key} is not true in {path}"]
+    lines += [f"  - {reason}" for reason in verdict.get("reasons", [])]
+    if going_on:
+        lines.append(
+            f"CONTINUING ANYWAY because {phase.section}.continue_on_failed_gate is true: "
+            "the later phases rest on a gate that did not pass"
+        )
+    else:
+        lines.append(
+            f"the pipeline stops here ({phase.section}.continue_on_failed_gate: true goes on)"
+        )
+    banner = "\n".join(["!" * 80, *lines, "!" * 80])
+    record.reason = f"{record.reason}; gate failed" + (", continued" if going_on else "")
+    if not going_on:
+        record.status = "gate failed"
+        raise GateFailed(banner)
+    print(banner, file=sys.stderr)
+
+
+def run_phases(
+    parameters: Parameters,
+    phases: Sequence[Phase] = PHASES,
+    notebooks_dir: Path = NOTEBOOKS_DIR,
+    force: bool = False,
+) -> Provenance:
+    """Run the phases in order and record the run in `provenance.json`; raise `PhaseFailed`
+    at the first phase that fails, `GateFailed` at the first gate that stops the run."""
+    if parameters.source is None:
+        raise ValueError("the runner needs parameters read from a file (load_parameters)")
+    provenance = Provenance.start(parameters, PACKAGE_DIR)
+    status = "failed"
+    try:
+        for phase in phases:
+            record = PhaseRecord(name=phase.name, notebook=phase.notebook)
+            provenance.phases.append(record)
+            provenance.save(parameters.layout)
+            run_phase(parameters, phase, Path(notebooks_dir).resolve(), force, record)
+            check_gate(parameters, phase, record)
+        status = "finished"
+    finally:
+        provenance.finish(status, parameters.layout)
+    return provenance

@@ -1,0 +1,360 @@
+"""The paper's figures and tables, built from the files of one run folder and nothing else.
+
+`build_artifacts(run)` writes each figure as PNG and SVG under `figures/` and each table as
+CSV, Markdown and LaTeX under `tables/`. An artifact whose phase has not run (a file it needs is
+missing) or whose files hold nothing to show is skipped with its reason, so a partial run gets
+every artifact it can. `artifacts.json` records what was built and what was skipped, and why.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import altair as alt
+import pandas as pd
+
+from teachable.phases.phase1b_cpt_validation import (
+    MicroResult,
+    result_frame,
+)
+from teachable.phases.phase3_evaluation import (
+    frontier,
+    transfer_summary,
+)
+from teachable.phases.phase4_predictor import REQUIRED_ACCURACY, REQUIRED_R2, PredictorResult
+from teachable.records.labeled import FORMATS, label_frame, load_labeled
+from teachable.records.layout import RunLayout
+from teachable.records.quadrants import QUADRANTS, load_thresholds
+from teachable.records.store import read_json, write_json
+from teachable.reports.charts import save_chart
+from teachable.reports.phase1 import scatter_chart as quadrant_scatter_chart
+from teachable.reports.phase1b import scatter_chart as cpt_scatter_chart
+from teachable.reports.phase3 import frontier_chart, transfer_heatmap
+from teachable.reports.phase4 import metrics_table
+from teachable.reports.phase5 import selection_chart, selection_frame, verdict_frame
+
+TABLE_SUFFIXES = (".csv", ".md", ".tex")
+FIGURE_SUFFIXES = (".png", ".svg")
+
+
+class NothingToShow(Exception):
+    """The run's files are there but hold nothing this artifact can show; says why."""
+
+
+def labeled_frame(run: RunLayout) -> pd.DataFrame:
+    """Phase 1's labels, one line per snapshot, in the chosen (else automatic) quadrants."""
+    return label_frame(load_labeled(run.phase1))
+
+
+def evaluated_overall(run: RunLayout) -> pd.DataFrame:
+    overall = pd.read_csv(run.phase3.overall)
+    if not (overall["status"] == "evaluated").any():
+        raise NothingToShow("Phase 3 evaluated no trained run (Phase 2 skipped them all)")
+    return overall
+
+
+def quadrant_figure(run: RunLayout) -> alt.TopLevelMixin:
+    """U against L of every labeled snapshot, coloured by quadrant, with the thresholds."""
+    thresholds = load_thresholds(run.phase1)
+    if thresholds.L is None:
+        raise NothingToShow("leverage was not measured in Phase 1: no U x L plane")
+    return quadrant_scatter_chart(labeled_frame(run), thresholds.U, thresholds.L)
+
+
+def cpt_results(run: RunLayout) -> pd.DataFrame:
+    results = [MicroResult.model_validate(row) for row in read_json(run.phase1b.results)]
+    if not results:
+        raise NothingToShow("Phase 1B micro-trained no snapshot")
+    return result_frame(results)
+
+
+def cpt_figure(run: RunLayout) -> alt.TopLevelMixin:
+    """ELP_net against the micro-training delta, with Spearman's rho and the gate's verdict."""
+    return cpt_scatter_chart(cpt_results(run), read_json(run.phase1b.correlation))
+
+
+def training_matrix_frame(run: RunLayout) -> pd.DataFrame:
+    """Gain over the base on held-out tasks per train cell (quadrants, then the baselines'
+    `all` and `random`) and format, one line each; a skipped run's gain is missing."""
+    overall = evaluated_overall(run)
+    runs = overall[overall["status"] != "base"]
+    return runs[["quadrant", "format", "status", "n_train", "gain_over_base"]]
+
+
+def training_matrix_figure(run: RunLayout) -> alt.TopLevelMixin:
+    """The training matrix as a heatmap: blue cells gained over the base, red lost, grey were
+    skipped."""
+    frame = training_matrix_frame(run)
+    base = alt.Chart(frame).encode(
+        x=alt.X("format:N", sort=list(FORMATS), axis=alt.Axis(labelAngle=0), title=None),
+        y=alt.Y("quadrant:N", sort=[*QUADRANTS, "all", "random"], title="trained on"),
+        tooltip=["quadrant", "format", "n_train", "gain_over_base"],
+    )
+    skipped = base.transform_filter("datum.status != 'evaluated'").mark_rect(color="#e5e7eb")
+    colour = alt.Color(
+        "gain_over_base:Q", scale=alt.Scale(scheme="redblue", domainMid=0), title="gain"
+    )
+    gains = base.transform_filter("datum.status == 'evaluated'").mark_rect().encode(color=colour)
+    labels = (
+        base.transform_filter("isValid(datum.gain_over_base)")
+        .mark_text(fontSize=12)
+        .encode(text=alt.Text("gain_over_base:Q", format="+.2f"))
+    )
+    return alt.layer(skipped, gains, labels).properties(
+        width=240, height=220, title="Success gain over base on held-out tasks (grey: skipped)"
+    )
+
+
+def transfer_frame(run: RunLayout) -> pd.DataFrame:
+    matrix = pd.read_csv(run.phase3.transfer)
+    if matrix["gain"].isna().all():
+        raise NothingToShow("no quadrant run was evaluated on a test snapshot")
+    return matrix
+
+
+def transfer_figure(run: RunLayout) -> alt.TopLevelMixin:
+    return transfer_heatmap(transfer_frame(run))
+
+
+def frontier_frame(run: RunLayout) -> pd.DataFrame:
+    """Gain against retention drop per trained run, with the Pareto flag."""
+    table = frontier(evaluated_overall(run), pd.read_csv(run.phase3.retention))
+    if table[["gain_over_base", "retention_drop"]].dropna().empty:
+        raise NothingToShow("no run has a retention measurement (the base solved no task)")
+    return table
+
+
+def frontier_figure(run: RunLayout) -> alt.TopLevelMixin:
+    return frontier_chart(frontier_frame(run))
+
+
+def predictor_target_frame(run: RunLayout) -> pd.DataFrame:
+    """Each predictor metric that has a target in the plan, its value and the target: R² of
+    U and L_local, quadrant accuracy, and NDCG@K whose target is the entropy ranking's."""
+    result = PredictorResult.load(run.phase4.training_result)
+    targets = {
+        "U R²": ("U_r2", REQUIRED_R2["U"]),
+        "L_local R²": ("L_local_r2", REQUIRED_R2["L_local"]),
+        "quadrant accuracy": ("quadrant_accuracy", REQUIRED_ACCURACY),
+    }
+    rows = [
+        {"metric": name, "value": result.metrics[key]["value"], "target": target}
+        for name, (key, target) in targets.items()
+    ]
+    for k, entry in result.ranking["by_k"].items():
+        ndcg = entry["ndcg"]
+        rows.append({"metric": f"NDCG@{k}", "value": ndcg["predictor"], "target": ndcg["entropy"]})
+    frame = pd.DataFrame(rows).astype({"value": float, "target": float})
+    frame["verdict"] = [
+        "not measured" if pd.isna(value) else "pass" if value > target else "fail"
+        for value, target in zip(frame["value"], frame["target"], strict=True)
+    ]
+    return frame
+
+
+def predictor_figure(run: RunLayout) -> alt.TopLevelMixin:
+    """Each metric as a bar (clipped to [-1, 1]) with its target as a black tick."""
+    frame = predictor_target_frame(run).dropna(subset=["value"])
+    if frame.empty:
+        raise NothingToShow("the predictor's test split measured no metric with a target")
+    x = alt.X("metric:N", sort=list(frame["metric"]), axis=alt.Axis(labelAngle=-30), title=None)
+    scale = alt.Scale(domain=[-1, 1], clamp=True)
+    base = alt.Chart(frame).encode(x=x, tooltip=["metric", "value", "target", "verdict"])
+    bars = base.mark_bar(size=28).encode(
+        y=alt.Y("value:Q", scale=scale, title="test value (clipped to [-1, 1])"),
+        color=alt.Color(
+            "verdict:N", scale=alt.Scale(domain=["pass", "fail"], range=["#16a34a", "#dc2626"])
+        ),
+    )
+    ticks = base.mark_tick(color="black", thickness=3, size=36).encode(
+        y=alt.Y("target:Q", scale=scale)
+    )
+    labels = base.mark_text(dy=-8, fontSize=11).encode(
+        y=alt.Y("value:Q", scale=scale), text=alt.Text("value:Q", format=".2f")
+    )
+    return alt.layer(bars, ticks, labels).properties(
+        width=70 * len(frame), height=220, title="Predictor on its test tasks (tick: target)"
+    )
+
+
+def selection_summary_of(run: RunLayout) -> dict:
+    return read_json(run.phase5.summary)
+
+
+def selection_figure(run: RunLayout) -> alt.TopLevelMixin:
+    return selection_chart(selection_summary_of(run))
+
+
+def quadrant_table(run: RunLayout) -> pd.DataFrame:
+    """Snapshots per quadrant with their mean U, L and ELP_net."""
+    frame = labeled_frame(run)
+    table = (
+        frame.groupby("quadrant")
+        .agg(
+            snapshots=("id", "size"),
+            mean_U=("U", "mean"),
+            mean_L=("L", "mean"),
+            mean_ELP_net=("ELP_net", "mean"),
+        )
+        .reindex(list(QUADRANTS))
+        .fillna({"snapshots": 0})
+        .astype({"snapshots": int})
+    )
+    return table.rename_axis("quadrant").reset_index()
+
+
+def cpt_table(run: RunLayout) -> pd.DataFrame:
+    """Spearman's rho of ELP_net and the micro-training delta, over the panel and per quadrant,
+    with its interval, p-value and the mean delta, and the gate's verdict."""
+    correlation = read_json(run.phase1b.correlation)
+    panels = {"all": correlation["spearman"] | {"mean_delta": None}}
+    panels |= correlation["per_quadrant"]
+    columns = ["n", "rho", "ci_low", "ci_high", "p_value", "mean_delta"]
+    table = pd.DataFrame(
+        [{"panel": name, **{c: panel[c] for c in columns}} for name, panel in panels.items()]
+    ).astype({column: float for column in columns[1:]})
+    table["gate_passed"] = [correlation["passed"]] + [None] * len(correlation["per_quadrant"])
+    return table
+
+
+def training_matrix_table(run: RunLayout) -> pd.DataFrame:
+    """Gain over the base on held-out tasks: train cells as rows, formats as columns."""
+    frame = training_matrix_frame(run)
+    table = frame.pivot_table(
+        index="quadrant", columns="format", values="gain_over_base", aggfunc="mean", dropna=False
+    )
+    cells = [*QUADRANTS, *(cell for cell in ("all", "random") if cell in set(frame["quadrant"]))]
+    table = table.reindex(index=cells, columns=list(FORMATS))
+    return table.rename_axis(index="trained on", columns=None).reset_index()
+
+
+def transfer_table(run: RunLayout) -> pd.DataFrame:
+    """Per format, mean gain on the diagonal (trained and evaluated on one quadrant) and off."""
+    return transfer_summary(transfer_frame(run))
+
+
+def predictor_table(run: RunLayout) -> pd.DataFrame:
+    return metrics_table(PredictorResult.load(run.phase4.training_result))
+
+
+def selection_table(run: RunLayout) -> pd.DataFrame:
+    return selection_frame(selection_summary_of(run))
+
+
+def selection_verdict_table(run: RunLayout) -> pd.DataFrame:
+    return verdict_frame(selection_summary_of(run))
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """One figure or table: its file stem, the run files it needs, and how it is made."""
+
+    name: str
+    kind: Literal["figure", "table"]
+    needs: Callable[[RunLayout], tuple[Path, ...]]
+    make: Callable[[Path], alt.TopLevelMixin | pd.DataFrame]
+
+    def paths(self, run: RunLayout) -> list[Path]:
+        """The files the artifact is written to."""
+        if self.kind == "figure":
+            return [run.figures / f"{self.name}{s}" for s in FIGURE_SUFFIXES]
+        return [run.tables / f"{self.name}{s}" for s in TABLE_SUFFIXES]
+
+
+def labels_files(run: RunLayout) -> tuple[Path, ...]:
+    return (run.phase1.labeled_json,)
+
+
+def micro_training_files(run: RunLayout) -> tuple[Path, ...]:
+    return (run.phase1b.results, run.phase1b.correlation)
+
+
+def evaluation_files(run: RunLayout) -> tuple[Path, ...]:
+    return (run.phase3.overall,)
+
+
+def transfer_files(run: RunLayout) -> tuple[Path, ...]:
+    return (run.phase3.transfer,)
+
+
+def frontier_files(run: RunLayout) -> tuple[Path, ...]:
+    return (run.phase3.overall, run.phase3.retention)
+
+
+def predictor_files(run: RunLayout) -> tuple[Path, ...]:
+    return (run.phase4.training_result,)
+
+
+def selection_files(run: RunLayout) -> tuple[Path, ...]:
+    return (run.phase5.summary,)
+
+
+ARTIFACTS: tuple[Artifact, ...] = (
+    Artifact("quadrant_scatter", "figure", labels_files, quadrant_figure),
+    Artifact("cpt_validation", "figure", micro_training_files, cpt_figure),
+    Artifact("training_matrix_heatmap", "figure", evaluation_files, training_matrix_figure),
+    Artifact("transfer_heatmap", "figure", transfer_files, transfer_figure),
+    Artifact("reliability_retention_frontier", "figure", frontier_files, frontier_figure),
+    Artifact("predictor_metrics", "figure", predictor_files, predictor_figure),
+    Artifact("selection", "figure", selection_files, selection_figure),
+    Artifact("quadrants", "table", labels_files, quadrant_table),
+    Artifact("cpt_validation", "table", lambda run: (run.phase1b.correlation,), cpt_table),
+    Artifact("training_matrix", "table", evaluation_files, training_matrix_table),
+    Artifact("transfer_summary", "table", transfer_files, transfer_table),
+    Artifact("reliability_retention_frontier", "table", frontier_files, frontier_frame),
+    Artifact("predictor_metrics", "table", predictor_files, predictor_table),
+    Artifact("selection", "table", selection_files, selection_table),
+    Artifact("selection_verdicts", "table", selection_files, selection_verdict_table),
+)
+
+
+def save_table(table: pd.DataFrame, stem: Path) -> list[Path]:
+    """`stem.csv` (the data), `stem.md` (to read) and `stem.tex` (for the paper), numbers to
+    three decimals in the last two and missing values as blanks or dashes."""
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    csv, markdown, latex = (stem.with_suffix(suffix) for suffix in TABLE_SUFFIXES)
+    table.to_csv(csv, index=False)
+    shown = table.astype(object).where(table.notna(), None)
+    markdown.write_text(shown.to_markdown(index=False, floatfmt=".3f") + "\n")
+    latex.write_text(table.to_latex(index=False, float_format="%.3f", na_rep="--", escape=True))
+    return [csv, markdown, latex]
+
+
+def build_artifact(artifact: Artifact, run: RunLayout) -> list[Path]:
+    """Make one artifact from the run's files and write it; `NothingToShow` when it cannot."""
+    missing = [path for path in artifact.needs(run) if not path.is_file()]
+    if missing:
+        name = missing[0].relative_to(run.folder)
+        raise NothingToShow(f"{name} is missing (its phase has not run)")
+    made = artifact.make(run)
+    stem = artifact.paths(run)[0].with_suffix("")
+    if artifact.kind == "figure":
+        return save_chart(made, stem)
+    return save_table(made, stem)
+
+
+def build_artifacts(run: RunLayout) -> list[Path]:
+    """Every figure and table the run's files allow, written to the run's figures and tables;
+    the others are skipped, their old files removed, and the reasons kept in the record.
+    Returns the files written."""
+    if not run.folder.is_dir():
+        raise FileNotFoundError(f"{run.folder} is not a run folder")
+    built: dict[str, list[str]] = {}
+    skipped: dict[str, str] = {}
+    written: list[Path] = []
+    for artifact in ARTIFACTS:
+        label = f"{artifact.kind} {artifact.name}"
+        try:
+            paths = build_artifact(artifact, run)
+        except NothingToShow as reason:
+            skipped[label] = str(reason)
+            for path in artifact.paths(run):
+                path.unlink(missing_ok=True)
+            continue
+        built[label] = [path.relative_to(run.folder).as_posix() for path in paths]
+        written += paths
+    write_json(run.artifacts, {"built": built, "skipped": skipped})
+    return written

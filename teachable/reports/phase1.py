@@ -1,0 +1,154 @@
+"""Phase 1's tables and charts: U and L histograms and the U x L scatter with the thresholds
+(redrawn by the picker as its sliders move, saved as the threshold plots), and what each patch
+format does (ELP per format, the routes chosen).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+import altair as alt
+import pandas as pd
+
+from teachable.records.labeled import FORMATS, LabeledSnapshot, label_frame
+from teachable.records.layout import Phase1Layout
+from teachable.records.quadrants import (
+    QUADRANTS,
+    Thresholds,
+    quadrant_counts,
+    quantile_table,
+    with_quadrants,
+)
+from teachable.records.store import write_json
+from teachable.reports.charts import save_chart
+
+
+def write_plots(
+    rows: Sequence[LabeledSnapshot], thresholds: Thresholds, out: Phase1Layout
+) -> list[Path]:
+    """Phase 1's threshold plots: U and L histograms, the U x L scatter and the quantiles."""
+    return write_threshold_plots(label_frame(rows), thresholds, out)
+
+
+QUADRANT_COLOURS = ("#16a34a", "#dc2626", "#6b7280", "#2563eb")
+
+
+def histogram_chart(
+    frame: pd.DataFrame, column: Literal["U", "L"], threshold: float | None
+) -> alt.LayerChart:
+    """Counts of `column` in bins, with the threshold as a red rule."""
+    extent = [0.0, 1.0] if column == "U" else [-1.0, 1.0]
+    step = 0.05 if column == "U" else 0.1
+    title = "uncertainty U" if column == "U" else "leverage L_local"
+    bars = (
+        alt.Chart(frame[[column]].dropna())
+        .mark_bar(color="#64748b")
+        .encode(
+            x=alt.X(f"{column}:Q", bin=alt.Bin(extent=extent, step=step), title=title),
+            y=alt.Y("count():Q", title="snapshots"),
+        )
+    )
+    layers = [bars]
+    if threshold is not None:
+        rule = pd.DataFrame({column: [threshold]})
+        layers.append(
+            alt.Chart(rule).mark_rule(color="#dc2626", strokeWidth=2).encode(x=f"{column}:Q")
+        )
+    subtitle = "" if threshold is None else f" (threshold {threshold:.3f})"
+    return alt.layer(*layers).properties(width=320, height=180, title=f"{title}{subtitle}")
+
+
+def scatter_chart(frame: pd.DataFrame, u_threshold: float, l_threshold: float) -> alt.LayerChart:
+    """U against L, each snapshot coloured by its quadrant, with both threshold lines."""
+    points = with_quadrants(frame.dropna(subset=["U", "L"]), u_threshold, l_threshold)
+    tooltip = [c for c in ("id", "level", "U", "L", "quadrant") if c in points]
+    dots = (
+        alt.Chart(points)
+        .mark_circle(size=40, opacity=0.7)
+        .encode(
+            x=alt.X("U:Q", scale=alt.Scale(domain=[0, 1]), title="uncertainty U"),
+            y=alt.Y("L:Q", scale=alt.Scale(domain=[-1, 1]), title="leverage L_local"),
+            color=alt.Color(
+                "quadrant:N", scale=alt.Scale(domain=list(QUADRANTS), range=list(QUADRANT_COLOURS))
+            ),
+            tooltip=tooltip,
+        )
+    )
+    vertical = alt.Chart(pd.DataFrame({"U": [u_threshold]})).mark_rule(color="#111827")
+    horizontal = alt.Chart(pd.DataFrame({"L": [l_threshold]})).mark_rule(color="#111827")
+    counts = quadrant_counts(points["quadrant"])
+    title = ", ".join(f"{q.split('_')[0]} {n}" for q, n in counts.items())
+    return alt.layer(dots, vertical.encode(x="U:Q"), horizontal.encode(y="L:Q")).properties(
+        width=360, height=280, title=f"U x L by quadrant ({title})"
+    )
+
+
+def threshold_charts(frame: pd.DataFrame, thresholds: Thresholds) -> dict[str, alt.TopLevelMixin]:
+    """The charts of `threshold_plots/` by file stem; L's charts only when L was measured."""
+    charts: dict[str, alt.TopLevelMixin] = {"hist_U": histogram_chart(frame, "U", thresholds.U)}
+    if frame["L"].notna().any() and thresholds.L is not None:
+        charts["hist_L"] = histogram_chart(frame, "L", thresholds.L)
+        charts["scatter_U_L"] = scatter_chart(frame, thresholds.U, thresholds.L)
+    return charts
+
+
+def write_threshold_plots(
+    frame: pd.DataFrame, thresholds: Thresholds, out: Phase1Layout
+) -> list[Path]:
+    """Write the charts (PNG and SVG) and the quantile table into the threshold plots."""
+    out.threshold_plots.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for stem, chart in threshold_charts(frame, thresholds).items():
+        paths += save_chart(chart, out.threshold_plots / stem)
+    write_json(out.quantiles, quantile_table(frame))
+    return [*paths, out.quantiles]
+
+
+def _format_colour(column: str) -> alt.Color:
+    """The same colour for a supervision format in every chart."""
+    scale = alt.Scale(domain=list(FORMATS), range=["#2563eb", "#f59e0b", "#9333ea"])
+    return alt.Color(f"{column}:N", scale=scale, title="format")
+
+
+def elp_frame(rows: Sequence[LabeledSnapshot]) -> pd.DataFrame:
+    """One line per (snapshot, supervision format) with its ELP, for rows with CPT labels."""
+    return pd.DataFrame(
+        [
+            {"id": row.id, "quadrant": row.quadrant, "format": name, "ELP": value}
+            for row in rows
+            if row.cpt is not None
+            for name, value in row.cpt.ELP.items()
+        ],
+        columns=["id", "quadrant", "format", "ELP"],
+    )
+
+
+def elp_chart(frame: pd.DataFrame) -> alt.Chart:
+    """How far each patch format moves the success rate over no patch, per format."""
+    return (
+        alt.Chart(frame)
+        .mark_boxplot(extent="min-max", size=28)
+        .encode(
+            x=alt.X("format:N", sort=list(FORMATS), axis=alt.Axis(labelAngle=0), title=None),
+            y=alt.Y("ELP:Q", scale=alt.Scale(domain=[-1, 1]), title="ELP = p_format - p_base"),
+            color=_format_colour("format"),
+        )
+        .properties(width=240, height=200, title="ELP per format")
+    )
+
+
+def route_chart(labels: pd.DataFrame) -> alt.Chart:
+    """Which format beats the placebo most (`route_net`), counted per quadrant."""
+    frame = labels.dropna(subset=["route_net"]).fillna({"quadrant": "unassigned"})
+    return (
+        alt.Chart(frame)
+        .mark_bar()
+        .encode(
+            x=alt.X("count():Q", title="snapshots"),
+            y=alt.Y("quadrant:N", title=None),
+            color=_format_colour("route_net"),
+        )
+        .properties(width=260, height=160, title="Best format over the placebo, per quadrant")
+    )

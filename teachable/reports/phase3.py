@@ -1,0 +1,66 @@
+"""Phase 3's charts: the transfer heatmap (train quadrant x evaluation quadrant) and the
+reliability-retention frontier.
+"""
+
+from __future__ import annotations
+
+import altair as alt
+import pandas as pd
+
+from teachable.phases.phase3_evaluation import RETENTION_DROP_LIMIT
+from teachable.records.labeled import FORMATS
+from teachable.records.quadrants import QUADRANTS
+
+
+def transfer_heatmap(matrix: pd.DataFrame) -> alt.FacetChart:
+    """Gain over the base per train quadrant (rows) and eval quadrant (columns), one panel per
+    format and one for their mean; blue is a gain, red a loss."""
+    base = alt.Chart(matrix).encode(
+        x=alt.X("eval_quadrant:N", title="evaluated on", sort=list(QUADRANTS)),
+        y=alt.Y("train_quadrant:N", title="trained on", sort=list(QUADRANTS)),
+    )
+    cells = base.mark_rect().encode(
+        color=alt.Color("gain:Q", scale=alt.Scale(scheme="redblue", domainMid=0), title="gain"),
+        tooltip=["model", "train_quadrant", "eval_quadrant", alt.Tooltip("gain:Q", format=".2f")],
+    )
+    labels = (
+        base.transform_filter("isValid(datum.gain)")
+        .mark_text(fontSize=11)
+        .encode(text=alt.Text("gain:Q", format="+.2f"))
+    )
+    return (
+        alt.layer(cells, labels)
+        .properties(width=180, height=180)
+        .facet(column=alt.Column("format:N", title=None, sort=[*FORMATS, "mean"]))
+    )
+
+
+def frontier_chart(table: pd.DataFrame) -> alt.LayerChart:
+    """Gain on held-out tasks against the retention drop per run; the Pareto runs (most gain
+    for the least forgetting) are joined by a line."""
+    base = alt.Chart(table.dropna(subset=["gain_over_base", "retention_drop"]))
+    points = base.mark_point(filled=True, size=70).encode(
+        x=alt.X("retention_drop:Q", title="retention drop (lower is better)"),
+        y=alt.Y("gain_over_base:Q", title="success gain over base"),
+        color=alt.Color(
+            "pareto:N",
+            title="Pareto",
+            scale=alt.Scale(domain=[False, True], range=["#9ca3af", "#16a34a"]),
+        ),
+        shape=alt.Shape("format:N"),
+        tooltip=["model", "gain_over_base", "retention_drop"],
+    )
+    line = (
+        base.transform_filter("datum.pareto")
+        .mark_line(color="#16a34a")
+        .encode(x="retention_drop:Q", y="gain_over_base:Q", order="retention_drop:Q")
+    )
+    labels = base.mark_text(align="left", dx=6, fontSize=9).encode(
+        x="retention_drop:Q", y="gain_over_base:Q", text="model:N"
+    )
+    limit = (
+        alt.Chart(pd.DataFrame({"x": [RETENTION_DROP_LIMIT]}))
+        .mark_rule(strokeDash=[4, 4], color="#dc2626")
+        .encode(x="x:Q")
+    )
+    return alt.layer(line, points, labels, limit).properties(width=420, height=300)
