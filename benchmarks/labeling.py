@@ -28,6 +28,7 @@ from teachable.parameters import Parameters, load_parameters
 from teachable.phases.phase0_snapshots import collect_student_failures
 from teachable.phases.phase0_warmup import load_prepared_student
 from teachable.phases.phase1_labels import measure, teacher_request
+from teachable.records.layout import Phase0Layout
 from teachable.records.snapshot import Snapshot
 from teachable.world.replay import load_replayed_snapshots
 
@@ -39,23 +40,24 @@ def benchmark_student(params: Parameters, model: str | None) -> Student:
     if model is not None:
         return Student.load(params.student.model_copy(update={"model": model}))
     try:
-        return load_prepared_student(params)
+        return load_prepared_student(params.layout.phase0)
     except FileNotFoundError:
         return Student.load(params.student)
 
 
 def benchmark_snapshots(params: Parameters, student: Student, count: int) -> list[Snapshot]:
     """The run's Phase 0 failure snapshots, or fresh ones from a few student rollouts."""
-    path = params.run_dir / "phase0" / "failure_snapshots.json"
+    path = params.layout.phase0.failure_snapshots
     if path.is_file():
         snapshots = load_replayed_snapshots(path)[:count]
         print(f"snapshots: the first {len(snapshots)} of {path}")
         return snapshots
     print(f"snapshots: {path} is missing; collecting {count} failure snapshots")
     phase0 = params.phase0.model_copy(update={"n_tasks": 2 * count, "max_snapshots": count})
-    collecting = params.model_copy(update={"phase0": phase0})
     with tempfile.TemporaryDirectory() as folder:
-        _, snapshots = collect_student_failures(student, collecting, Path(folder), progress=False)
+        _, snapshots = collect_student_failures(
+            student, phase0, params.env.levels, params.run.seed, Phase0Layout(Path(folder))
+        )
     if len(snapshots) < count:
         raise RuntimeError(f"only {len(snapshots)} failure snapshots found; need {count}")
     return snapshots
@@ -86,11 +88,11 @@ def main() -> None:
     )
 
     started = time.perf_counter()
-    batched = measure(student, snapshots, answers, params)
+    batched = measure(student, snapshots, answers, phase1, params.run.seed)
     batched_seconds = time.perf_counter() - started
     k = args.sequential or len(snapshots)
     started = time.perf_counter()
-    reference = measure(student, snapshots[:k], answers[:k], params, batched=False)
+    reference = measure(student, snapshots[:k], answers[:k], phase1, params.run.seed, batched=False)
     sequential_seconds = time.perf_counter() - started
 
     agree = sum(a == b for a, b in zip(batched, reference, strict=False))

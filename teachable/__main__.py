@@ -130,6 +130,8 @@ def _label_step(
     step: str, parameters: Parameters, rows: list, out: Phase1Layout, chosen: tuple | None
 ) -> str:
     """Carry out one `label` step and say what it did."""
+    from teachable.models.teachers import make_teacher
+    from teachable.phases.phase0_warmup import load_prepared_student, prepared_student
     from teachable.phases.phase1_labels import (
         STEPS,
         label_snapshots,
@@ -141,7 +143,10 @@ def _label_step(
     from teachable.reports.phase1 import write_plots
 
     if step == "all":
-        report = label_snapshots(parameters, rows, out)
+        student = load_prepared_student(parameters.layout.phase0)
+        teacher = make_teacher(parameters)
+        seed = parameters.run.seed
+        report = label_snapshots(rows, parameters.phase1, seed, student, teacher, out)
         write_plots(report.rows, report.thresholds, out)
         lines = [
             f"{len(report.rows)} snapshots labeled ({report.newly_labeled} new) in {out.folder}"
@@ -149,7 +154,16 @@ def _label_step(
         lines += [f"{quadrant}: {count}" for quadrant, count in report.counts.items()]
         return "\n".join(lines + [f"note: {note}" for note in report.notes])
     if step in STEPS:
-        label_step(step, parameters, rows, out)
+        label_step(
+            step,
+            rows,
+            parameters.phase1,
+            parameters.run.seed,
+            prepared_student(parameters.layout.phase0),
+            parameters.teacher,
+            out,
+            teacher=make_teacher(parameters) if step == "hints" else None,
+        )
         return f"{step}: {len(rows)} snapshots labeled in {out.labeled_jsonl}"
     thresholds = chosen and Thresholds(U=chosen[0], L=chosen[1], source="command line")
     if step == "quadrants":

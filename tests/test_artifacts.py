@@ -167,7 +167,7 @@ def evaluate(params, runs, test, rates, rng) -> Evaluation:
     entries = [trained_entry(run) for run in runs]
     logged = [episodes(BASE, 0.6, test, np.random.default_rng(1))]
     logged += [episodes(e.id, rates(e.id), test, rng) for e in entries if e.status == "trained"]
-    return tabulate(params, entries, logged)
+    return tabulate(params.env.levels, entries, logged)
 
 
 @pytest.fixture(scope="module")
@@ -200,7 +200,10 @@ def run_dir(tmp_path_factory) -> Path:
         method: evaluate(params, runs, split.test, lambda _, m=method: SUCCESS[m], rng)
         for method, runs in plans.items()
     }
-    summary = selection_summary(params, plans, evaluations, len(split.train), left_out, pool)
+    lora = params.phase5.over(params.lora)
+    summary = selection_summary(
+        params.phase5, lora, 0, run.phase4, plans, evaluations, len(split.train), left_out, pool
+    )
     write_json(run_dir / "phase5" / "selection" / "selection_summary.json", summary)
     build_artifacts(run)
     return run_dir

@@ -25,12 +25,13 @@ from teachable.phases.phase0_warmup import save_preparation
 from teachable.phases.phase2_matrix import save_summary
 from teachable.phases.phase3_evaluation import (
     AgentState,
+    Evaluation,
     agent_trace,
     check_unseen,
     evaluate_runs,
     evaluation_items,
     has_loop,
-    load_inputs,
+    load_split_of,
     model_table,
     pareto_mask,
     per_quadrant_table,
@@ -79,7 +80,7 @@ def tiny_parameters(root: Path) -> Parameters:
 def labeled_rows(student: Student, params: Parameters) -> list[LabeledSnapshot]:
     """Real snapshots along bot trajectories of the expert tasks, labeled by hand."""
     trajectories = []
-    for task in task_suite(params, "expert", 6).tasks:
+    for task in task_suite("expert", 6, params.env.levels, params.run.seed).tasks:
         actions, success = expert_trajectory(task, 64)
         trajectories.append(ExpertTrajectory(task, tuple(actions), success))
     rows = []
@@ -149,15 +150,25 @@ def tiny_run(tmp_path_factory) -> TinyRun:
     return TinyRun(params, phase2 / "training_summary.json")
 
 
+def evaluate(tiny_run: TinyRun, trained: Phase2Layout, out_dir: Path) -> Evaluation:
+    """Phase 3 over a training folder, as the notebook runs it."""
+    params = tiny_run.params
+    return evaluate_runs(
+        trained,
+        load_labeled(params.layout.phase1),
+        params.phase3,
+        params.env.levels,
+        params.run.seed,
+        Student.load(params.student),
+        EvaluationLayout(out_dir),
+        progress=False,
+    )
+
+
 @pytest.fixture(scope="module")
 def evaluated(tiny_run, tmp_path_factory):
     out_dir = tmp_path_factory.mktemp("phase3") / "v8"
-    return evaluate_runs(
-        tiny_run.params,
-        Phase2Layout(tiny_run.summary.parent),
-        EvaluationLayout(out_dir),
-        progress=False,
-    ), out_dir
+    return evaluate(tiny_run, Phase2Layout(tiny_run.summary.parent), out_dir), out_dir
 
 
 # --- held-out tasks ----------------------------------------------------------------------------
@@ -165,8 +176,9 @@ def evaluated(tiny_run, tmp_path_factory):
 
 def test_heldout_tasks_never_overlap_training_tasks(tiny_run):
     params = tiny_run.params
-    split, labeled = load_inputs(params, tiny_run.summary.parent / "split.json")
-    items = evaluation_items(params, split, labeled)
+    labeled = load_labeled(params.layout.phase1)
+    split = load_split_of(tiny_run.summary.parent / "split.json", labeled)
+    items = evaluation_items(params.phase3, params.env.levels, params.run.seed, split, labeled)
     heldout = {item.start.task for item in items if item.suite == "tasks"}
     retention = {item.start.task for item in items if item.suite == "retention"}
     assert len(heldout) == params.phase3.n_tasks
@@ -174,7 +186,7 @@ def test_heldout_tasks_never_overlap_training_tasks(tiny_run):
     others = {
         task.task
         for purpose, n in [("warmup", 20), ("warmup_eval", 10), ("rollouts", 20), ("expert", 20)]
-        for task in task_suite(params, purpose, n).tasks
+        for task in task_suite(purpose, n, params.env.levels, params.run.seed).tasks
     }
     assert not heldout & (trained | others)
     assert not retention & (trained | others | heldout)
@@ -182,8 +194,9 @@ def test_heldout_tasks_never_overlap_training_tasks(tiny_run):
 
 def test_a_heldout_task_found_in_training_is_an_error(tiny_run):
     params = tiny_run.params
-    split, labeled = load_inputs(params, tiny_run.summary.parent / "split.json")
-    heldout = task_suite(params, "heldout", 2).tasks
+    labeled = load_labeled(params.layout.phase1)
+    split = load_split_of(tiny_run.summary.parent / "split.json", labeled)
+    heldout = task_suite("heldout", 2, params.env.levels, params.run.seed).tasks
     task = {"env_id": heldout[1].env_id, "seed": heldout[1].seed}
     leaked = split.train[0].model_copy(
         update={"env_state": split.train[0].env_state.model_copy(update=task)}
@@ -191,7 +204,7 @@ def test_a_heldout_task_found_in_training_is_an_error(tiny_run):
     leaky = TaskSplit(train=[*split.train, leaked], test=split.test)
     with pytest.raises(ValueError, match=f"{heldout[1].seed}.*Phase 2 split"):
         check_unseen(heldout, "heldout", leaky, labeled)
-    rollout_task = task_suite(params, "rollouts", 1).tasks
+    rollout_task = task_suite("rollouts", 1, params.env.levels, params.run.seed).tasks
     with pytest.raises(ValueError, match="drawn for rollouts"):
         check_unseen(rollout_task, "heldout", split, labeled)
 
@@ -200,7 +213,7 @@ def test_a_heldout_task_found_in_training_is_an_error(tiny_run):
 
 
 def test_turning_back_and_forth_is_a_loop_and_a_full_turn_is_not(tiny_run):
-    task = task_suite(tiny_run.params, "heldout", 1).tasks[0]
+    task = task_suite("heldout", 1, tiny_run.params.env.levels, tiny_run.params.run.seed).tasks[0]
     wobble, ended = agent_trace(task, ["turn left", "turn right"] * 2)
     assert has_loop(wobble)  # the start state is visited three times
     assert steps_without_progress(wobble) == 3
@@ -221,7 +234,9 @@ def test_a_straight_walk_is_no_loop():
 
 
 def test_the_bots_trajectories_make_progress_at_every_step(tiny_run):
-    for task in task_suite(tiny_run.params, "heldout", 4).tasks:
+    for task in task_suite(
+        "heldout", 4, tiny_run.params.env.levels, tiny_run.params.run.seed
+    ).tasks:
         actions, success = expert_trajectory(task, 64)
         states, ended = agent_trace(task, actions)
         assert success and ended
@@ -338,9 +353,7 @@ def test_a_missing_adapter_fails_before_any_work(tiny_run, tmp_path):
     shutil.rmtree(run_dir / "Q2_highU_lowL_demo")
     out_dir = tmp_path / "v8"
     with pytest.raises(FileNotFoundError, match="Q2_highU_lowL_demo") as error:
-        evaluate_runs(
-            tiny_run.params, Phase2Layout(run_dir), EvaluationLayout(out_dir), progress=False
-        )
+        evaluate(tiny_run, Phase2Layout(run_dir), out_dir)
     assert str(run_dir / "Q2_highU_lowL_demo") in str(error.value)
     assert not out_dir.exists()
 
@@ -388,20 +401,10 @@ def test_a_rerun_evaluates_only_the_models_not_logged(evaluated, tiny_run):
     before = pd.read_csv(out_dir / "overall_task_results.csv")
     log = out_dir / "model_episodes.jsonl"
     write_jsonl(log, read_jsonl(log)[:-1])
-    again = evaluate_runs(
-        tiny_run.params,
-        Phase2Layout(tiny_run.summary.parent),
-        EvaluationLayout(out_dir),
-        progress=False,
-    )
+    again = evaluate(tiny_run, Phase2Layout(tiny_run.summary.parent), out_dir)
     assert again.record["evaluated_now"] == [TRAINED[-1]]
     pd.testing.assert_frame_equal(pd.read_csv(out_dir / "overall_task_results.csv"), before)
     assert (
-        evaluate_runs(
-            tiny_run.params,
-            Phase2Layout(tiny_run.summary.parent),
-            EvaluationLayout(out_dir),
-            progress=False,
-        ).record["evaluated_now"]
+        evaluate(tiny_run, Phase2Layout(tiny_run.summary.parent), out_dir).record["evaluated_now"]
         == []
     )

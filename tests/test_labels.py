@@ -13,6 +13,7 @@ import yaml
 
 from teachable.__main__ import main
 from teachable.models.student import Student
+from teachable.models.teachers import make_teacher
 from teachable.parameters import ParameterError, Parameters, StudentParameters, parse_parameters
 from teachable.phases.phase0_snapshots import expert_snapshots
 from teachable.phases.phase0_warmup import save_preparation
@@ -93,12 +94,20 @@ def snapshots(student) -> list[Snapshot]:
     return expert_snapshots(student, picked)
 
 
+def _label(params: Parameters, snapshots, out: Phase1Layout, student: Student):
+    """Phase 1 labeling with the bot teacher, as the notebook runs it."""
+    teacher = make_teacher(params)
+    return label_snapshots(
+        snapshots, params.phase1, params.run.seed, student, teacher, out, progress=False
+    )
+
+
 @pytest.fixture(scope="module")
 def labeled(tmp_path_factory, student, snapshots) -> Path:
     """An uninterrupted labeling run's folder."""
     root = tmp_path_factory.mktemp("labeled")
     out = Phase1Layout(root / "phase1")
-    report = label_snapshots(_params(root), snapshots, out, progress=False, student=student)
+    report = _label(_params(root), snapshots, out, student)
     write_plots(report.rows, report.thresholds, out)
     return out.folder
 
@@ -136,7 +145,9 @@ def test_forcing_an_action_that_finishes_the_task_gives_p_forced_one(student, tm
         student, [(states[-1], actions[-1], True), (states[0], actions[0], True)]
     )
     params = _params(tmp_path, n_rollouts=4, L_upper=True)
-    near, far = measure(student, [last, start], [None, None], params, cpt=False)
+    near, far = measure(
+        student, [last, start], [None, None], params.phase1, params.run.seed, cpt=False
+    )
     assert near.cpt is None
     assert near.leverage.p_forced == 1.0
     assert near.leverage.L_local == pytest.approx(1.0 - near.leverage.p_student)
@@ -248,9 +259,7 @@ def test_labeling_again_gives_identical_rows_whatever_the_batching_or_order(
     labeled, snapshots, student, tmp_path
 ):
     again = tmp_path / "again"
-    label_snapshots(
-        _params(tmp_path), snapshots, Phase1Layout(again), progress=False, student=student
-    )
+    _label(_params(tmp_path), snapshots, Phase1Layout(again), student)
     assert (again / "labeled_snapshots.jsonl").read_bytes() == (
         labeled / "labeled_snapshots.jsonl"
     ).read_bytes()
@@ -260,9 +269,7 @@ def test_labeling_again_gives_identical_rows_whatever_the_batching_or_order(
     )
     shuffled = tmp_path / "shuffled"
     params = _params(tmp_path, batch_snapshots=5)
-    label_snapshots(
-        params, snapshots[::-1], Phase1Layout(shuffled), progress=False, student=reshaped
-    )
+    _label(params, snapshots[::-1], Phase1Layout(shuffled), reshaped)
     assert _rows_by_id(shuffled) == _rows_by_id(labeled)
 
 
@@ -271,14 +278,12 @@ def test_a_killed_run_resumes_to_the_same_files_without_duplicates(
 ):
     killed = tmp_path / "killed"
     params = _params(tmp_path)
-    label_snapshots(params, snapshots[:2], Phase1Layout(killed), progress=False, student=student)
+    _label(params, snapshots[:2], Phase1Layout(killed), student)
     first_row = (killed / "labeled_snapshots.jsonl").read_text().splitlines()[0]
     with (killed / "labeled_snapshots.jsonl").open("a") as log:
         log.write(first_row[: len(first_row) // 2])  # a row torn by the kill
     (killed / "labeled_snapshots.json").unlink()
-    report = label_snapshots(
-        params, snapshots, Phase1Layout(killed), progress=False, student=student
-    )
+    report = _label(params, snapshots, Phase1Layout(killed), student)
     assert report.newly_labeled == len(snapshots) - 2
     for name in ("labeled_snapshots.jsonl", "labeled_snapshots.json"):
         assert (killed / name).read_bytes() == (labeled / name).read_bytes()
@@ -287,9 +292,7 @@ def test_a_killed_run_resumes_to_the_same_files_without_duplicates(
     truncated.mkdir()
     lines = (labeled / "labeled_snapshots.jsonl").read_text().splitlines(keepends=True)
     (truncated / "labeled_snapshots.jsonl").write_text("".join(lines[:3]) + lines[3][:40])
-    report = label_snapshots(
-        params, snapshots, Phase1Layout(truncated), progress=False, student=student
-    )
+    report = _label(params, snapshots, Phase1Layout(truncated), student)
     assert report.newly_labeled == len(snapshots) - 3
     assert (truncated / "labeled_snapshots.jsonl").read_bytes() == (
         labeled / "labeled_snapshots.jsonl"
@@ -302,9 +305,7 @@ def test_skipped_labels_are_null_and_a_parameter_change_starts_afresh(
     folder = Path(shutil.copytree(labeled, tmp_path / "phase1"))
     params = _params(tmp_path, skip_cpt=True)
     with pytest.warns(UserWarning, match="starts afresh"):
-        report = label_snapshots(
-            params, snapshots, Phase1Layout(folder), progress=False, student=student
-        )
+        report = _label(params, snapshots, Phase1Layout(folder), student)
     assert report.newly_labeled == len(snapshots)
     assert any("skip_cpt" in note for note in report.notes)
     rows = _rows_by_id(folder)
@@ -316,9 +317,7 @@ def test_skipped_labels_are_null_and_a_parameter_change_starts_afresh(
 
     params = _params(tmp_path, skip_cpt=True, skip_leverage=True)
     with pytest.warns(UserWarning, match="starts afresh"):
-        report = label_snapshots(
-            params, snapshots, Phase1Layout(folder), progress=False, student=student
-        )
+        report = _label(params, snapshots, Phase1Layout(folder), student)
     assert all(row.leverage is None and row.quadrant is None for row in report.rows)
     assert any("no quadrants" in note for note in report.notes)
     assert write_plots(report.rows, report.thresholds, Phase1Layout(folder)) == [
@@ -381,14 +380,15 @@ def test_label_steps_from_the_command_line_match_one_labeling_run(
 
 def test_phase1_reads_the_named_phase0_snapshots_up_to_the_cap(snapshots, tmp_path):
     params = _params(tmp_path, snapshots="both", max_snapshots=4)
-    phase0 = params.run_dir / "phase0"
-    save_snapshots(phase0 / "failure_snapshots.json", snapshots[:3])
-    save_snapshots(phase0 / "snapshots_expert.json", snapshots[3:])
-    picked = [s.id for s in phase1_snapshots(params)]
+    phase0 = params.layout.phase0
+    save_snapshots(phase0.failure_snapshots, snapshots[:3])
+    save_snapshots(phase0.expert_snapshots, snapshots[3:])
+    picked = [s.id for s in phase1_snapshots(params.phase1, params.run.seed, phase0)]
     assert len(picked) == 4
     assert picked == [s.id for s in snapshots if s.id in picked]  # file order kept
     only_failures = _params(tmp_path, snapshots="failure")
-    assert [s.id for s in phase1_snapshots(only_failures)] == [s.id for s in snapshots[:3]]
+    chosen = phase1_snapshots(only_failures.phase1, only_failures.run.seed, phase0)
+    assert [s.id for s in chosen] == [s.id for s in snapshots[:3]]
 
 
 def test_bad_rows_and_bad_parameters_are_named(snapshots, tmp_path):

@@ -50,6 +50,13 @@ def rows(student):
     return [row for row in rows if row not in q3[1:]]
 
 
+def train(params: Parameters, rows, student: Student, out: Path):
+    """Phase 2 into `out`, as the notebook runs it."""
+    layout = Phase2Layout(out)
+    seed = params.run.seed
+    return train_matrix(rows, params.phase2, params.lora, seed, student, layout, "matrix", False)
+
+
 @pytest.fixture(scope="module")
 def matrix(tmp_path_factory, student, rows):
     """A finished matrix: its folder and what `train_matrix` reported."""
@@ -58,7 +65,7 @@ def matrix(tmp_path_factory, student, rows):
     return (
         out,
         params,
-        train_matrix(params, rows, Phase2Layout(out), student=student, progress=False),
+        train(params, rows, student, out),
     )
 
 
@@ -104,12 +111,12 @@ def test_a_killed_matrix_resumes_without_retraining_finished_runs(matrix, studen
     kept = [run_id for run_id in trained if run_id not in (lost_entry, lost_adapter)]
     stamps = {run_id: _mtime(out / run_id) for run_id in kept}
 
-    report = train_matrix(params, rows, Phase2Layout(out), student=student, progress=False)
+    report = train(params, rows, student, out)
     assert report.newly_trained == 2
     assert {run_id: _mtime(out / run_id) for run_id in kept} == stamps
     assert (out / lost_adapter / "adapter_config.json").is_file()
     assert [entry["id"] for entry in read_json(out / "training_summary.json")["runs"]] == RUN_IDS
-    again = train_matrix(params, rows, Phase2Layout(out), student=student, progress=False)
+    again = train(params, rows, student, out)
     assert again.newly_trained == 0
 
 

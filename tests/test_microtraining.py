@@ -72,10 +72,16 @@ def test_micro_training_raises_the_probability_of_the_target_action(student, row
         prompt = sft_example(row, format).prompt
         target = ACTIONS.index(row.expert_action)
         before = student.action_probabilities([prompt])[0][target]
-        trained = micro_adapter(student, row, params)
+        trained = micro_adapter(student, row, params.phase1b, params.lora)
         after = trained.student.action_probabilities([prompt])[0][target]
         assert after > 10 * before and after > before + 0.01, (format, row.id)
         assert trained.steps == 5 and trained.losses[-1] < trained.losses[0]
+
+
+def validate(params: Parameters, rows, student: Student, out: Path):
+    """Phase 1B into `out`, as the notebook runs it."""
+    layout = Phase1BLayout(out)
+    return validate_cpt(rows, params.phase1b, params.lora, params.run.seed, student, layout, False)
 
 
 def test_phase1b_replays_the_same_streams_writes_its_files_and_resumes(student, rows, tmp_path):
@@ -85,13 +91,15 @@ def test_phase1b_replays_the_same_streams_writes_its_files_and_resumes(student, 
     still = {"learning_rate": 1e-12, "n_steps": 1}
     params = _params(tmp_path, temperature=50.0, n_validation_rollouts=8, **still)
     out = tmp_path / "phase1b"
-    report = validate_cpt(params, rows, Phase1BLayout(out), student=student, progress=False)
+    report = validate(params, rows, student, out)
     assert report.newly_trained == len(report.results) == 4
     assert sorted(r.quadrant for r in report.results) == sorted(QUADRANTS)
     assert any(result.before > 0 for result in report.results), "no rollout succeeds: no test"
     assert [result.delta for result in report.results] == [0.0] * 4
     for result in report.results:
-        alone = validation_success(student, [r for r in rows if r.id == result.id], params)
+        alone = validation_success(
+            student, [r for r in rows if r.id == result.id], params.phase1b, params.run.seed
+        )
         assert alone == {result.id: result.before}
         assert result.format == "demo"
         assert len(result.losses) == 1 and result.n_rollouts == 8
@@ -104,18 +112,15 @@ def test_phase1b_replays_the_same_streams_writes_its_files_and_resumes(student, 
     write_jsonl(
         out / "micro_training.jsonl", log[:-1]
     )  # killed before the last snapshot was written
-    resumed = validate_cpt(params, rows, Phase1BLayout(out), student=student, progress=False)
+    resumed = validate(params, rows, student, out)
     assert resumed.newly_trained == 1
     again = read_json(out / "micro_training_results.json")
     assert [{**r, "seconds": 0} for r in again] == [{**r, "seconds": 0} for r in saved]
-    assert (
-        validate_cpt(
-            params, rows, Phase1BLayout(out), student=student, progress=False
-        ).newly_trained
-        == 0
-    )
+    assert validate(params, rows, student, out).newly_trained == 0
     changed = _params(tmp_path, n_steps=3)
-    assert result_key(rows[0], changed, student) != result_key(rows[0], params, student)
+    key = result_key(rows[0], params.phase1b, params.lora, params.run.seed, student)
+    changed_key = result_key(rows[0], changed.phase1b, changed.lora, changed.run.seed, student)
+    assert changed_key != key
 
 
 # --- the gate on synthetic panels ----------------------------------------------------------------

@@ -216,6 +216,20 @@ def tiny_parameters(root: Path) -> Parameters:
     )
 
 
+def select_all(params: Parameters, student: Student) -> SelectionReport:
+    """Phase 5 on a prepared run folder, as the notebook runs it."""
+    return run_selection(
+        params.phase5,
+        params.phase3,
+        params.lora,
+        params.env.levels,
+        params.run.seed,
+        student,
+        params.layout,
+        progress=False,
+    )
+
+
 @pytest.fixture(scope="module")
 def experiment(tmp_path_factory, student, rows) -> Experiment:
     """Phases 0-2 and 4 written for the tiny student, then all of Phase 5."""
@@ -227,7 +241,7 @@ def experiment(tmp_path_factory, student, rows) -> Experiment:
     split = split_by_task(rows, 0.25, seed=0)
     save_split(run.phase2.split, split, 0.25, 0)
     train_predictor(rows, params.phase4, run.phase4)
-    report = run_selection(params, student=student, progress=False)
+    report = select_all(params, student)
     return Experiment(
         params, run.phase5.folder, [row.id for row in labeled_pool(split.train)[0]], report
     )
@@ -297,6 +311,6 @@ def test_the_base_plays_once_and_a_rerun_trains_and_plays_nothing(experiment, st
     adapters = sorted(experiment.out_dir.glob("*/*/adapter_model.safetensors"))
     assert len(adapters) == len(SELECTION_METHODS) + 1
     stamps = [path.stat().st_mtime_ns for path in adapters]
-    again = run_selection(experiment.params, student=student, progress=False)
+    again = select_all(experiment.params, student)
     assert [path.stat().st_mtime_ns for path in adapters] == stamps
     assert all(not e.record["evaluated_now"] for e in again.evaluations.values())

@@ -49,7 +49,14 @@ def params(tmp_path_factory: pytest.TempPathFactory) -> Parameters:
 
 @pytest.fixture(scope="module")
 def experiment_a(student: Student, params: Parameters):
-    return collect_student_failures(student, params, params.layout.phase0, progress=False)
+    return collect_student_failures(
+        student,
+        params.phase0,
+        params.env.levels,
+        params.run.seed,
+        params.layout.phase0,
+        progress=False,
+    )
 
 
 def _episode(task: EnvState, actions: list[str], observations: list[str], success: bool):
@@ -125,7 +132,9 @@ def test_expert_sample_rate_is_respected() -> None:
 def test_experiment_b_writes_replayable_expert_snapshots(student, params) -> None:
     out = params.layout.phase0
     out_dir = out.folder
-    trajectories, snapshots = collect_expert_snapshots(student, params, out)
+    trajectories, snapshots = collect_expert_snapshots(
+        student, params.phase0.expert, params.env.levels, params.run.seed, out
+    )
     assert len(trajectories) == params.phase0.expert.n_tasks
     assert all(t.success for t in trajectories)
     assert (out_dir / "expert_trajectories" / "all_trajectories_bot.json").is_file()
@@ -162,7 +171,10 @@ def test_non_replaying_state_is_rejected_with_id(experiment_a, tmp_path) -> None
 
 
 def test_task_purposes_never_share_a_task(params) -> None:
-    suites = {purpose: task_suite(params, purpose, 6).tasks for purpose in PURPOSES[:4]}
+    suites = {
+        purpose: task_suite(purpose, 6, params.env.levels, params.run.seed).tasks
+        for purpose in PURPOSES[:4]
+    }
     for purpose, tasks in suites.items():
         assert all(purpose_of(task) == purpose for task in tasks)
     all_tasks = [task.task for tasks in suites.values() for task in tasks]

@@ -87,7 +87,8 @@ class Teacher:
     price_per_1k_input = 0.0
     price_per_1k_output = 0.0
 
-    def __init__(self) -> None:
+    def __init__(self, params: TeacherParameters | None = None) -> None:
+        self.params = params or TeacherParameters()  # what the labels record it was
         self.counts: Counter[str] = Counter()
 
     def advise(
@@ -476,7 +477,7 @@ class OpenAITeacher(Teacher):
     backend = "openai"
 
     def __init__(self, params: TeacherParameters, cache_dir: Path) -> None:
-        super().__init__()
+        super().__init__(params)
         load_dotenv(find_dotenv(usecwd=True))
         key = os.environ.get("OPENAI_API_KEY")
         if not key:
@@ -484,7 +485,6 @@ class OpenAITeacher(Teacher):
                 "the openai teacher needs the OPENAI_API_KEY environment variable (or a .env "
                 "file that sets it); set it, or set the parameter teacher.backend to 'bot'"
             )
-        self.params = params
         self.model = params.model
         self.price_per_1k_input = params.price_per_1k_input
         self.price_per_1k_output = params.price_per_1k_output
@@ -592,7 +592,7 @@ def make_teacher(params: Parameters) -> Teacher:
     """The teacher `teacher.backend` names; the openai one checks its key here, before work."""
     if params.teacher.backend == "openai":
         return OpenAITeacher(params.teacher, teacher_cache_dir(params))
-    return BotTeacher()
+    return BotTeacher(params.teacher)
 
 
 def trajectory_player(

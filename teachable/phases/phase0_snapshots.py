@@ -16,7 +16,7 @@ import numpy as np
 
 from teachable.models.rollouts import Episode, EpisodeSpec, prompt_for, run_episodes
 from teachable.models.student import Student
-from teachable.parameters import Parameters
+from teachable.parameters import ExpertSamplingParameters, Phase0Parameters
 from teachable.records.env_state import ACTIONS, EnvState
 from teachable.records.layout import Phase0Layout
 from teachable.records.snapshot import (
@@ -152,51 +152,57 @@ def expert_snapshots(
 
 
 def collect_student_failures(
-    student: Student, params: Parameters, out: Phase0Layout, progress: bool = True
+    student: Student,
+    phase0: Phase0Parameters,
+    levels: Sequence[str],
+    seed: int,
+    out: Phase0Layout,
+    progress: bool = True,
 ) -> tuple[list[Episode], list[Snapshot]]:
-    """Experiment A: student rollouts on the rollout tasks, then failure mining.
+    """Experiment A: student rollouts on the rollout tasks of `levels`, then failure mining.
 
-    Writes `rollouts.json` and `failure_snapshots.json` under `out_dir`.
+    Writes the rollouts and the failure snapshots into `out`.
     """
-    phase0 = params.phase0
-    tasks = task_suite(params, "rollouts", phase0.n_tasks).tasks
-    specs = [EpisodeSpec(task, seed=(params.run.seed, i)) for i, task in enumerate(tasks)]
+    tasks = task_suite("rollouts", phase0.n_tasks, levels, seed).tasks
+    specs = [EpisodeSpec(task, seed=(seed, i)) for i, task in enumerate(tasks)]
     episodes = run_episodes(
         student,
         specs,
         phase0.max_steps,
         phase0.temperature,
-        params.student.history,
+        student.params.history,
         record_expert=True,
         progress=progress,
     )
     write_json(out.rollouts, [episode.to_dict() for episode in episodes])
-    snapshots = mine_failures(episodes, phase0.max_snapshots, params.run.seed)
+    snapshots = mine_failures(episodes, phase0.max_snapshots, seed)
     save_snapshots(out.failure_snapshots, snapshots)
     return episodes, snapshots
 
 
 def collect_expert_snapshots(
     student: Student,
-    params: Parameters,
+    expert: ExpertSamplingParameters,
+    levels: Sequence[str],
+    seed: int,
     out: Phase0Layout,
     act: Callable[[EnvState, int], tuple[list[str], bool]] = expert_trajectory,
     source_name: str = "bot",
 ) -> tuple[list[ExpertTrajectory], list[Snapshot]]:
-    """Experiment B: expert trajectories on their own tasks, states sampled at `sample_rate`.
+    """Experiment B: expert trajectories on their own tasks of `levels`, states sampled at
+    `sample_rate`.
 
     `act` plays a whole episode from a state (the bot by default; a teacher model otherwise).
     Writes the trajectories and the sampled snapshots into `out`.
     """
-    expert = params.phase0.expert
-    tasks = task_suite(params, "expert", expert.n_tasks).tasks
+    tasks = task_suite("expert", expert.n_tasks, levels, seed).tasks
     trajectories = [ExpertTrajectory(task, *_played(act, task, expert.max_steps)) for task in tasks]
     write_json(
         out.expert_trajectories_of(source_name),
         [trajectory.to_dict() for trajectory in trajectories],
     )
-    picked = sample_expert_states(trajectories, expert.sample_rate, params.run.seed)
-    snapshots = expert_snapshots(student, picked, params.student.history)
+    picked = sample_expert_states(trajectories, expert.sample_rate, seed)
+    snapshots = expert_snapshots(student, picked, student.params.history)
     save_snapshots(out.expert_snapshots, snapshots)
     return trajectories, snapshots
 

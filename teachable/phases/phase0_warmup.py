@@ -13,6 +13,7 @@ import hashlib
 import json
 import shutil
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,12 @@ from teachable.models.lora import SFTExample, merge_adapter, train_lora
 from teachable.models.rollouts import EpisodeSpec, prompt_for, run_episodes, success_rate
 from teachable.models.student import Prompt, Student, cache_root
 from teachable.models.supervision import PLACEBO, suggestion
-from teachable.parameters import LoraParameters, Parameters, StudentParameters
+from teachable.parameters import (
+    LoraParameters,
+    Phase0Parameters,
+    StudentParameters,
+    WarmupParameters,
+)
 from teachable.records.env_state import ACTIONS, EnvState
 from teachable.records.layout import Phase0Layout, PreparedStudentLayout
 from teachable.records.store import read_json, write_json
@@ -94,59 +100,68 @@ def in_context_shift(
     }
 
 
-def warmup_key(params: Parameters) -> str:
+def warmup_key(
+    student: StudentParameters,
+    warmup: WarmupParameters,
+    lora: LoraParameters,
+    levels: Sequence[str],
+    seed: int,
+) -> str:
     """Everything that shapes the warm-up student, hashed: a change means a new student."""
     shaping = {
-        "model": params.student.model,
-        "tiny_seed": params.student.tiny_seed,
-        "history": params.student.history,
-        "levels": params.env.levels,
-        "seed": params.run.seed,
-        "warmup": params.phase0.warmup.model_dump(),
-        "lora": params.lora.model_dump(include={"r", "alpha", "dropout", "target_modules"}),
+        "model": student.model,
+        "tiny_seed": student.tiny_seed,
+        "history": student.history,
+        "levels": list(levels),
+        "seed": seed,
+        "warmup": warmup.model_dump(),
+        "lora": lora.model_dump(include={"r", "alpha", "dropout", "target_modules"}),
     }
     return hashlib.sha1(json.dumps(shaping, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def evaluate(
-    student: Student, tasks: list[EnvState], params: Parameters, temperatures: dict[str, float]
+    student: Student,
+    tasks: list[EnvState],
+    seed: int,
+    max_steps: int,
+    temperatures: dict[str, float],
 ) -> dict[str, float]:
     """Success rate on `tasks` at each named temperature (0 is greedy)."""
-    specs = [EpisodeSpec(task, seed=(params.run.seed, i)) for i, task in enumerate(tasks)]
+    specs = [EpisodeSpec(task, seed=(seed, i)) for i, task in enumerate(tasks)]
+    history = student.params.history
     return {
-        name: round(
-            success_rate(
-                run_episodes(
-                    student,
-                    specs,
-                    params.phase0.warmup.max_steps,
-                    temperature,
-                    params.student.history,
-                )
-            ),
-            4,
-        )
+        name: round(success_rate(run_episodes(student, specs, max_steps, temperature, history)), 4)
         for name, temperature in temperatures.items()
     }
 
 
-def prepare_student(params: Parameters, progress: bool = True) -> tuple[StudentParameters, dict]:
+def prepare_student(
+    phase0: Phase0Parameters,
+    student: StudentParameters,
+    lora: LoraParameters,
+    levels: Sequence[str],
+    seed: int,
+    progress: bool = True,
+) -> tuple[StudentParameters, dict]:
     """The student later phases use, and the warm-up's report.
 
     A user-supplied `student.model_path` is taken as is; otherwise the warm-up runs once per
-    `warmup_key` and its merged checkpoint is cached.
+    `warmup_key` (bot trajectories on warm-up tasks of `levels`, LoRA with the shared `lora`
+    shape) and its merged checkpoint is cached.
     """
-    if params.student.model_path:
-        return params.student, {"skipped": "student.model_path is set"}
-    if not params.phase0.warmup.enabled:
-        return params.student, {"skipped": "phase0.warmup.enabled is false"}
-    folder = cache_root() / "students" / warmup_key(params)
+    if student.model_path:
+        return student, {"skipped": "student.model_path is set"}
+    if not phase0.warmup.enabled:
+        return student, {"skipped": "phase0.warmup.enabled is false"}
+    folder = cache_root() / "students" / warmup_key(student, phase0.warmup, lora, levels, seed)
     report_path = PreparedStudentLayout(folder).report
     if report_path.is_file():
         report = {**read_json(report_path), "cached": True}
     else:
-        report = {**_warm_up(params, folder, progress), "cached": False}
-    return params.student.model_copy(update={"model_path": str(folder)}), report
+        warmed = _warm_up(phase0, student, lora, levels, seed, folder, progress)
+        report = {**warmed, "cached": False}
+    return student.model_copy(update={"model_path": str(folder)}), report
 
 
 def save_preparation(out: Phase0Layout, student: StudentParameters, report: dict) -> None:
@@ -154,41 +169,49 @@ def save_preparation(out: Phase0Layout, student: StudentParameters, report: dict
     write_json(out.warmup, {"student": student.model_dump(), **report})
 
 
-def prepared_student(params: Parameters) -> StudentParameters:
+def prepared_student(phase0: Phase0Layout) -> StudentParameters:
     """The student Phase 0 prepared for this run."""
-    path = params.layout.phase0.warmup
+    path = phase0.warmup
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: run phase 0 first")
     return StudentParameters.model_validate(read_json(path)["student"])
 
 
-def load_prepared_student(params: Parameters) -> Student:
+def load_prepared_student(phase0: Phase0Layout) -> Student:
     """The student Phase 0 prepared for this run, loaded: every later phase starts from it."""
-    return Student.load(prepared_student(params))
+    return Student.load(prepared_student(phase0))
 
 
-def _warm_up(params: Parameters, folder: Path, progress: bool) -> dict:
-    warmup, history = params.phase0.warmup, params.student.history
+def _warm_up(
+    phase0: Phase0Parameters,
+    student_params: StudentParameters,
+    shape: LoraParameters,
+    levels: Sequence[str],
+    seed: int,
+    folder: Path,
+    progress: bool,
+) -> dict:
+    warmup, history = phase0.warmup, student_params.history
     started = time.perf_counter()
     shutil.rmtree(folder, ignore_errors=True)
-    train_tasks = task_suite(params, "warmup", warmup.n_tasks).tasks
-    eval_tasks = task_suite(params, "warmup_eval", warmup.eval_tasks).tasks
+    train_tasks = task_suite("warmup", warmup.n_tasks, levels, seed).tasks
+    eval_tasks = task_suite("warmup_eval", warmup.eval_tasks, levels, seed).tasks
     pairs = _decisions(train_tasks, BOT_MAX_STEPS)
     eval_pairs = _decisions(eval_tasks, BOT_MAX_STEPS)
     probe = [
         eval_pairs[i]
-        for i in np.random.default_rng(params.run.seed).permutation(len(eval_pairs))[:SHIFT_STATES]
+        for i in np.random.default_rng(seed).permutation(len(eval_pairs))[:SHIFT_STATES]
     ]
 
-    base = Student.load(params.student)
+    base = Student.load(student_params)
     greedy = {"greedy": 0.0}
     before = {
         "shift": in_context_shift(base, probe, history),
-        "success": evaluate(base, eval_tasks, params, greedy),
+        "success": evaluate(base, eval_tasks, seed, warmup.max_steps, greedy),
     }
-    examples = examples_from(pairs, history, warmup.patched_fraction, params.run.seed)
+    examples = examples_from(pairs, history, warmup.patched_fraction, seed)
     lora = LoraParameters(
-        **params.lora.model_dump(exclude={"learning_rate", "steps", "batch_size"}),
+        **shape.model_dump(exclude={"learning_rate", "steps", "batch_size"}),
         learning_rate=warmup.learning_rate,
         steps=warmup.steps,
         batch_size=warmup.batch_size,
@@ -198,15 +221,14 @@ def _warm_up(params: Parameters, folder: Path, progress: bool) -> dict:
     merge_adapter(trained.student, folder)
     shutil.rmtree(scratch, ignore_errors=True)
 
-    student = Student.load(params.student.model_copy(update={"model_path": str(folder)}))
+    student = Student.load(student_params.model_copy(update={"model_path": str(folder)}))
+    temperatures = {**greedy, "sampled": phase0.temperature}
     after = {
         "shift": in_context_shift(student, probe, history),
-        "success": evaluate(
-            student, eval_tasks, params, {**greedy, "sampled": params.phase0.temperature}
-        ),
+        "success": evaluate(student, eval_tasks, seed, warmup.max_steps, temperatures),
     }
     report = {
-        "key": warmup_key(params),
+        "key": warmup_key(student_params, warmup, shape, levels, seed),
         "n_train_tasks": len(train_tasks),
         "n_examples": len(examples),
         "n_eval_tasks": len(eval_tasks),

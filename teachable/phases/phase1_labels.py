@@ -30,9 +30,8 @@ from tqdm.auto import tqdm
 from teachable.models.rollouts import EpisodeSpec, run_episodes, success_rate
 from teachable.models.student import Student, normalized_entropy
 from teachable.models.supervision import PLACEBO, patch_text
-from teachable.models.teachers import Teacher, TeacherRequest, make_teacher
-from teachable.parameters import Parameters, Phase1Parameters, StudentParameters
-from teachable.phases.phase0_warmup import load_prepared_student, prepared_student
+from teachable.models.teachers import Teacher, TeacherRequest
+from teachable.parameters import Phase1Parameters, StudentParameters, TeacherParameters
 from teachable.records.labeled import (
     CPT,
     FORMATS,
@@ -44,7 +43,7 @@ from teachable.records.labeled import (
     assign_quadrants,
     save_labeled,
 )
-from teachable.records.layout import Phase1Layout
+from teachable.records.layout import Phase0Layout, Phase1Layout
 from teachable.records.quadrants import (
     Quadrant,
     Thresholds,
@@ -147,15 +146,15 @@ def cpt_conditions(snapshot: Snapshot, answer: TeacherAnswer, n: int) -> list[Ro
 def success_rates(
     student: Student,
     conditions: Sequence[RolloutCondition],
-    params: Parameters,
+    phase1: Phase1Parameters,
+    seed: int,
     progress: bool = False,
     batched: bool = True,
 ) -> dict[tuple[str, str], float]:
     """Success rate per (snapshot id, condition), every rollout in one `run_episodes` call;
     `batched=False` is the reference that runs one rollout per call."""
-    phase1 = params.phase1
-    specs = [spec for condition in conditions for spec in condition.specs(params.run.seed)]
-    settings = (phase1.max_steps, phase1.temperature, params.student.history)
+    specs = [spec for condition in conditions for spec in condition.specs(seed)]
+    settings = (phase1.max_steps, phase1.temperature, student.params.history)
     if batched:
         episodes = run_episodes(student, specs, *settings, progress=progress)
     else:
@@ -225,7 +224,8 @@ def measure(
     student: Student,
     snapshots: Sequence[Snapshot],
     answers: Sequence[TeacherAnswer | None],
-    params: Parameters,
+    phase1: Phase1Parameters,
+    seed: int,
     leverage: bool = True,
     cpt: bool = True,
     progress: bool = False,
@@ -233,7 +233,6 @@ def measure(
 ) -> list[Measured]:
     """Leverage and/or CPT for each snapshot, from one batched run of all their rollouts
     (`batched=False`: one rollout at a time, the reference)."""
-    phase1 = params.phase1
     conditions: list[RolloutCondition] = []
     for snapshot, answer in zip(snapshots, answers, strict=True):
         if leverage:
@@ -242,7 +241,7 @@ def measure(
             if answer is None:
                 raise ValueError(f"snapshot {snapshot.id}: CPT needs the teacher's answer")
             conditions += cpt_conditions(snapshot, answer, phase1.n_per_condition)
-    rates = success_rates(student, conditions, params, progress, batched)
+    rates = success_rates(student, conditions, phase1, seed, progress, batched)
     measured = []
     for snapshot in snapshots:
         lever = None
@@ -266,18 +265,19 @@ def label_group(
     student: Student,
     teacher: Teacher,
     snapshots: Sequence[Snapshot],
-    params: Parameters,
+    phase1: Phase1Parameters,
+    seed: int,
     progress: bool = False,
 ) -> list[LabeledSnapshot]:
     """Every label of a group of snapshots: teacher answers, U, then one batched rollout run
     for leverage and CPT (each left None when its `skip_` parameter is set)."""
-    phase1 = params.phase1
     answers = teacher.advise([teacher_request(s) for s in snapshots])
     measured = measure(
         student,
         snapshots,
         answers,
-        params,
+        phase1,
+        seed,
         leverage=not phase1.skip_leverage,
         cpt=not phase1.skip_cpt,
         progress=progress,
@@ -352,13 +352,10 @@ def place_in_quadrants(
     return QuadrantAssignment(assigned, thresholds, counts, problems)
 
 
-def phase1_snapshots(params: Parameters) -> list[Snapshot]:
+def phase1_snapshots(phase1: Phase1Parameters, seed: int, phase0: Phase0Layout) -> list[Snapshot]:
     """The Phase 0 snapshots `phase1.snapshots` names, at most `phase1.max_snapshots` of them
     (a seeded draw that keeps file order)."""
-    phase0 = params.layout.phase0
-    sources = (
-        ["failure", "expert"] if params.phase1.snapshots == "both" else [params.phase1.snapshots]
-    )
+    sources = ["failure", "expert"] if phase1.snapshots == "both" else [phase1.snapshots]
     snapshots = []
     for source in sources:
         path = phase0.snapshots(source)
@@ -366,23 +363,25 @@ def phase1_snapshots(params: Parameters) -> list[Snapshot]:
             raise FileNotFoundError(f"{path} is missing: run phase 0 first")
         snapshots += load_replayed_snapshots(path)
     _check_distinct(snapshots, phase0.folder)
-    cap = params.phase1.max_snapshots
+    cap = phase1.max_snapshots
     if cap is not None and len(snapshots) > cap:
-        keep = np.random.default_rng(params.run.seed).choice(len(snapshots), cap, replace=False)
+        keep = np.random.default_rng(seed).choice(len(snapshots), cap, replace=False)
         snapshots = [snapshots[i] for i in sorted(keep)]
     return snapshots
 
 
-def labeling_parameters(params: Parameters, student: StudentParameters) -> dict:
+def labeling_parameters(
+    phase1: Phase1Parameters, seed: int, student: StudentParameters, teacher: TeacherParameters
+) -> dict:
     """Every parameter that shapes a label: a change means the labels must be made again.
     Batch sizes are left out on purpose: labels do not depend on them."""
     return {
-        "seed": params.run.seed,
+        "seed": seed,
         "student": student.model_dump(mode="json", exclude={"batch_size"}),
-        "teacher": params.teacher.model_dump(
+        "teacher": teacher.model_dump(
             mode="json", include={"backend", "model", "temperature", "max_tokens", "base_url"}
         ),
-        "phase1": params.phase1.model_dump(
+        "phase1": phase1.model_dump(
             mode="json",
             include={
                 "n_rollouts",
@@ -439,10 +438,6 @@ def _groups(items: Sequence, size: int) -> list[Sequence]:
     return [items[start : start + size] for start in range(0, len(items), size)]
 
 
-def _student(params: Parameters, student: Student | None) -> Student:
-    return student if student is not None else load_prepared_student(params)
-
-
 @dataclass
 class LabelingReport:
     """What `label_snapshots` did: the rows, the quadrants and what to look at."""
@@ -457,27 +452,27 @@ class LabelingReport:
 
 
 def label_snapshots(
-    params: Parameters,
     snapshots: Sequence[Snapshot],
+    phase1: Phase1Parameters,
+    seed: int,
+    student: Student,
+    teacher: Teacher,
     out: Phase1Layout,
     progress: bool = True,
-    student: Student | None = None,
 ) -> LabelingReport:
     """All of Phase 1 labeling for `snapshots`, resumable, into `out`.
 
     Labels the snapshots not yet in `labeled_snapshots.jsonl`, `phase1.batch_snapshots` at a
     time (a kill loses at most one group), then assigns quadrants with the thresholds the
     parameters name and writes `labeled_snapshots.json`, the threshold files and
-    `labeling.json`. `student` defaults to the one Phase 0 prepared.
+    `labeling.json`. Every rollout's stream derives from the run's `seed`.
     """
     started = time.perf_counter()
-    phase1 = params.phase1
     if not snapshots:
         raise ValueError("no snapshots to label")
     _check_distinct(snapshots, "snapshots to label")
-    student = _student(params, student)
-    teacher = make_teacher(params)
-    notes = open_labeling(out, labeling_parameters(params, student.params))
+    made_with = labeling_parameters(phase1, seed, student.params, teacher.params)
+    notes = open_labeling(out, made_with)
     notes += [
         f"phase1.skip_{name} is set: {name} is null in every row"
         for name in ("leverage", "cpt")
@@ -487,7 +482,7 @@ def label_snapshots(
     pending = [snapshot for snapshot in snapshots if snapshot.id not in done]
     with tqdm(total=len(pending), desc="labeling", unit="snapshot", disable=not progress) as bar:
         for group in _groups(pending, phase1.batch_snapshots):
-            for row in label_group(student, teacher, group, params, progress):
+            for row in label_group(student, teacher, group, phase1, seed, progress):
                 append_jsonl(out.labeled_jsonl, row.model_dump(mode="json"))
                 done[row.id] = row
             bar.update(len(group))
@@ -504,7 +499,7 @@ def label_snapshots(
     write_json(
         out.record,
         {
-            "parameters": labeling_parameters(params, student.params),
+            "parameters": made_with,
             "snapshots": len(snapshots),
             "newly_labeled": report.newly_labeled,
             "seconds": report.seconds,
@@ -542,7 +537,8 @@ def merged_rows(rows: Sequence[LabeledSnapshot], out: Phase1Layout) -> list[Labe
 def _step_labels(
     step: Step,
     group: Sequence[LabeledSnapshot],
-    params: Parameters,
+    phase1: Phase1Parameters,
+    seed: int,
     student: Student | None,
     teacher: Teacher | None,
     progress: bool,
@@ -552,30 +548,38 @@ def _step_labels(
         answers = teacher.advise([teacher_request(row) for row in group])
         return [{"teacher": answer.model_dump(mode="json")} for answer in answers]
     if step == "uncertainty":
-        method = params.phase1.U_method
+        method = phase1.U_method
         return [{"U": snapshot_uncertainty(row, method), "U_method": method} for row in group]
     answers = [row.teacher for row in group]
-    measured = measure(student, group, answers, params, step == "leverage", step == "cpt", progress)
+    measured = measure(
+        student, group, answers, phase1, seed, step == "leverage", step == "cpt", progress
+    )
     key = "leverage" if step == "leverage" else "cpt"
     return [{key: getattr(m, key).model_dump(mode="json")} for m in measured]
 
 
 def label_step(
     step: Step,
-    params: Parameters,
     rows: Sequence[LabeledSnapshot],
+    phase1: Phase1Parameters,
+    seed: int,
+    student_params: StudentParameters,
+    teacher_params: TeacherParameters,
     out: Phase1Layout,
     progress: bool = True,
     student: Student | None = None,
+    teacher: Teacher | None = None,
 ) -> list[LabeledSnapshot]:
     """One step of the labeling for `rows`, resumable: its labels go to `steps/<step>.jsonl`
-    as each group completes, then both labeled files are rewritten with every label known."""
+    as each group completes, then both labeled files are rewritten with every label known.
+    `student` is loaded from `student_params` when a rollout step needs it; `hints` needs
+    `teacher`."""
     if step not in STEPS:
         raise ValueError(f"unknown labeling step {step!r}; known: {', '.join(STEPS)}")
+    if step == "hints" and teacher is None:
+        raise ValueError("the hints step needs a teacher")
     _check_distinct(rows, "rows to label")
-    rollouts = step in ("leverage", "cpt")
-    student_params = student.params if student is not None else prepared_student(params)
-    open_labeling(out, labeling_parameters(params, student_params))
+    open_labeling(out, labeling_parameters(phase1, seed, student_params, teacher_params))
     log = out.step_log(step)
     done = {entry["id"] for entry in read_jsonl(log)}
     pending = merged_rows([row for row in rows if row.id not in done], out)
@@ -584,12 +588,11 @@ def label_step(
             f"CPT needs the teacher's answers, which {len(lacking)} row(s) lack "
             f"(first: {lacking[0]}): run `label hints` first"
         )
-    if rollouts and pending:
-        student = student if student is not None else Student.load(student_params)
-    teacher = make_teacher(params) if step == "hints" else None
+    if step in ("leverage", "cpt") and pending and student is None:
+        student = Student.load(student_params)
     with tqdm(total=len(pending), desc=step, unit="snapshot", disable=not progress) as bar:
-        for group in _groups(pending, params.phase1.batch_snapshots):
-            labels = _step_labels(step, group, params, student, teacher, progress)
+        for group in _groups(pending, phase1.batch_snapshots):
+            labels = _step_labels(step, group, phase1, seed, student, teacher, progress)
             for row, fields in zip(group, labels, strict=True):
                 append_jsonl(log, {"id": row.id, **fields})
             bar.update(len(group))

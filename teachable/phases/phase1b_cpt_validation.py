@@ -29,8 +29,7 @@ from teachable.models.lora import TrainResult, train_lora
 from teachable.models.rollouts import run_episodes, success_rate
 from teachable.models.student import Student
 from teachable.models.supervision import sft_example
-from teachable.parameters import LoraParameters, Parameters
-from teachable.phases.phase0_warmup import load_prepared_student
+from teachable.parameters import LoraParameters, Phase1BParameters
 from teachable.phases.phase1_labels import RolloutCondition
 from teachable.records.labeled import Format, LabeledSnapshot
 from teachable.records.layout import Phase1BLayout
@@ -80,10 +79,9 @@ def choose_panel(
     return panel
 
 
-def micro_lora(params: Parameters) -> LoraParameters:
+def micro_lora(phase1b: Phase1BParameters, lora: LoraParameters) -> LoraParameters:
     """The `lora` section with Phase 1B's steps and learning rate, one example per step."""
-    phase1b = params.phase1b
-    return params.lora.model_copy(
+    return lora.model_copy(
         update={
             "steps": phase1b.n_steps,
             "learning_rate": phase1b.learning_rate,
@@ -93,21 +91,27 @@ def micro_lora(params: Parameters) -> LoraParameters:
     )
 
 
-def trained_format(row: LabeledSnapshot, params: Parameters) -> Format:
+def trained_format(row: LabeledSnapshot, phase1b: Phase1BParameters) -> Format:
     """The snapshot's best format over the placebo, unless the parameters fix one."""
-    chosen = params.phase1b.format
+    chosen = phase1b.format
     return row.cpt.route_net if chosen == "route_net" else chosen
 
 
-def result_key(row: LabeledSnapshot, params: Parameters, student: Student) -> str:
+def result_key(
+    row: LabeledSnapshot,
+    phase1b: Phase1BParameters,
+    lora: LoraParameters,
+    seed: int,
+    student: Student,
+) -> str:
     """Everything that shapes a snapshot's result, hashed: a result with another key is
     stale and is made again."""
-    example = sft_example(row, trained_format(row, params), params.student.history)
+    example = sft_example(row, trained_format(row, phase1b), student.params.history)
     shaping = {
-        "seed": params.run.seed,
+        "seed": seed,
         "student": student.params.model_dump(mode="json", exclude={"batch_size"}),
-        "lora": micro_lora(params).model_dump(mode="json"),
-        "rollouts": params.phase1b.model_dump(
+        "lora": micro_lora(phase1b, lora).model_dump(mode="json"),
+        "rollouts": phase1b.model_dump(
             include={"n_validation_rollouts", "rollout_max_steps", "temperature"}
         ),
         "prompt": [example.prompt.observation, example.prompt.patch, example.target],
@@ -116,14 +120,13 @@ def result_key(row: LabeledSnapshot, params: Parameters, student: Student) -> st
 
 
 def validation_success(
-    student: Student, rows: Sequence[LabeledSnapshot], params: Parameters
+    student: Student, rows: Sequence[LabeledSnapshot], phase1b: Phase1BParameters, seed: int
 ) -> dict[str, float]:
     """Success rate of the student from each snapshot, every rollout in one batched call."""
-    phase1b = params.phase1b
     conditions = [RolloutCondition(row, CONDITION, phase1b.n_validation_rollouts) for row in rows]
-    specs = [spec for condition in conditions for spec in condition.specs(params.run.seed)]
+    specs = [spec for condition in conditions for spec in condition.specs(seed)]
     episodes = run_episodes(
-        student, specs, phase1b.rollout_max_steps, phase1b.temperature, params.student.history
+        student, specs, phase1b.rollout_max_steps, phase1b.temperature, student.params.history
     )
     n = phase1b.n_validation_rollouts
     return {
@@ -132,30 +135,38 @@ def validation_success(
     }
 
 
-def micro_adapter(student: Student, row: LabeledSnapshot, params: Parameters) -> TrainResult:
+def micro_adapter(
+    student: Student, row: LabeledSnapshot, phase1b: Phase1BParameters, lora: LoraParameters
+) -> TrainResult:
     """A fresh adapter trained on the snapshot's own supervision alone (kept in memory)."""
-    example = sft_example(row, trained_format(row, params), params.student.history)
-    return train_lora(student, [example], micro_lora(params))
+    example = sft_example(row, trained_format(row, phase1b), student.params.history)
+    return train_lora(student, [example], micro_lora(phase1b, lora))
 
 
 def micro_train(
-    student: Student, row: LabeledSnapshot, before: float, params: Parameters, key: str
+    student: Student,
+    row: LabeledSnapshot,
+    before: float,
+    phase1b: Phase1BParameters,
+    lora: LoraParameters,
+    seed: int,
+    key: str,
 ) -> MicroResult:
     """Train a fresh adapter on the snapshot's supervision, then replay its rollouts."""
-    trained = micro_adapter(student, row, params)
-    after = validation_success(trained.student, [row], params)[row.id]
+    trained = micro_adapter(student, row, phase1b, lora)
+    after = validation_success(trained.student, [row], phase1b, seed)[row.id]
     return MicroResult(
         id=row.id,
         quadrant=row.quadrant,
         level=row.level,
         ELP_net=row.cpt.ELP_net,
         route_net=row.cpt.route_net,
-        format=trained_format(row, params),
+        format=trained_format(row, phase1b),
         target=row.expert_action,
         before=before,
         after=after,
         delta=round(after - before, 6),
-        n_rollouts=params.phase1b.n_validation_rollouts,
+        n_rollouts=phase1b.n_validation_rollouts,
         losses=[round(loss, 6) for loss in trained.losses],
         seconds=round(trained.seconds, 2),
         key=key,
@@ -179,19 +190,20 @@ class MicroTrainingReport:
 
 
 def validate_cpt(
-    params: Parameters,
     rows: Sequence[LabeledSnapshot],
+    phase1b: Phase1BParameters,
+    lora: LoraParameters,
+    seed: int,
+    student: Student,
     out: Phase1BLayout,
-    student: Student | None = None,
     progress: bool = True,
 ) -> MicroTrainingReport:
-    """All of Phase 1B for the labeled `rows`, resumable, into `out`. `student` defaults
-    to the one Phase 0 prepared."""
-    panel = choose_panel(rows, params.phase1b.n_per_quadrant, params.run.seed)
+    """All of Phase 1B for the labeled `rows`, resumable, into `out`: micro-training with the
+    shared `lora` settings under Phase 1B's steps and learning rate, rollouts seeded by `seed`."""
+    panel = choose_panel(rows, phase1b.n_per_quadrant, seed)
     if not panel:
         raise ValueError("no labeled snapshot has both a quadrant and CPT labels: nothing to test")
-    student = student if student is not None else load_prepared_student(params)
-    keys = {row.id: result_key(row, params, student) for row in panel}
+    keys = {row.id: result_key(row, phase1b, lora, seed, student) for row in panel}
     done = {
         result.id: result
         for result in map(MicroResult.model_validate, read_jsonl(out.results_log))
@@ -199,14 +211,14 @@ def validate_cpt(
     }
     pending = [row for row in panel if row.id not in done]
     if pending:
-        before = validation_success(student, pending, params)
+        before = validation_success(student, pending, phase1b, seed)
         for row in tqdm(pending, desc="micro-training", unit="snapshot", disable=not progress):
-            result = micro_train(student, row, before[row.id], params, keys[row.id])
+            result = micro_train(student, row, before[row.id], phase1b, lora, seed, keys[row.id])
             append_jsonl(out.results_log, result.model_dump(mode="json"))
             done[row.id] = result
     results = [with_labels(done[row.id], row) for row in panel]
     write_json(out.results, [result.model_dump(mode="json") for result in results])
-    correlation = gate(result_frame(results), params.run.seed, params.phase1b.bootstrap_resamples)
+    correlation = gate(result_frame(results), seed, phase1b.bootstrap_resamples)
     write_json(out.correlation, correlation)
     return MicroTrainingReport(results, correlation, len(pending))
 

@@ -27,8 +27,7 @@ from tqdm.auto import tqdm
 from teachable.models.lora import train_lora
 from teachable.models.student import Student
 from teachable.models.supervision import sft_examples
-from teachable.parameters import LoraParameters, Parameters
-from teachable.phases.phase0_warmup import load_prepared_student
+from teachable.parameters import LoraParameters, Phase2Parameters
 from teachable.records.labeled import FORMATS, Format, LabeledSnapshot
 from teachable.records.layout import Phase2Layout, TrainingLayout
 from teachable.records.quadrants import QUADRANTS
@@ -86,14 +85,14 @@ def train_run(
     student: Student,
     run: MatrixRun,
     lora: LoraParameters,
-    params: Parameters,
     out: TrainingLayout,
     key: str,
+    group: str,
 ) -> RunEntry:
     """Train one run's adapter with `lora` into its folder of `out` and describe it."""
-    examples = sft_examples(run.rows, run.format, params.student.history)
+    examples = sft_examples(run.rows, run.format, student.params.history)
     result = train_lora(student, examples, lora, out.adapter(run.id))
-    log_to_wandb(run, result.losses, lora, params)
+    log_to_wandb(run, result.losses, lora, group)
     return RunEntry(
         id=run.id,
         quadrant=run.quadrant,
@@ -109,9 +108,7 @@ def train_run(
     )
 
 
-def log_to_wandb(
-    run: MatrixRun, losses: list[float], lora: LoraParameters, params: Parameters
-) -> None:
+def log_to_wandb(run: MatrixRun, losses: list[float], lora: LoraParameters, group: str) -> None:
     """Send the run's loss curve to Weights & Biases when `WANDB_PROJECT` is set and the
     optional `wandb` package is installed; nothing depends on it."""
     project = os.environ.get("WANDB_PROJECT")
@@ -120,9 +117,7 @@ def log_to_wandb(
     import wandb
 
     config = {"format": run.format, "n_train": len(run.rows), **lora.model_dump(mode="json")}
-    tracked = wandb.init(
-        project=project, group=params.run_name, name=run.id, config=config, reinit=True
-    )
+    tracked = wandb.init(project=project, group=group, name=run.id, config=config, reinit=True)
     for step, loss in enumerate(losses):
         tracked.log({"loss": loss}, step=step)
     tracked.finish()
@@ -158,21 +153,23 @@ class MatrixReport:
 
 
 def train_matrix(
-    params: Parameters,
     rows: Sequence[LabeledSnapshot],
+    phase2: Phase2Parameters,
+    lora: LoraParameters,
+    seed: int,
+    student: Student,
     out: Phase2Layout,
-    student: Student | None = None,
+    run_name: str,
     progress: bool = True,
 ) -> MatrixReport:
-    """All of Phase 2 for the labeled `rows`, resumable, into `out`. `student` defaults
-    to the one Phase 0 prepared."""
-    phase2 = params.phase2
-    split = split_by_task(rows, phase2.test_fraction, params.run.seed)
-    save_split(out.split, split, phase2.test_fraction, params.run.seed)
-    runs = plan_matrix(split.train, params.run.seed)
-    student = student if student is not None else load_prepared_student(params)
+    """All of Phase 2 for the labeled `rows`, resumable, into `out`: the shared `lora` settings
+    under Phase 2's overrides, the split and the random baseline drawn with `seed`, and the
+    losses logged under `run_name` where Weights & Biases is set up."""
+    split = split_by_task(rows, phase2.test_fraction, seed)
+    save_split(out.split, split, phase2.test_fraction, seed)
+    runs = plan_matrix(split.train, seed)
     earlier = TrainingSummary.entries_in(out.training_summary)
-    lora = params.phase2.over(params.lora)
+    lora = phase2.over(lora)
     entries: dict[str, RunEntry] = {}
     trained = 0
     for run in tqdm(runs, desc="training matrix", unit="run", disable=not progress):
@@ -191,7 +188,7 @@ def train_matrix(
         elif is_finished(earlier.get(run.id), key, out):
             entries[run.id] = earlier[run.id]
         else:
-            entries[run.id] = train_run(student, run, lora, params, out, key)
+            entries[run.id] = train_run(student, run, lora, out, key, run_name)
             trained += 1
         known = earlier | entries  # earlier entries of runs not reached yet survive a kill now
         save_summary(out, lora, out.split, [known[r.id] for r in runs if r.id in known])

@@ -41,10 +41,9 @@ from tqdm.auto import tqdm
 
 from teachable.models.rollouts import Episode, EpisodeSpec, run_episodes
 from teachable.models.student import Student
-from teachable.parameters import Parameters
-from teachable.phases.phase0_warmup import load_prepared_student
+from teachable.parameters import Phase3Parameters
 from teachable.records.env_state import EnvState
-from teachable.records.labeled import LabeledSnapshot, load_labeled
+from teachable.records.labeled import LabeledSnapshot
 from teachable.records.layout import EvaluationLayout, TrainingLayout
 from teachable.records.quadrants import QUADRANTS, Quadrant
 from teachable.records.snapshot import level_of
@@ -158,26 +157,32 @@ def snapshot_items(split: TaskSplit, per_quadrant: int) -> list[EvaluationItem]:
     return items
 
 
-def retention_candidates(params: Parameters) -> list[EnvState]:
+def retention_candidates(
+    phase3: Phase3Parameters, levels: Sequence[str], seed: int
+) -> list[EnvState]:
     """Retention-purpose tasks on the training levels, and as many on `retention_levels`."""
-    n = params.phase3.retention_tasks
-    tasks = task_suite(params, "retention", n).tasks
-    if params.phase3.retention_levels and n:
-        tasks += task_suite(params, "retention", n, params.phase3.retention_levels).tasks
+    n = phase3.retention_tasks
+    tasks = task_suite("retention", n, levels, seed).tasks
+    if phase3.retention_levels and n:
+        tasks += task_suite("retention", n, phase3.retention_levels, seed).tasks
     return list(dict.fromkeys(tasks))
 
 
 def evaluation_items(
-    params: Parameters, split: TaskSplit, labeled: Sequence[LabeledSnapshot]
+    phase3: Phase3Parameters,
+    levels: Sequence[str],
+    seed: int,
+    split: TaskSplit,
+    labeled: Sequence[LabeledSnapshot],
 ) -> list[EvaluationItem]:
     """Everything the base plays: held-out tasks, test snapshots, retention candidates."""
-    heldout = task_suite(params, "heldout", params.phase3.n_tasks).tasks
-    retention = retention_candidates(params)
+    heldout = task_suite("heldout", phase3.n_tasks, levels, seed).tasks
+    retention = retention_candidates(phase3, levels, seed)
     check_unseen(heldout, "heldout", split, labeled)
     check_unseen(retention, "retention", split, labeled)
     return [
         *(EvaluationItem("tasks", task) for task in heldout),
-        *snapshot_items(split, params.phase3.n_snapshots_per_quadrant),
+        *snapshot_items(split, phase3.n_snapshots_per_quadrant),
         *(EvaluationItem("retention", task) for task in retention),
     ]
 
@@ -258,34 +263,34 @@ def folder_digest(folder: Path) -> str:
     return digest.hexdigest()
 
 
-def episodes_key(params: Parameters, student: Student, items: Sequence[EvaluationItem]) -> str:
+def episodes_key(max_steps: int, student: Student, items: Sequence[EvaluationItem]) -> str:
     """Everything that shapes a model's episodes: weights, prompts, budget and starts."""
     shaping = {
         "student": student.params.model_dump(mode="json", exclude={"batch_size"}),
         "adapter": None if student.adapter is None else folder_digest(student.adapter),
-        "max_steps": params.phase3.max_steps,
+        "max_steps": max_steps,
         "items": [[item.suite, item.key, item.start.model_dump(mode="json")] for item in items],
     }
     return hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def play(
-    params: Parameters, student: Student, items: Sequence[EvaluationItem], progress: bool
+    max_steps: int, student: Student, items: Sequence[EvaluationItem], progress: bool
 ) -> list[dict]:
     """Every item played greedily in one batched `run_episodes` call."""
     episodes = run_episodes(
         student,
         [EpisodeSpec(item.start) for item in items],
-        params.phase3.max_steps,
+        max_steps,
         temperature=0.0,
-        history=params.student.history,
+        history=student.params.history,
         progress=progress,
     )
     return [episode_record(item, episode) for item, episode in zip(items, episodes, strict=True)]
 
 
 def model_episodes(
-    params: Parameters,
+    max_steps: int,
     name: str,
     student: Student,
     items: Sequence[EvaluationItem],
@@ -294,14 +299,14 @@ def model_episodes(
     progress: bool,
 ) -> dict:
     """A model's episodes: from the log when its key matches, else played and logged."""
-    key = episodes_key(params, student, items)
+    key = episodes_key(max_steps, student, items)
     if (name, key) in done:
         return done[(name, key)]
     started = time.perf_counter()
     row = {
         "model": name,
         "key": key,
-        "episodes": play(params, student, items, progress),
+        "episodes": play(max_steps, student, items, progress),
     }
     row["seconds"] = round(time.perf_counter() - started, 1)
     append_jsonl(log, row)
@@ -502,29 +507,36 @@ class Evaluation:
         return frontier(self.overall, self.retention)
 
 
-def load_inputs(params: Parameters, split_path: Path) -> tuple[TaskSplit, list[LabeledSnapshot]]:
+def load_split_of(split_path: Path, labeled: Sequence[LabeledSnapshot]) -> TaskSplit:
     """The Phase 2 split, applied to the labeled snapshots (with their quadrants)."""
     if not split_path.is_file():
         raise FileNotFoundError(f"{split_path} is missing: run phase 2 first")
-    labeled = load_labeled(params.layout.phase1)
-    return load_split(split_path, labeled), labeled
+    return load_split(split_path, labeled)
 
 
 def evaluate_runs(
-    params: Parameters, trained: TrainingLayout, out: EvaluationLayout, progress: bool = True
+    trained: TrainingLayout,
+    labeled: Sequence[LabeledSnapshot],
+    phase3: Phase3Parameters,
+    levels: Sequence[str],
+    seed: int,
+    base: Student,
+    out: EvaluationLayout,
+    progress: bool = True,
 ) -> Evaluation:
-    """Evaluate the base and every trained run of a training folder's summary (skipped runs are
-    listed as such); write the evaluation suite's tables and records into `out`."""
+    """Evaluate the `base` student and every trained run of a training folder's summary
+    (skipped runs are listed as such) on the held-out tasks of the training `levels`, the test
+    snapshots of the split the runs trained on, and the retention tasks; write the evaluation
+    suite's tables and records into `out`."""
     started = time.perf_counter()
     summary = TrainingSummary.load(trained.training_summary)
     adapters = adapter_folders(summary, trained)
-    split, labeled = load_inputs(params, trained.folder / summary.split)
-    items = evaluation_items(params, split, labeled)
-    base = load_prepared_student(params)
+    split = load_split_of(trained.folder / summary.split, labeled)
+    items = evaluation_items(phase3, levels, seed, split, labeled)
 
     log = out.episodes
     done = {(row["model"], row["key"]): row for row in read_jsonl(log)}
-    base_row = model_episodes(params, BASE, base, items, done, log, progress)
+    base_row = model_episodes(phase3.max_steps, BASE, base, items, done, log, progress)
     solved = {
         row["key"] for row in base_row["episodes"] if row["suite"] == "retention" and row["success"]
     }
@@ -532,10 +544,12 @@ def evaluate_runs(
     rows = [base_row]
     for run_id, folder in tqdm(adapters.items(), desc="models", disable=not progress):
         student = base.with_adapter(folder)
-        rows.append(model_episodes(params, run_id, student, run_items, done, log, progress))
+        rows.append(
+            model_episodes(phase3.max_steps, run_id, student, run_items, done, log, progress)
+        )
     write_jsonl(log, rows)  # rows of earlier parameters or runs are dropped
 
-    evaluation = tabulate(params, summary.runs, rows)
+    evaluation = tabulate(levels, summary.runs, rows)
     evaluation.record.update(
         training_summary=str(trained.training_summary),
         evaluated_now=[row["model"] for row in rows if (row["model"], row["key"]) not in done],
@@ -545,7 +559,7 @@ def evaluate_runs(
     return evaluation
 
 
-def tabulate(params: Parameters, runs: Sequence[RunEntry], rows: Sequence[dict]) -> Evaluation:
+def tabulate(levels: Sequence[str], runs: Sequence[RunEntry], rows: Sequence[dict]) -> Evaluation:
     """The tables from each model's logged episodes."""
     models = model_table(runs)
     episodes = pd.DataFrame(
@@ -576,7 +590,7 @@ def tabulate(params: Parameters, runs: Sequence[RunEntry], rows: Sequence[dict])
         per_quadrant=per_quadrant,
         transfer=transfer,
         transfer_summary=transfer_summary(transfer),
-        retention=retention_table(episodes, models, params.env.levels),
+        retention=retention_table(episodes, models, levels),
         stuckness=stuckness_table(episodes),
         record={
             "n_items": {suite: int(counts.get(suite, 0)) for suite in SUITES},

@@ -38,11 +38,11 @@ from tqdm.auto import tqdm
 
 from teachable.models.student import Student
 from teachable.parameters import (
-    Parameters,
+    LoraParameters,
+    Phase3Parameters,
     Phase5Parameters,
     SelectionMethod,
 )
-from teachable.phases.phase0_warmup import load_prepared_student
 from teachable.phases.phase2_matrix import (
     MatrixRun,
     is_finished,
@@ -54,13 +54,13 @@ from teachable.phases.phase3_evaluation import (
     RETENTION_DROP_LIMIT,
     Evaluation,
     evaluate_runs,
+    load_split_of,
 )
 from teachable.phases.phase4_predictor import Predictor, PredictorResult
 from teachable.records.labeled import LabeledSnapshot, load_labeled
-from teachable.records.layout import MethodLayout, Phase4Layout
+from teachable.records.layout import MethodLayout, Phase4Layout, RunLayout
 from teachable.records.store import read_jsonl, write_json, write_jsonl
 from teachable.records.training_summary import BASE, RunEntry, TrainingSummary
-from teachable.world.splits import load_split
 
 SUITES = ("tasks", "snapshots")  # held-out tasks (the verdicts' suite) and test snapshots
 
@@ -172,19 +172,20 @@ def predicted_scores(phase4: Phase4Layout, pool: Sequence[LabeledSnapshot]) -> p
 def train_method(
     student: Student,
     runs: Sequence[MatrixRun],
-    params: Parameters,
+    lora: LoraParameters,
     out: MethodLayout,
     split: Path,
+    group: str,
 ) -> list[RunEntry]:
-    """Train a method's runs into `out` (keeping finished ones) and write its summary."""
-    lora = params.phase5.over(params.lora)
+    """Train a method's runs with `lora` into `out` (keeping finished ones) and write its
+    summary; losses go to Weights & Biases under `group` where it is set up."""
     earlier = TrainingSummary.entries_in(out.training_summary)
     entries = []
     for run in runs:
         key = run_key(run, lora, student)
         entry = earlier.get(run.id)
         if not is_finished(entry, key, out):
-            entry = train_run(student, run, lora, params, out, key)
+            entry = train_run(student, run, lora, out, key, group)
         entries.append(entry)
         save_summary(out, lora, split, entries)
     return entries
@@ -215,32 +216,43 @@ class SelectionReport:
 
 
 def run_selection(
-    params: Parameters,
-    student: Student | None = None,
+    phase5: Phase5Parameters,
+    phase3: Phase3Parameters,
+    lora: LoraParameters,
+    levels: Sequence[str],
+    seed: int,
+    student: Student,
+    run: RunLayout,
     progress: bool = True,
 ) -> SelectionReport:
-    """All of Phase 5, resumable, into the run's Phase 5 folder. `student` defaults to the one
-    Phase 0 prepared."""
-    run = params.layout
+    """All of Phase 5, resumable: select from the run's Phase 2 train side (ranked by the
+    Phase 4 predictor where asked), train each pick with the shared `lora` settings under
+    Phase 5's overrides, evaluate with Phase 3's suite on the training `levels`, and write
+    everything into the run's Phase 5 folder."""
     out = run.phase5
     split_path = run.phase2.split
-    if not split_path.is_file():
-        raise FileNotFoundError(f"{split_path} is missing: run phase 2 first")
-    split = load_split(split_path, load_labeled(run.phase1))
+    labeled = load_labeled(run.phase1)
+    split = load_split_of(split_path, labeled)
     pool, left_out = labeled_pool(split.train)
     predictions = None
-    if pool and "predictor" in params.phase5.methods:
+    if pool and "predictor" in phase5.methods:
         predictions = predicted_scores(run.phase4, pool)
-    runs = plan_selections(params.phase5, pool, predictions)
-    student = student if student is not None else load_prepared_student(params)
+    runs = plan_selections(phase5, pool, predictions)
+    lora = phase5.over(lora)
     entries, evaluations, logs = {}, {}, []
     for method, method_runs in tqdm(runs.items(), desc="selection", disable=not progress):
         trained = out.method(method)
-        entries[method] = train_method(student, method_runs, params, trained, split_path)
+        entries[method] = train_method(
+            student, method_runs, lora, trained, split_path, run.folder.name
+        )
         share_base_episodes(logs, trained.evaluation.episodes)
-        evaluations[method] = evaluate_runs(params, trained, trained.evaluation, progress=progress)
+        evaluations[method] = evaluate_runs(
+            trained, labeled, phase3, levels, seed, student, trained.evaluation, progress
+        )
         logs.append(trained.evaluation.episodes)
-    summary = selection_summary(params, runs, evaluations, len(split.train), left_out, pool)
+    summary = selection_summary(
+        phase5, lora, seed, run.phase4, runs, evaluations, len(split.train), left_out, pool
+    )
     write_json(out.summary, summary)
     return SelectionReport(runs, entries, evaluations, summary)
 
@@ -367,7 +379,10 @@ def predictor_seen_share(phase4: Phase4Layout, pool: Sequence[LabeledSnapshot]) 
 
 
 def selection_summary(
-    params: Parameters,
+    phase5: Phase5Parameters,
+    lora: LoraParameters,
+    seed: int,
+    phase4: Phase4Layout,
     runs: dict[SelectionMethod, list[MatrixRun]],
     evaluations: dict[SelectionMethod, Evaluation],
     n_train: int,
@@ -376,7 +391,6 @@ def selection_summary(
 ) -> dict:
     """The `selection_summary.json` record: K, each method's gains, retention and picks, and
     the verdicts."""
-    phase5, seed = params.phase5, params.run.seed
     k = min(phase5.budget, len(pool))
     oracle_ids = {row.id for row in select("oracle", pool, k)}
     methods = {}
@@ -402,14 +416,14 @@ def selection_summary(
         "train_snapshots": n_train,
         "left_out_unlabeled": len(left_out),
         "format": phase5.format,
-        "lora": params.phase5.over(params.lora).model_dump(mode="json"),
+        "lora": lora.model_dump(mode="json"),
         "random_seeds": phase5.random_seeds,
         "interval": (
             f"{CONFIDENCE:.0%} percentile bootstrap of the mean paired gain over the suite's "
             f"items ({phase5.bootstrap_resamples} resamples); random averages each item's "
             "success over its seeds first"
         ),
-        "predictor_seen_share": predictor_seen_share(params.layout.phase4, pool),
+        "predictor_seen_share": predictor_seen_share(phase4, pool),
         "methods": methods,
         "verdicts": verdicts(methods),
     }

@@ -5,7 +5,6 @@ the snapshots mined, and one snapshot's action distribution.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import altair as alt
 import numpy as np
@@ -14,9 +13,6 @@ import pandas as pd
 from teachable.models.rollouts import Episode
 from teachable.models.student import normalized_entropy
 from teachable.records.snapshot import Snapshot, level_of
-
-if TYPE_CHECKING:
-    pass
 
 
 def episode_frame(episodes: Sequence[Episode]) -> pd.DataFrame:

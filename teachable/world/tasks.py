@@ -15,7 +15,6 @@ import minigrid  # noqa: F401  (registers the BabyAI-* ids with gymnasium)
 import numpy as np
 from tqdm.auto import tqdm
 
-from teachable.parameters import Parameters
 from teachable.records.env_state import EnvState
 from teachable.world.text_world import env_id, expert_trajectory
 
@@ -71,17 +70,15 @@ def build_suite(
 PURPOSES = ("warmup", "warmup_eval", "rollouts", "expert", "heldout", "retention")
 
 
-def task_suite(
-    params: Parameters, purpose: str, n_tasks: int, levels: Sequence[str] | None = None
-) -> Suite:
-    """The bot-solved tasks of one purpose, deterministic for the run seed."""
+def task_suite(purpose: str, n_tasks: int, levels: Sequence[str], seed: int) -> Suite:
+    """The bot-solved tasks of one purpose on `levels`, deterministic for the run `seed`."""
     if purpose not in PURPOSES:
         raise ValueError(f"unknown task purpose {purpose!r}; known: {', '.join(PURPOSES)}")
     index = PURPOSES.index(purpose)
     return build_suite(
-        levels or params.env.levels,
+        levels,
         n_tasks,
-        seed=params.run.seed * len(PURPOSES) + index,
+        seed=seed * len(PURPOSES) + index,
         residue=(index, len(PURPOSES)),
     )
 
