@@ -1,6 +1,6 @@
 """Command line: `python -m teachable run PARAMS [--phases ...] [--force] [--set ...]`, the
 stepwise Phase 1 labeling: `python -m teachable label STEP --params PARAMS --input FILE
-[--output-dir DIR]`, the pass criteria of a run: `python -m teachable check RUN_DIR`, and the
+[--output-dir DIR]`, the artifacts of a run: `python -m teachable check RUN_DIR`, and the
 parameter reference: `python -m teachable params [PARAMS_FILE]`.
 
 Each subcommand is a pair of functions: one adds its arguments, one carries it out and returns
@@ -209,7 +209,7 @@ def add_label_command(commands: argparse._SubParsersAction) -> None:
 
 
 def check(args: argparse.Namespace) -> int:
-    """Print the pass criteria of a run folder, one line each; 1 when one fails."""
+    """Print the artifact checks of a run folder, one line each; 1 when one fails."""
     if not args.run_dir.is_dir():
         print(f"{args.run_dir} is not a run folder", file=sys.stderr)
         return 2
@@ -221,7 +221,7 @@ def check(args: argparse.Namespace) -> int:
 
 def add_check_command(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
-        "check", help="check a run against the pass criteria (the plan's pilot criteria)"
+        "check", help="check that a run holds every artifact the plan's pilot names, readable"
     )
     parser.add_argument("run_dir", type=Path, help="run folder, e.g. runs/pilot")
     parser.set_defaults(handler=check)

@@ -1,10 +1,10 @@
-"""Pass criteria of a run folder: `python -m teachable check runs/<run>`.
+"""Artifact checks of a run folder: `python -m teachable check runs/<run>`.
 
-The plan's pilot passes when Phase 1's labeled snapshots are non-empty, Phase 2's training
-summary, Phase 3's five CSVs and Phase 4's training result exist. Each criterion is one
-`RunCheck` in `CHECKS`: the artifact it looks at and how to inspect it. Criteria of the parts a
-run may not have reached (Phase 5, the paper artifacts) apply only when the run holds their
-folder. A later phase adds its criterion as one more entry.
+The plan's pilot must leave Phase 1's labeled snapshots (non-empty), Phase 2's training summary,
+Phase 3's five CSVs and Phase 4's training result, each readable. Each check is one `RunCheck` in
+`CHECKS`: the artifact it looks at and how to inspect it. Checks of the parts a run may not have
+reached (Phase 5, the paper artifacts) apply only when the run holds their folder. These checks
+read no figure: whether a hypothesis of the plan holds is not theirs to say.
 """
 
 from __future__ import annotations
