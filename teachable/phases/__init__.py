@@ -1,0 +1,1 @@
+"""One module per phase of the plan, each with its entry points."""

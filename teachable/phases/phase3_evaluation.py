@@ -2,7 +2,7 @@
 
 Each model plays, at temperature 0 and for at most `phase3.max_steps` steps:
 
-- `tasks`: `n_tasks` held-out tasks (their own purpose in `splits`, so no warm-up, rollout or
+- `tasks`: `n_tasks` held-out tasks (their own purpose in `world.tasks`, so no warm-up, rollout or
   expert task can be among them; checked again against the Phase 2 split and the labeled
   snapshots before any episode runs);
 - `snapshots`: up to `n_snapshots_per_quadrant` test snapshots of each quadrant (the test side

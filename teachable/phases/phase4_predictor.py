@@ -2,10 +2,11 @@
 of a snapshot from cheap observables only (mission, observation, valid actions and the
 student's action), so that new snapshots are scored without a single rollout.
 
-Rows are plain dicts, as in `labeled_snapshots.jsonl`. A row whose `leverage` or `cpt` is null
+It trains on labeled snapshots and scores any snapshot. A row whose `leverage` or `cpt` is null
 still trains the heads it has targets for: each head's loss covers only the rows that carry
-its target. Tasks `(env_id, seed)` are split into train, validation and test; the validation
-loss picks the best epoch and the test split is scored once, at the end.
+its target. Tasks `(env_id, seed)` are split into train, validation and test
+(`world.splits.assign_tasks`); the validation loss picks the best epoch and the test split is
+scored once, at the end.
 """
 
 from __future__ import annotations

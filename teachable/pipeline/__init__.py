@@ -1,0 +1,1 @@
+"""Running the phases: the papermill runner, provenance and the run checks."""

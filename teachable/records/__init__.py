@@ -1,0 +1,1 @@
+"""What phases hand each other, one schema each, and the run layout naming every path."""

@@ -1,0 +1,1 @@
+"""Presentation: chart infrastructure, each phase's tables and charts, paper artifacts, widgets."""
