@@ -4,14 +4,17 @@ stepwise Phase 1 labeling: `python -m teachable label STEP --params PARAMS --inp
 parameter reference: `python -m teachable params [PARAMS_FILE]`.
 
 Each subcommand is a pair of functions: one adds its arguments, one carries it out and returns
-the exit code: 0 done, 1 a phase failed or a gate stopped the run, 2 bad input (parameters,
-phase names, notebooks, a missing key or student folder).
+the exit code: 0 done, 1 a phase failed, a gate stopped the run or the teacher's answers were
+too often invalid, 2 the work cannot start (bad parameters, phase names or notebooks, a missing
+key, a folder that is not a model, an input file that does not parse, a row that lacks a field
+the step needs, or a run folder another process is working in).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 from dotenv import find_dotenv, load_dotenv
@@ -25,15 +28,18 @@ from teachable.parameters import (
     with_overrides,
 )
 from teachable.pipeline.checks import check_run, describe
+from teachable.pipeline.lock import FolderBusy, hold_lock
 from teachable.pipeline.runner import (
     NOTEBOOKS_DIR,
     PHASES,
     PhaseFailed,
     check_prerequisites,
+    check_readable_inputs,
     run_phases,
     select_phases,
 )
 from teachable.records.layout import Phase1Layout
+from teachable.records.store import read_json
 
 
 def run(args: argparse.Namespace) -> int:
@@ -43,19 +49,32 @@ def run(args: argparse.Namespace) -> int:
         parameters = with_overrides(load_parameters(args.params), args.set or [], sections)
         phases = select_phases(args.phases, args.notebooks_dir)
         check_prerequisites(parameters)
+        check_readable_inputs(parameters, phases)
     except ValueError as error:  # bad parameters, phase or notebook; a missing key or folder
         print(error, file=sys.stderr)
         return 2
     print(f"run {parameters.run_name}: {parameters.run_dir}")
     try:
         provenance = run_phases(parameters, phases, args.notebooks_dir, force=args.force)
+    except FolderBusy as error:
+        print(error, file=sys.stderr)
+        return 2
     except PhaseFailed as error:
         print(error, file=sys.stderr)
+        print_teacher_health(read_json(parameters.layout.provenance)["phases"])
         return 1
     ran = sum(record.status == "ran" for record in provenance.phases)
     print(f"done: {ran} phase(s) ran, {len(phases) - ran} up to date")
+    print_teacher_health([asdict(record) for record in provenance.phases])
     print(f"reports: {parameters.layout.reports}")
     return 0
+
+
+def print_teacher_health(records: list[dict]) -> None:
+    """The share of invalid or failed teacher answers of each phase that ran and asked one."""
+    for record in records:
+        for line in record.get("teacher", []):
+            print(f"teacher: {line}")
 
 
 PLAN_FLAGS = {
@@ -101,8 +120,12 @@ LABEL_STEPS = ("all", "hints", "uncertainty", "leverage", "cpt", "quadrants", "p
 
 
 def label(args: argparse.Namespace) -> int:
-    """One step of Phase 1 labeling over a snapshots file, resumable. The labeling modules
-    load torch, so they are imported here rather than slowing every command down."""
+    """One step of Phase 1 labeling over a snapshots file, resumable. Every input is checked
+    (the parameters, each row, the fields the step needs, the prepared student, the teacher's
+    key) before anything is written; then the run folder (or `--output-dir`) is locked for the
+    work. The labeling modules load torch, so they are imported here rather than slowing every
+    command down."""
+    from teachable.models.teachers import TeacherOutage
     from teachable.world.replay import load_replayed_rows
 
     try:
@@ -110,11 +133,47 @@ def label(args: argparse.Namespace) -> int:
         rows = load_replayed_rows(args.input)
         chosen = _chosen_thresholds(args)
         out = Phase1Layout(args.output_dir) if args.output_dir else parameters.layout.phase1
-        print(_label_step(args.step, parameters, rows, out, chosen))
-    except (ValueError, FileNotFoundError) as error:  # bad input, found before any work
+        needs = _label_inputs(args.step, parameters, rows, out, args.input)
+    except (ValueError, FileNotFoundError, RuntimeError) as error:  # bad input, before any work
+        print(error, file=sys.stderr)
+        return 2
+    lock = out.lock if args.output_dir else parameters.layout.lock
+    try:
+        with hold_lock(lock):
+            print(_label_step(args.step, parameters, rows, out, chosen, **needs))
+    except FolderBusy as error:
+        print(error, file=sys.stderr)
+        return 2
+    except TeacherOutage as error:
+        print(error, file=sys.stderr)
+        return 1
+    except (ValueError, FileNotFoundError) as error:
         print(error, file=sys.stderr)
         return 2
     return 0
+
+
+def _label_inputs(step: str, parameters: Parameters, rows: list, out: Phase1Layout, source) -> dict:
+    """What the step needs, each checked before any work: rows with the fields it reads, the
+    student Phase 0 prepared, and the teacher (its key)."""
+    from teachable.models.teachers import make_teacher
+    from teachable.phases.phase0_warmup import prepared_student
+    from teachable.phases.phase1_labels import STEPS, check_step_inputs, require_fields
+
+    phase1, needs = parameters.phase1, {}
+    if step in ("all", *STEPS):
+        needs["student_params"] = prepared_student(parameters.layout.phase0)
+    if step in ("all", "hints"):
+        needs["teacher"] = make_teacher(parameters)
+    if step in STEPS:
+        teacher_params = parameters.teacher
+        seed = parameters.run.seed
+        check_step_inputs(
+            step, rows, phase1, seed, needs["student_params"], teacher_params, out, source
+        )
+    elif step in ("quadrants", "plots"):
+        require_fields(rows, step, phase1, source)
+    return needs
 
 
 def _chosen_thresholds(args: argparse.Namespace) -> tuple[float, float] | None:
@@ -127,11 +186,16 @@ def _chosen_thresholds(args: argparse.Namespace) -> tuple[float, float] | None:
 
 
 def _label_step(
-    step: str, parameters: Parameters, rows: list, out: Phase1Layout, chosen: tuple | None
+    step: str,
+    parameters: Parameters,
+    rows: list,
+    out: Phase1Layout,
+    chosen: tuple | None,
+    student_params=None,
+    teacher=None,
 ) -> str:
     """Carry out one `label` step and say what it did."""
-    from teachable.models.teachers import make_teacher
-    from teachable.phases.phase0_warmup import load_prepared_student, prepared_student
+    from teachable.models.student import Student
     from teachable.phases.phase1_labels import (
         STEPS,
         label_snapshots,
@@ -139,12 +203,12 @@ def _label_step(
         place_in_quadrants,
         thresholds_from_parameters,
     )
+    from teachable.records.labeled import load_teacher_health
     from teachable.records.quadrants import Thresholds, load_thresholds
     from teachable.reports.phase1 import write_plots
 
     if step == "all":
-        student = load_prepared_student(parameters.layout.phase0)
-        teacher = make_teacher(parameters)
+        student = Student.load(student_params)
         seed = parameters.run.seed
         report = label_snapshots(rows, parameters.phase1, seed, student, teacher, out)
         write_plots(report.rows, report.thresholds, out)
@@ -152,19 +216,23 @@ def _label_step(
             f"{len(report.rows)} snapshots labeled ({report.newly_labeled} new) in {out.folder}"
         ]
         lines += [f"{quadrant}: {count}" for quadrant, count in report.counts.items()]
-        return "\n".join(lines + [f"note: {note}" for note in report.notes])
+        lines += [f"note: {note}" for note in report.notes]
+        return "\n".join([*lines, report.teacher_health.line()])
     if step in STEPS:
         label_step(
             step,
             rows,
             parameters.phase1,
             parameters.run.seed,
-            prepared_student(parameters.layout.phase0),
+            student_params,
             parameters.teacher,
             out,
-            teacher=make_teacher(parameters) if step == "hints" else None,
+            teacher=teacher,
         )
-        return f"{step}: {len(rows)} snapshots labeled in {out.labeled_jsonl}"
+        done = f"{step}: {len(rows)} snapshots labeled in {out.labeled_jsonl}"
+        if step == "hints":
+            done += "\n" + load_teacher_health(out.teacher_health).line()
+        return done
     thresholds = chosen and Thresholds(U=chosen[0], L=chosen[1], source="command line")
     if step == "quadrants":
         assignment = place_in_quadrants(rows, out, parameters.phase1, thresholds)

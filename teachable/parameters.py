@@ -147,9 +147,20 @@ class TeacherParameters(Section):
         None,
         description="URL of an OpenAI-compatible server (vLLM, llama.cpp, Ollama); null: OpenAI",
     )
-    timeout_s: float = Field(30.0, gt=0, description="seconds before a request times out")
+    timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="seconds one HTTP attempt may take before it times out and is retried",
+    )
     max_retries: int = Field(
         3, ge=0, description="client retries of a request after a 429, a 5xx or a timeout"
+    )
+    max_invalid_fraction: float = Field(
+        0.1,
+        ge=0.0,
+        le=1.0,
+        description="largest share of a phase's teacher answers that may be invalid or failed "
+        "(the bot's action stands in); above it the phase fails",
     )
     cache_dir: Path | None = Field(
         None,
@@ -616,6 +627,12 @@ def parse_parameters(data: dict, path: Path) -> Parameters:
         raise ParameterError(_describe(error, path)) from None
 
 
+def _yaml_place(error: yaml.YAMLError) -> str:
+    """ ", line L, column C" where the YAML parser stopped, when it says."""
+    mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
+    return "" if mark is None else f", line {mark.line + 1}, column {mark.column + 1}"
+
+
 def load_parameters(path: str | Path) -> Parameters:
     """Read and validate a YAML parameter file."""
     path = Path(path)
@@ -624,7 +641,7 @@ def load_parameters(path: str | Path) -> Parameters:
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as error:
-        raise ParameterError(f"{path} is not valid YAML: {error}") from None
+        raise ParameterError(f"{path}{_yaml_place(error)}: not valid YAML: {error}") from None
     return parse_parameters(data, path)
 
 

@@ -2,7 +2,11 @@
 
 It speaks the part of the OpenAI protocol the teacher uses (`POST /v1/chat/completions`, a
 ChatCompletion body with `usage`, JSON errors with `retry-after-ms` so the client retries at
-once) and logs every hit with the request body and what it answered.
+once) and logs every hit with the request body and what it answered. Repliers script it: a
+well-behaved model (`first_offered`), random faults (`Flaky`), and outages: every request
+failing (`always`), an action outside the valid list (`outside_the_list`), a server that
+accepts the request and never answers (`silent`), one that fails its first hits and then heals
+(`FailFirst`), and one that fails chosen prompts until told it is well (`Outage`).
 """
 
 from __future__ import annotations
@@ -17,11 +21,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 @dataclass(frozen=True)
 class Reply:
-    """What the server does with one request: an HTTP status and, for 200, the message text."""
+    """What the server does with one request: an HTTP status and, for 200, the message text;
+    `silent` keeps the connection open without a word until the server shuts down."""
 
     status: int
     content: str | None = None
     outcome: str = "ok"
+    silent: bool = False
 
 
 @dataclass(frozen=True)
@@ -78,6 +84,57 @@ class Flaky:
         return Reply(200, answer_json("jump over the wall"), outcome=fault)
 
 
+def always(status: int) -> Callable[[dict], Reply]:
+    """A server that fails every request with `status` (a 500: down for good)."""
+    return lambda body: Reply(status, outcome=str(status))
+
+
+def outside_the_list(body: dict) -> Reply:
+    """A model that always answers an action outside the valid list, the repair included."""
+    return Reply(200, answer_json("jump over the wall"), outcome="outside")
+
+
+def silent(body: dict) -> Reply:
+    """A server that accepts each request and never answers it."""
+    return Reply(0, outcome="silent", silent=True)
+
+
+@dataclass
+class FailFirst:
+    """Fails its first `n` hits with `status`, then answers like `first_offered`."""
+
+    n: int
+    status: int = 500
+    seen: int = 0
+
+    def __call__(self, body: dict) -> Reply:
+        self.seen += 1
+        if self.seen <= self.n:
+            return Reply(self.status, outcome=str(self.status))
+        return first_offered(body)
+
+
+def user_prompt(body: dict) -> str:
+    """The question of a request (its first user message)."""
+    return body["messages"][1]["content"]
+
+
+@dataclass
+class Outage:
+    """Fails (500) every request whose question contains one of `failing`, or every request
+    when `failing` is None, until `down` is set False; answers like `first_offered` otherwise."""
+
+    failing: set[str] | None = None
+    down: bool = True
+
+    def __call__(self, body: dict) -> Reply:
+        question = user_prompt(body)
+        hit = self.failing is None or any(text in question for text in self.failing)
+        if self.down and hit:
+            return Reply(500, outcome="500")
+        return first_offered(body)
+
+
 def _words(text: str | None) -> int:
     return len((text or "").split())
 
@@ -113,6 +170,7 @@ class ChatServer:
         self.replier = replier
         self.hits: list[Hit] = []
         self._lock = threading.Lock()
+        self._closing = threading.Event()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
         self._thread = threading.Thread(
@@ -129,6 +187,7 @@ class ChatServer:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._closing.set()
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=5)
@@ -150,6 +209,10 @@ class ChatServer:
                 length = int(self.headers.get("content-length", 0))
                 body = json.loads(self.rfile.read(length))
                 reply = server._reply(body)
+                if reply.silent:
+                    server._closing.wait(timeout=600)
+                    self.close_connection = True
+                    return
                 if reply.status == 200:
                     self._send(200, completion(body, reply.content))
                 else:

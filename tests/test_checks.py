@@ -65,6 +65,11 @@ def _truncate_json(path: Path) -> None:
     path.write_text(path.read_text()[:-3])
 
 
+def _repeat_a_row(path: Path) -> None:
+    """What two writers at once leave: the same id on two lines."""
+    path.write_text(path.read_text() + path.read_text().splitlines(keepends=True)[0])
+
+
 def _header_only(path: Path) -> None:
     path.write_text(PHASE3_HEADER.splitlines()[0] + "\n")
 
@@ -74,6 +79,7 @@ def _header_only(path: Path) -> None:
     [
         ("phase1/labeled_snapshots.jsonl", _remove, "is missing"),
         ("phase1/labeled_snapshots.jsonl", _empty, "holds no row"),
+        ("phase1/labeled_snapshots.jsonl", _repeat_a_row, "3 rows for 2 ids"),
         ("phase2/training_summary.json", _remove, "is missing"),
         ("phase2/training_summary.json", _truncate_json, "is not valid JSON"),
         ("phase3/v8/transfer_matrix.csv", _remove, "is missing"),
@@ -125,3 +131,13 @@ def test_phase5_and_paper_artifacts_count_once_their_folder_exists(run_dir: Path
 
 def test_a_folder_that_is_not_a_run_is_bad_input(tmp_path: Path) -> None:
     assert main(["check", str(tmp_path / "nowhere")]) == 2
+
+
+def test_duplicate_ids_in_the_labeled_log_name_the_id_and_rows(run_dir: Path) -> None:
+    log = run_dir / "phase1" / "labeled_snapshots.jsonl"
+    lines = log.read_text().splitlines(keepends=True)
+    log.write_text("".join([*lines, lines[1], lines[0], lines[1]]))
+    [failed] = [result for result in check_run(run_dir) if result.status == "fail"]
+    assert "5 rows for 2 ids: 2 id(s) appear more than once (first: a, rows 1, 4)" in (
+        failed.reason
+    )

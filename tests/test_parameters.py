@@ -71,8 +71,9 @@ def test_unknown_level_lists_the_offender(tmp_path: Path) -> None:
 def test_missing_file_and_bad_yaml(tmp_path: Path) -> None:
     with pytest.raises(ParameterError, match="does not exist"):
         load_parameters(tmp_path / "nope.yaml")
-    with pytest.raises(ParameterError, match="not valid YAML"):
-        load_parameters(_write(tmp_path, "run: [unclosed\n"))
+    with pytest.raises(ParameterError, match="not valid YAML") as error:
+        load_parameters(_write(tmp_path, "run:\n  seed: 1\nstudent: [unclosed\n"))
+    assert re.search(r"\.yaml, line \d+, column \d+: not valid YAML", str(error.value))
 
 
 def test_phase_overrides_are_validated(tmp_path: Path) -> None:

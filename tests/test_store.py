@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from teachable.records.store import append_jsonl, read_json, read_jsonl, write_json
+from teachable.records.store import BadFile, append_jsonl, read_json, read_jsonl, write_json
 
 
 def test_write_json_round_trips_and_creates_folders(tmp_path):
@@ -56,3 +56,14 @@ def test_corrupt_row_in_the_middle_is_an_error_naming_file_and_line(tmp_path):
     path.write_text('{"i": 0}\nnot json\n{"i": 2}\n')
     with pytest.raises(ValueError, match=r"rows\.jsonl, line 2"):
         read_jsonl(path)
+
+
+def test_a_json_file_cut_short_is_an_error_naming_file_and_line(tmp_path):
+    path = tmp_path / "snapshots.json"
+    write_json(path, [{"id": "a", "actions": ["go forward"]}, {"id": "b"}])
+    path.write_text(path.read_text()[:40])
+    with pytest.raises(BadFile, match=r"snapshots\.json is not valid JSON \(line \d+, column \d+"):
+        read_json(path)
+    path.write_bytes(b"\xff\xfe[]")
+    with pytest.raises(BadFile, match=r"snapshots\.json is not valid JSON \(not UTF-8"):
+        read_json(path)

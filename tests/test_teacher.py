@@ -17,6 +17,7 @@ from chat_server import ChatServer, Flaky, Reply, answer_json, completion, first
 from teachable.models.teachers import (
     BotTeacher,
     OpenAITeacher,
+    Played,
     TeacherRequest,
     make_teacher,
     prompt_messages,
@@ -155,7 +156,13 @@ def test_flaky_server_still_answers_every_request_and_flags_invalid_ones(
         if answer.problem and answer.problem.startswith("the request failed")
     }
     assert gave_up, "the seed should exhaust the client's retries at least once"
-    assert asked_again == gave_up, "a rerun asks again only what the client gave up on"
+    fell_back = {
+        prompt_messages(request)[1]["content"]
+        for request, answer in zip(requests, answers, strict=True)
+        if not answer.valid
+    }
+    assert gave_up < fell_back, "the seed should also give answers unusable after the repair"
+    assert asked_again == fell_back, "a rerun asks again every answer that fell back, no other"
 
 
 def test_repair_message_carries_the_bad_answer_and_what_was_wrong(api_key, tmp_path, requests):
@@ -280,22 +287,26 @@ def test_openai_player_plays_the_teachers_actions_through_the_cache(api_key, tmp
 
     with ChatServer(bot_like) as server:
         params.teacher.base_url = server.base_url
-        play, name = trajectory_player(params)
-        actions, success = play(task, 64)
+        player = trajectory_player(params)
+        played = player.play(task, 64)
         assert len(server.hits) == len(bot_actions)
-        assert trajectory_player(params)[0](task, 64) == (actions, success)
+        assert trajectory_player(params).play(task, 64) == played
         assert len(server.hits) == len(bot_actions)
 
-    assert name == "openai"
-    assert (actions, success) == (bot_actions, bot_success)
-    assert success
+    assert player.name == "gpt-4o-mini"
+    assert (list(played.actions), played.success) == (bot_actions, bot_success)
+    assert played.success and played.fallback_steps == 0
     assert len(list((params.run_dir / "teacher_cache").glob("*.json"))) == len(bot_actions)
 
 
 def test_bot_backend_plays_with_the_bot_and_needs_no_key(monkeypatch, tmp_path):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     params = Parameters(run={"output_root": tmp_path})
-    assert trajectory_player(params) == (expert_trajectory, "bot")
+    player = trajectory_player(params)
+    assert player.name == "bot" and player.monitor("phase 0 experiment B", 10) is None
+    task = EnvState(env_id("GoToLocal"), 5)
+    actions, success = expert_trajectory(task, 64)
+    assert player.play(task, 64) == Played(tuple(actions), success, 0)
     assert isinstance(make_teacher(params), BotTeacher)
 
 

@@ -36,6 +36,7 @@ from transformers import (
 
 from teachable.parameters import StudentParameters
 from teachable.records.env_state import ACTIONS
+from teachable.records.store import BadFile, read_json
 
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -161,17 +162,58 @@ def tiny_checkpoint(seed: int) -> Path:
     return publish_folder(target, lambda folder: _build_tiny(folder, seed))
 
 
+WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json")
+
+
+def check_model_folder(folder: str | Path, key: str) -> None:
+    """Raise, naming the parameter `key` and the folder, unless `folder` holds a loadable
+    Hugging Face checkpoint: a `config.json` that parses and names its `model_type`, weights
+    (safetensors or PyTorch, single or sharded) and a tokenizer. Checked before any work, so
+    a wrong folder fails in a moment rather than deep inside the loader."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{key}: {folder} is not a folder")
+    config = folder / "config.json"
+    if not config.is_file():
+        raise FileNotFoundError(f"{key}: {folder} is not a model folder: it holds no config.json")
+    try:
+        settings = read_json(config)
+    except BadFile as error:
+        raise BadFile(f"{key}: {error}") from None
+    if not isinstance(settings, dict) or "model_type" not in settings:
+        raise FileNotFoundError(f"{key}: {config} names no model_type: not a model's config")
+    if not any((folder / name).is_file() for name in WEIGHT_FILES):
+        raise FileNotFoundError(
+            f"{key}: {folder} holds no weights (any of {', '.join(WEIGHT_FILES)})"
+        )
+    if not any((folder / name).is_file() for name in TOKENIZER_FILES):
+        raise FileNotFoundError(
+            f"{key}: {folder} holds no tokenizer (any of {', '.join(TOKENIZER_FILES)})"
+        )
+
+
 def checkpoint_source(params: StudentParameters) -> str:
-    """Where `params` says the student's weights are: a local folder or a hub id."""
+    """Where `params` says the student's weights are: a local folder (checked to hold a
+    model) or a hub id."""
     if params.model_path is not None:
-        if not Path(params.model_path).is_dir():
-            raise FileNotFoundError(f"student.model_path: {params.model_path} is not a folder")
+        check_model_folder(params.model_path, "student.model_path")
         return params.model_path
     if params.model == "default":
         return str(default_checkpoint())
     if params.model == "tiny":
         return str(tiny_checkpoint(params.tiny_seed))
-    if Path(params.model).is_dir() or "/" in params.model:
+    if Path(params.model).is_dir():
+        check_model_folder(params.model, "student.model")
+        return params.model
+    if "/" in params.model:
         return params.model
     raise ValueError(
         f"student.model: {params.model!r} is neither 'default', 'tiny', a local folder "

@@ -4,10 +4,17 @@ Two backends share one interface. `BotTeacher` takes BabyAI's bot as the expert 
 texts from the state itself: what the mission names, where that is, what blocks the way, and
 what the student's action and the suggested one would each do. `OpenAITeacher` asks a
 chat-completions model (OpenAI, or any compatible server through `base_url`) with Structured
-Outputs whose `suggested_action` is an enum of the valid actions. Every answer is cached on
-disk under a hash of its request, so a rerun sends nothing; an unusable answer is repaired
-once, then replaced by the bot's action and flagged `valid=False`. Retries with backoff on
-429/5xx/timeouts are the `openai` client's own. Tokens and cost are summed per teacher.
+Outputs whose `suggested_action` is an enum of the valid actions. Every valid answer is cached
+on disk under a hash of its request, so a rerun sends nothing; an unusable answer is repaired
+once, then replaced by the bot's action and flagged `valid=False`, and that fallback is never
+cached: the next run asks again. Retries with backoff on 429/5xx/timeouts are the `openai`
+client's own, each attempt bounded by `teacher.timeout_s`. Tokens and cost are summed per
+teacher.
+
+A phase that asks a teacher watches its answers with a `TeacherMonitor`: a progress bar of the
+answers and requests, and the share of invalid or failed answers held to
+`teacher.max_invalid_fraction`; above it the phase stops with `TeacherOutage`, which names the
+share, the first errors and the server.
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ from tqdm.auto import tqdm
 
 from teachable.parameters import Parameters, TeacherParameters
 from teachable.records.env_state import ACTIONS, EnvState
-from teachable.records.labeled import TeacherAnswer
+from teachable.records.labeled import TeacherAnswer, TeacherHealth
 from teachable.records.store import read_json, write_json
 from teachable.world.text_world import TextWorld, expert_trajectory
 
@@ -79,6 +86,11 @@ class TeacherRequest:
         return cls(world.state, world.mission, world.observation, ACTIONS, student_action)
 
 
+class TeacherOutage(RuntimeError):
+    """Too large a share of a phase's teacher answers were invalid or failed; the message names
+    the share, the first errors and the server."""
+
+
 class Teacher:
     """One interface for every backend: answers in request order, usage summed per instance."""
 
@@ -86,30 +98,53 @@ class Teacher:
     model: str | None = None
     price_per_1k_input = 0.0
     price_per_1k_output = 0.0
+    remote = False  # whether answers come over the network (slow, and can fail)
 
     def __init__(self, params: TeacherParameters | None = None) -> None:
         self.params = params or TeacherParameters()  # what the labels record it was
         self.counts: Counter[str] = Counter()
+        self.on_attempt: Callable[[], None] | None = None  # called as each HTTP attempt starts
+
+    @property
+    def server(self) -> str:
+        """Where the answers come from, for messages; empty for a local teacher."""
+        return ""
 
     def advise(
-        self, requests: Sequence[TeacherRequest], progress: bool = False
+        self,
+        requests: Sequence[TeacherRequest],
+        progress: bool = False,
+        monitor: TeacherMonitor | None = None,
     ) -> list[TeacherAnswer]:
-        """One answer per request, in order."""
-        bar = tqdm(requests, desc=f"teacher ({self.backend})", disable=not progress, leave=False)
-        answers = [self.answer(request) for request in bar]
-        self.counts["answers"] += len(answers)
-        self.counts["invalid"] += sum(not answer.valid for answer in answers)
+        """One answer per request, in order; each is counted by `monitor`, which stops the
+        phase (`TeacherOutage`) once too many are invalid."""
+        bar = tqdm(
+            requests,
+            desc=f"teacher ({self.backend})",
+            disable=not progress or monitor is not None,
+            leave=False,
+        )
+        answers = []
+        for request in bar:
+            answer = self.answer(request)
+            answers.append(answer)
+            self.counts["answers"] += 1
+            self.counts["invalid"] += not answer.valid
+            if monitor is not None:
+                monitor.count(answer)
         return answers
 
     def answer(self, request: TeacherRequest) -> TeacherAnswer:
         raise NotImplementedError
 
     def usage(self) -> dict:
-        """Answers given, requests sent, cache hits, tokens, estimated cost, invalid answers and
-        repairs, summed over this teacher's life (one run)."""
+        """Answers given, requests sent (and HTTP attempts, retries included), failed requests,
+        cache hits, tokens, estimated cost, invalid answers and repairs, summed over this
+        teacher's life (one run)."""
         keys = (
             "answers",
             "requests",
+            "attempts",
             "failed_requests",
             "cache_hits",
             "prompt_tokens",
@@ -124,6 +159,120 @@ class Teacher:
             + usage["completion_tokens"] * self.price_per_1k_output
         ) / 1000
         return usage
+
+
+FIRST_ERRORS = 3
+
+
+class TeacherMonitor:
+    """Watches one phase's teacher answers: counts the invalid or failed ones (where the bot's
+    action stood in) against `max_fraction` of `expected`, the answers the phase's result holds
+    (at most), and shows a progress bar of answers, requests and HTTP attempts.
+
+    Once the invalid answers alone exceed the limit, no later answer can bring the share back
+    under it, so `count` stops the phase at once with `TeacherOutage` instead of asking on.
+    `finish` checks the share over the answers the result holds and returns the record."""
+
+    def __init__(
+        self,
+        teacher: Teacher,
+        what: str,
+        expected: int,
+        max_fraction: float,
+        progress: bool = False,
+    ) -> None:
+        self.teacher, self.what, self.expected = teacher, what, expected
+        self.max_fraction = max_fraction
+        self.asked = 0
+        self.invalid = 0
+        self.first_errors: list[str] = []
+        self.bar = tqdm(
+            total=expected,
+            desc=f"{what}: teacher ({teacher.backend})",
+            unit="answer",
+            disable=not (progress and teacher.remote),
+        )
+        teacher.on_attempt = self._show
+
+    def _show(self) -> None:
+        counts = self.teacher.counts
+        self.bar.set_postfix(
+            requests=counts["requests"],
+            attempts=counts["attempts"],
+            failed=counts["failed_requests"],
+            invalid=self.invalid,
+            refresh=True,
+        )
+
+    def count(self, answer: TeacherAnswer) -> None:
+        """Count one answer; raise `TeacherOutage` once the share is sure to exceed the limit."""
+        self.asked += 1
+        if not answer.valid:
+            self.invalid += 1
+            problem = answer.problem or "invalid answer"
+            if len(self.first_errors) < FIRST_ERRORS and problem not in self.first_errors:
+                self.first_errors.append(problem)
+        self.bar.update(1)
+        self._show()
+        if self._over(self.expected):
+            self.close()
+            raise TeacherOutage(self.message(self.expected, stopped=True))
+
+    def _over(self, total: int) -> bool:
+        return total > 0 and self.invalid / total > self.max_fraction
+
+    def close(self) -> None:
+        self.bar.close()
+        self.teacher.on_attempt = None
+
+    def finish(self, total: int | None = None) -> TeacherHealth:
+        """The health of `total` answers (default: `expected`), of which those not asked
+        here were valid before; `TeacherOutage` when the share exceeds the limit."""
+        self.close()
+        total = self.expected if total is None else total
+        if self._over(total):
+            raise TeacherOutage(self.message(total))
+        return self.health(total)
+
+    def health(self, total: int) -> TeacherHealth:
+        counts = self.teacher.counts
+        return TeacherHealth(
+            what=self.what,
+            backend=self.teacher.backend,
+            model=self.teacher.model,
+            server=self.teacher.server,
+            answers=total,
+            invalid=self.invalid,
+            share=round(self.invalid / total, 4) if total else 0.0,
+            max_invalid_fraction=self.max_fraction,
+            first_errors=self.first_errors,
+            requests=counts["requests"],
+            failed_requests=counts["failed_requests"],
+            cache_hits=counts["cache_hits"],
+        )
+
+    def message(self, total: int, stopped: bool = False) -> str:
+        """What went wrong, where, and what to do."""
+        share = self.invalid / total
+        head = (
+            f"teacher outage in {self.what}: {self.invalid} of the {total} teacher answers "
+            f"{'it needs are' if stopped else 'were'} invalid or failed ({share:.1%}"
+            f"{' at least, after ' + str(self.asked) + ' asked' if stopped else ''}), above "
+            f"teacher.max_invalid_fraction = {self.max_fraction:g}"
+        )
+        teacher = self.teacher
+        lines = [
+            head,
+            f"  server: {teacher.server or 'local'} ({teacher.backend} backend"
+            + (f", model {teacher.model})" if teacher.model else ")"),
+            f"  requests sent: {teacher.counts['requests']}, failed after retries: "
+            f"{teacher.counts['failed_requests']}",
+            "  first errors:",
+            *(f"    - {error}" for error in self.first_errors),
+            "  Nothing invalid was cached: once the server answers, the next run asks these "
+            "again (teacher.timeout_s and teacher.max_retries bound each request).",
+        ]
+        return "\n".join(lines)
 
 
 @dataclass(frozen=True)
@@ -475,6 +624,7 @@ class OpenAITeacher(Teacher):
     """A chat-completions model as the teacher, cached on disk, with the bot as the fallback."""
 
     backend = "openai"
+    remote = True
 
     def __init__(self, params: TeacherParameters, cache_dir: Path) -> None:
         super().__init__(params)
@@ -494,8 +644,21 @@ class OpenAITeacher(Teacher):
             api_key=key,
             max_retries=params.max_retries,
             timeout=params.timeout_s,
+            http_client=openai.DefaultHttpxClient(
+                timeout=params.timeout_s, event_hooks={"request": [self._attempt]}
+            ),
         )
         self.fallback = BotTeacher()
+
+    @property
+    def server(self) -> str:
+        return str(self.client.base_url)
+
+    def _attempt(self, request: object) -> None:
+        """Count each HTTP attempt (the client's retries included) as it starts."""
+        self.counts["attempts"] += 1
+        if self.on_attempt is not None:
+            self.on_attempt()
 
     def request_body(self, request: TeacherRequest) -> dict:
         """Everything that decides the model's answer; its hash is the cache key."""
@@ -513,15 +676,17 @@ class OpenAITeacher(Teacher):
         return self.cache_dir / f"{digest}.json"
 
     def answer(self, request: TeacherRequest) -> TeacherAnswer:
-        """The cached answer, or a fresh one; only answers the server gave are cached, so a
-        request the client gave up on is asked again next run."""
+        """The cached answer, or a fresh one; only valid answers are cached, so a request the
+        client gave up on, or one whose answer fell back to the bot, is asked again next run."""
         body = self.request_body(request)
         path = self.cache_path(body)
         if path.exists():
-            self.counts["cache_hits"] += 1
-            return self._cached(path)
-        answer, reached = self._ask(request, body)
-        if reached:
+            cached = self._cached(path)
+            if cached.valid:  # a cache written before fallbacks were kept out of it may hold one
+                self.counts["cache_hits"] += 1
+                return cached
+        answer = self._ask(request, body)
+        if answer.valid:
             write_json(path, {"request": body, "answer": answer.model_dump(mode="json")})
         return answer
 
@@ -533,8 +698,8 @@ class OpenAITeacher(Teacher):
                 f"teacher cache file {path} is unreadable ({error}); delete it to ask again"
             ) from None
 
-    def _ask(self, request: TeacherRequest, body: dict) -> tuple[TeacherAnswer, bool]:
-        """Ask once and repair once; the bool says whether every call reached the server."""
+    def _ask(self, request: TeacherRequest, body: dict) -> TeacherAnswer:
+        """Ask once and repair once; the bot's answer, flagged invalid, when neither is usable."""
         calls = [self._complete(body, body["messages"])]
         reply, problem = read_reply(calls[0].content, request.valid_actions)
         if reply is None and calls[0].failure is None:
@@ -556,8 +721,8 @@ class OpenAITeacher(Teacher):
         if reply is None:
             problem = failures[-1] if failures else problem
             update = {**source, "valid": False, "problem": problem}
-            return self.fallback.answer(request).model_copy(update=update), not failures
-        return TeacherAnswer(**reply.model_dump(), **source), not failures
+            return self.fallback.answer(request).model_copy(update=update)
+        return TeacherAnswer(**reply.model_dump(), **source)
 
     def _complete(self, body: dict, messages: list[dict]) -> Completion:
         """One call through the client, which retries 429/5xx/timeouts with its own backoff.
@@ -595,22 +760,62 @@ def make_teacher(params: Parameters) -> Teacher:
     return BotTeacher(params.teacher)
 
 
-def trajectory_player(
-    params: Parameters,
-) -> tuple[Callable[[EnvState, int], tuple[list[str], bool]], str]:
-    """How Phase 0's experiment B plays the expert's own episodes, and the expert's name: the
-    bot directly, or the teacher model taking its suggested action at every step."""
-    if params.teacher.backend == "bot":
-        return expert_trajectory, "bot"
-    teacher = make_teacher(params)
+@dataclass(frozen=True)
+class Played:
+    """An expert's episode from a state: its actions, whether it reached the goal, and how
+    many of its steps took the bot's action because the teacher model gave no valid answer."""
 
-    def play(state: EnvState, max_steps: int) -> tuple[list[str], bool]:
+    actions: tuple[str, ...]
+    success: bool
+    fallback_steps: int = 0
+
+
+class BotPlayer:
+    """Experiment B's expert is BabyAI's bot itself."""
+
+    name = "bot"
+
+    def monitor(self, what: str, expected: int, progress: bool = False) -> TeacherMonitor | None:
+        """The bot needs no watching: it asks no one."""
+        return None
+
+    def play(
+        self, state: EnvState, max_steps: int, monitor: TeacherMonitor | None = None
+    ) -> Played:
+        actions, success = expert_trajectory(state, max_steps)
+        return Played(tuple(actions), success)
+
+
+class TeacherPlayer:
+    """Experiment B's expert is a teacher model taking its suggested action at every step (the
+    bot's action where its answer is not valid: a fallback step)."""
+
+    def __init__(self, teacher: Teacher, max_invalid_fraction: float) -> None:
+        self.teacher = teacher
+        self.max_invalid_fraction = max_invalid_fraction
+        self.name = teacher.model or teacher.backend
+
+    def monitor(self, what: str, expected: int, progress: bool = False) -> TeacherMonitor:
+        """Watch the model's answers over at most `expected` steps."""
+        return TeacherMonitor(self.teacher, what, expected, self.max_invalid_fraction, progress)
+
+    def play(
+        self, state: EnvState, max_steps: int, monitor: TeacherMonitor | None = None
+    ) -> Played:
         world = TextWorld.restore(state)
         actions: list[str] = []
+        fallback_steps = 0
         while not world.done and len(actions) < max_steps:
-            action = teacher.advise([TeacherRequest.at(world)])[0].suggested_action
-            world.step(action)
-            actions.append(action)
-        return actions, world.success
+            (answer,) = self.teacher.advise([TeacherRequest.at(world)], monitor=monitor)
+            fallback_steps += not answer.valid
+            world.step(answer.suggested_action)
+            actions.append(answer.suggested_action)
+        return Played(tuple(actions), world.success, fallback_steps)
 
-    return play, teacher.backend
+
+def trajectory_player(params: Parameters) -> BotPlayer | TeacherPlayer:
+    """Who plays Phase 0's experiment B: the bot directly, or, with the `openai` backend, the
+    teacher model (its key is checked here, before work)."""
+    if params.teacher.backend == "bot":
+        return BotPlayer()
+    return TeacherPlayer(make_teacher(params), params.teacher.max_invalid_fraction)

@@ -3,12 +3,14 @@ expert trajectories.
 
 Experiment A lets the student play its rollout tasks and keeps the states of failed episodes
 where its action differs from the expert's. Experiment B lets the expert (the bot, or a teacher
-model) play its own tasks and samples decisions along the way.
+model) play its own tasks and samples decisions along the way; its trajectory file is named
+after who played, and each trajectory counts the steps where a teacher model gave no valid
+answer and the bot's action stood in.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -16,8 +18,10 @@ import numpy as np
 
 from teachable.models.rollouts import Episode, EpisodeSpec, prompt_for, run_episodes
 from teachable.models.student import Student
+from teachable.models.teachers import BotPlayer, TeacherPlayer
 from teachable.parameters import ExpertSamplingParameters, Phase0Parameters
 from teachable.records.env_state import ACTIONS, EnvState
+from teachable.records.labeled import save_teacher_health
 from teachable.records.layout import Phase0Layout
 from teachable.records.snapshot import (
     Snapshot,
@@ -27,7 +31,7 @@ from teachable.records.snapshot import (
 )
 from teachable.records.store import write_json
 from teachable.world.tasks import task_suite
-from teachable.world.text_world import TextWorld, expert_trajectory
+from teachable.world.text_world import TextWorld
 
 
 def _snapshot(
@@ -93,22 +97,33 @@ def mine_failures(episodes: Sequence[Episode], max_snapshots: int, seed: int) ->
 
 @dataclass(frozen=True)
 class ExpertTrajectory:
-    """An expert's episode on one task: its actions and whether it reached the goal."""
+    """An expert's episode on one task: its actions, whether it reached the goal, who played
+    (`bot` or the teacher model) and how many steps fell back to the bot's action."""
 
     start: EnvState
     actions: tuple[str, ...]
     success: bool
+    player: str = "bot"
+    fallback_steps: int = 0
 
     def to_dict(self) -> dict:
         return {
             "start": self.start.model_dump(mode="json"),
             "actions": list(self.actions),
             "success": self.success,
+            "player": self.player,
+            "fallback_steps": self.fallback_steps,
         }
 
     @classmethod
     def from_dict(cls, row: dict) -> ExpertTrajectory:
-        return cls(EnvState.model_validate(row["start"]), tuple(row["actions"]), row["success"])
+        return cls(
+            EnvState.model_validate(row["start"]),
+            tuple(row["actions"]),
+            row["success"],
+            row.get("player", "bot"),
+            row.get("fallback_steps", 0),
+        )
 
 
 def sample_expert_states(
@@ -186,29 +201,36 @@ def collect_expert_snapshots(
     levels: Sequence[str],
     seed: int,
     out: Phase0Layout,
-    act: Callable[[EnvState, int], tuple[list[str], bool]] = expert_trajectory,
-    source_name: str = "bot",
+    player: BotPlayer | TeacherPlayer | None = None,
+    progress: bool = True,
 ) -> tuple[list[ExpertTrajectory], list[Snapshot]]:
     """Experiment B: expert trajectories on their own tasks of `levels`, states sampled at
     `sample_rate`.
 
-    `act` plays a whole episode from a state (the bot by default; a teacher model otherwise).
-    Writes the trajectories and the sampled snapshots into `out`.
+    `player` plays a whole episode from a state (the bot by default; a teacher model from
+    `trajectory_player`). A teacher model's answers are held to its
+    `teacher.max_invalid_fraction`: above it this raises `TeacherOutage` and writes nothing.
+    Writes the trajectories (named after the player), the sampled snapshots and, for a teacher
+    model, its health into `out`.
     """
+    player = player or BotPlayer()
+    out.teacher_health.unlink(missing_ok=True)
     tasks = task_suite("expert", expert.n_tasks, levels, seed).tasks
-    trajectories = [ExpertTrajectory(task, *_played(act, task, expert.max_steps)) for task in tasks]
+    what = "phase 0 experiment B"
+    monitor = player.monitor(what, expert.n_tasks * expert.max_steps, progress)
+    played = [player.play(task, expert.max_steps, monitor) for task in tasks]
+    if monitor is not None:
+        health = monitor.finish(sum(len(episode.actions) for episode in played))
+        save_teacher_health(out.teacher_health, health)
+    trajectories = [
+        ExpertTrajectory(task, p.actions, p.success, player.name, p.fallback_steps)
+        for task, p in zip(tasks, played, strict=True)
+    ]
     write_json(
-        out.expert_trajectories_of(source_name),
+        out.expert_trajectories_of(player.name),
         [trajectory.to_dict() for trajectory in trajectories],
     )
     picked = sample_expert_states(trajectories, expert.sample_rate, seed)
     snapshots = expert_snapshots(student, picked, student.params.history)
     save_snapshots(out.expert_snapshots, snapshots)
     return trajectories, snapshots
-
-
-def _played(
-    act: Callable[[EnvState, int], tuple[list[str], bool]], task: EnvState, max_steps: int
-) -> tuple[tuple[str, ...], bool]:
-    actions, success = act(task, max_steps)
-    return tuple(actions), success

@@ -12,6 +12,13 @@ which can flip a sampled action only with a probability of that order.
 
 Rows go to `labeled_snapshots.jsonl` as each group completes; a rerun skips finished ids, and
 a change of any parameter that shapes the labels (recorded in `labeling.json`) starts afresh.
+A finished row whose teacher answer fell back to the bot is asked again on the next run; where
+the new answer changes a patch, its CPT is measured again (U and leverage do not depend on the
+teacher). The teacher's answers are held to `teacher.max_invalid_fraction` (`TeacherMonitor`),
+and their health is written to `teacher_health.json`.
+
+Each stepwise `label` command refuses rows that lack a field it needs, naming the row and the
+field, before it writes anything.
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ from tqdm.auto import tqdm
 from teachable.models.rollouts import EpisodeSpec, run_episodes, success_rate
 from teachable.models.student import Student, normalized_entropy
 from teachable.models.supervision import PLACEBO, patch_text
-from teachable.models.teachers import Teacher, TeacherRequest
+from teachable.models.teachers import Teacher, TeacherMonitor, TeacherRequest
 from teachable.parameters import Phase1Parameters, StudentParameters, TeacherParameters
 from teachable.records.labeled import (
     CPT,
@@ -38,10 +45,12 @@ from teachable.records.labeled import (
     LabeledSnapshot,
     Leverage,
     TeacherAnswer,
+    TeacherHealth,
     UMethod,
     _check_distinct,
     assign_quadrants,
     save_labeled,
+    save_teacher_health,
 )
 from teachable.records.layout import Phase0Layout, Phase1Layout
 from teachable.records.quadrants import (
@@ -268,10 +277,12 @@ def label_group(
     phase1: Phase1Parameters,
     seed: int,
     progress: bool = False,
+    monitor: TeacherMonitor | None = None,
 ) -> list[LabeledSnapshot]:
-    """Every label of a group of snapshots: teacher answers, U, then one batched rollout run
-    for leverage and CPT (each left None when its `skip_` parameter is set)."""
-    answers = teacher.advise([teacher_request(s) for s in snapshots])
+    """Every label of a group of snapshots: teacher answers (counted by `monitor`), U, then one
+    batched rollout run for leverage and CPT (each left None when its `skip_` parameter is
+    set)."""
+    answers = teacher.advise([teacher_request(s) for s in snapshots], monitor=monitor)
     measured = measure(
         student,
         snapshots,
@@ -295,6 +306,94 @@ def label_group(
         )
         for snapshot, answer, result in zip(snapshots, answers, measured, strict=True)
     ]
+
+
+def same_patches(old: TeacherAnswer | None, new: TeacherAnswer) -> bool:
+    """Whether two answers put the same text into every CPT patch (then CPT is unchanged)."""
+    return old is not None and all(
+        patch_text(format, old) == patch_text(format, new) for format in FORMATS
+    )
+
+
+def reask_group(
+    student: Student,
+    teacher: Teacher,
+    rows: Sequence[LabeledSnapshot],
+    phase1: Phase1Parameters,
+    seed: int,
+    progress: bool = False,
+    monitor: TeacherMonitor | None = None,
+) -> tuple[list[LabeledSnapshot], int]:
+    """Finished rows whose teacher answer fell back, asked again: each gets the new answer,
+    and a new CPT (unless skipped) where the answer changes a patch. Returns the rows and how
+    many answers changed."""
+    answers = teacher.advise([teacher_request(row) for row in rows], monitor=monitor)
+    changed = [
+        (row, answer)
+        for row, answer in zip(rows, answers, strict=True)
+        if not same_patches(row.teacher, answer)
+    ]
+    cpt_of = {}
+    if changed and not phase1.skip_cpt:
+        measured = measure(
+            student,
+            [row for row, _ in changed],
+            [answer for _, answer in changed],
+            phase1,
+            seed,
+            leverage=False,
+            cpt=True,
+            progress=progress,
+        )
+        cpt_of = {row.id: result.cpt for (row, _), result in zip(changed, measured, strict=True)}
+    updated = [
+        row.model_copy(update={"teacher": answer, "cpt": cpt_of.get(row.id, row.cpt)})
+        for row, answer in zip(rows, answers, strict=True)
+    ]
+    return updated, len(changed)
+
+
+class MissingField(ValueError):
+    """A row lacks a field that a labeling step needs; the message names the row and field."""
+
+
+NEEDED_BY = {"leverage": "leverage", "U": "uncertainty", "teacher": "hints"}
+
+
+def missing_fields(row: LabeledSnapshot, step: str, phase1: Phase1Parameters) -> list[str]:
+    """The fields `row` lacks that the labeling step `step` needs."""
+    if step == "uncertainty":
+        return [
+            f"student_distribution.{action}"
+            for action in row.valid_actions
+            if action not in row.student_distribution
+        ]
+    if step == "cpt":
+        return [] if row.teacher is not None else ["teacher"]
+    if step in ("quadrants", "plots"):
+        needed = {"U": row.U}
+        if not phase1.skip_leverage:
+            needed["leverage"] = row.leverage
+        return [name for name, value in needed.items() if value is None]
+    return []
+
+
+def require_fields(
+    rows: Sequence[LabeledSnapshot], step: str, phase1: Phase1Parameters, source: object = ""
+) -> None:
+    """Refuse, before any work, rows that lack a field `step` needs: `MissingField` names the
+    first such row, its field, how many rows lack one, and the step that makes it."""
+    lacking = [(row.id, field) for row in rows for field in missing_fields(row, step, phase1)]
+    if not lacking:
+        return
+    row_id, field = lacking[0]
+    maker = NEEDED_BY.get(field)
+    remedy = f"; run `label {maker}` first" if maker else ""
+    where = f"{source}: " if source else ""
+    raise MissingField(
+        f"{where}row {row_id} lacks the field {field}, which `label {step}` needs "
+        f"({len({row for row, _ in lacking})} of {len(rows)} rows lack a needed field){remedy}"
+    )
 
 
 def thresholds_from_parameters(
@@ -328,7 +427,10 @@ def place_in_quadrants(
 ) -> QuadrantAssignment:
     """Assign quadrants and save the result: `quadrant_thresholds_auto.json` always, the
     chosen thresholds (`chosen`, or fixed parameters) as `quadrant_thresholds.json`, and the
-    rows with their quadrants in both labeled files. Small quadrants are warned about."""
+    rows with their quadrants in both labeled files. Small quadrants are warned about. Rows
+    without U (or without leverage, unless it is skipped) are refused before anything is
+    written: they would get no quadrant and move the automatic cut."""
+    require_fields(rows, "quadrants", phase1)
     auto = automatic_thresholds(rows, phase1)
     save_thresholds(out.thresholds_auto, auto)
     thresholds = chosen or thresholds_from_parameters(rows, phase1)
@@ -448,7 +550,9 @@ class LabelingReport:
     newly_labeled: int
     seconds: float
     teacher_usage: dict
+    teacher_health: TeacherHealth
     notes: list[str] = field(default_factory=list)
+    asked_again: int = 0
 
 
 def label_snapshots(
@@ -465,7 +569,13 @@ def label_snapshots(
     Labels the snapshots not yet in `labeled_snapshots.jsonl`, `phase1.batch_snapshots` at a
     time (a kill loses at most one group), then assigns quadrants with the thresholds the
     parameters name and writes `labeled_snapshots.json`, the threshold files and
-    `labeling.json`. Every rollout's stream derives from the run's `seed`.
+    `labeling.json`, and the teacher's health in `teacher_health.json`. Every rollout's stream
+    derives from the run's `seed`.
+
+    Finished rows whose teacher answer fell back to the bot are asked again first. When more
+    than `teacher.max_invalid_fraction` of the answers the rows hold are invalid or failed,
+    `TeacherOutage` stops the labeling as soon as that is certain; the rows finished until
+    then stay in the log.
     """
     started = time.perf_counter()
     if not snapshots:
@@ -473,20 +583,39 @@ def label_snapshots(
     _check_distinct(snapshots, "snapshots to label")
     made_with = labeling_parameters(phase1, seed, student.params, teacher.params)
     notes = open_labeling(out, made_with)
+    out.teacher_health.unlink(missing_ok=True)
     notes += [
         f"phase1.skip_{name} is set: {name} is null in every row"
         for name in ("leverage", "cpt")
         if getattr(phase1, f"skip_{name}")
     ]
     done = finished_rows(out, phase1)
+    fell_back = [done[s.id] for s in snapshots if s.id in done and not done[s.id].teacher.valid]
     pending = [snapshot for snapshot in snapshots if snapshot.id not in done]
+    monitor = TeacherMonitor(
+        teacher, "phase 1", len(snapshots), teacher.params.max_invalid_fraction, progress
+    )
+    changed = 0
+    for group in _groups(fell_back, phase1.batch_snapshots):
+        rows, different = reask_group(student, teacher, group, phase1, seed, progress, monitor)
+        done.update((row.id, row) for row in rows)
+        write_jsonl(out.labeled_jsonl, [row.model_dump(mode="json") for row in done.values()])
+        changed += different
+    if fell_back:
+        notes.append(
+            f"{len(fell_back)} row(s) whose teacher answer had fallen back to the bot were asked "
+            f"again; {changed} got a different answer"
+            + ("" if phase1.skip_cpt else " and a new CPT")
+        )
     with tqdm(total=len(pending), desc="labeling", unit="snapshot", disable=not progress) as bar:
         for group in _groups(pending, phase1.batch_snapshots):
-            for row in label_group(student, teacher, group, phase1, seed, progress):
+            for row in label_group(student, teacher, group, phase1, seed, progress, monitor):
                 append_jsonl(out.labeled_jsonl, row.model_dump(mode="json"))
                 done[row.id] = row
             bar.update(len(group))
+    health = monitor.finish()
     assignment = place_in_quadrants([done[s.id] for s in snapshots], out, phase1)
+    save_teacher_health(out.teacher_health, health)
     report = LabelingReport(
         rows=assignment.rows,
         thresholds=assignment.thresholds,
@@ -494,7 +623,9 @@ def label_snapshots(
         newly_labeled=len(pending),
         seconds=round(time.perf_counter() - started, 1),
         teacher_usage=teacher.usage(),
+        teacher_health=health,
         notes=notes + assignment.warnings,
+        asked_again=len(fell_back),
     )
     write_json(
         out.record,
@@ -542,10 +673,11 @@ def _step_labels(
     student: Student | None,
     teacher: Teacher | None,
     progress: bool,
+    monitor: TeacherMonitor | None = None,
 ) -> list[dict]:
     """One step's fields for each row of a group."""
     if step == "hints":
-        answers = teacher.advise([teacher_request(row) for row in group])
+        answers = teacher.advise([teacher_request(row) for row in group], monitor=monitor)
         return [{"teacher": answer.model_dump(mode="json")} for answer in answers]
     if step == "uncertainty":
         method = phase1.U_method
@@ -556,6 +688,31 @@ def _step_labels(
     )
     key = "leverage" if step == "leverage" else "cpt"
     return [{key: getattr(m, key).model_dump(mode="json")} for m in measured]
+
+
+def _logs_kept(out: Phase1Layout, made_with: dict) -> bool:
+    """Whether the step logs of `out` were made with these labeling parameters (and so count)."""
+    return out.record.is_file() and read_json(out.record).get("parameters") == made_with
+
+
+def check_step_inputs(
+    step: Step,
+    rows: Sequence[LabeledSnapshot],
+    phase1: Phase1Parameters,
+    seed: int,
+    student_params: StudentParameters,
+    teacher_params: TeacherParameters,
+    out: Phase1Layout,
+    source: object = "",
+) -> None:
+    """Refuse, before anything is written, rows that lack a field the step needs (with the
+    labels its step logs already hold for them): `MissingField` names the row and the field."""
+    if step not in STEPS:
+        raise ValueError(f"unknown labeling step {step!r}; known: {', '.join(STEPS)}")
+    _check_distinct(rows, source or "rows to label")
+    made_with = labeling_parameters(phase1, seed, student_params, teacher_params)
+    known = merged_rows(rows, out) if _logs_kept(out, made_with) else list(rows)
+    require_fields(known, step, phase1, source)
 
 
 def label_step(
@@ -573,29 +730,45 @@ def label_step(
     """One step of the labeling for `rows`, resumable: its labels go to `steps/<step>.jsonl`
     as each group completes, then both labeled files are rewritten with every label known.
     `student` is loaded from `student_params` when a rollout step needs it; `hints` needs
-    `teacher`."""
-    if step not in STEPS:
-        raise ValueError(f"unknown labeling step {step!r}; known: {', '.join(STEPS)}")
+    `teacher`, whose answers are held to `teacher.max_invalid_fraction`; a hint that fell back
+    to the bot is asked again next time, and where the new answer changes a patch, the row's
+    CPT is dropped from its log so that `label cpt` measures it again."""
     if step == "hints" and teacher is None:
         raise ValueError("the hints step needs a teacher")
-    _check_distinct(rows, "rows to label")
+    check_step_inputs(step, rows, phase1, seed, student_params, teacher_params, out)
     open_labeling(out, labeling_parameters(phase1, seed, student_params, teacher_params))
     log = out.step_log(step)
-    done = {entry["id"] for entry in read_jsonl(log)}
+    logged = {entry["id"]: entry for entry in read_jsonl(log)}
+    if step == "hints":
+        done = {i for i, entry in logged.items() if entry["teacher"]["valid"]}
+    else:
+        done = set(logged)
     pending = merged_rows([row for row in rows if row.id not in done], out)
-    if step == "cpt" and (lacking := [row.id for row in pending if row.teacher is None]):
-        raise ValueError(
-            f"CPT needs the teacher's answers, which {len(lacking)} row(s) lack "
-            f"(first: {lacking[0]}): run `label hints` first"
-        )
     if step in ("leverage", "cpt") and pending and student is None:
         student = Student.load(student_params)
+    monitor = None
+    if step == "hints":
+        out.teacher_health.unlink(missing_ok=True)
+        monitor = TeacherMonitor(
+            teacher, "label hints", len(rows), teacher_params.max_invalid_fraction, progress
+        )
+    changed = set()
     with tqdm(total=len(pending), desc=step, unit="snapshot", disable=not progress) as bar:
         for group in _groups(pending, phase1.batch_snapshots):
-            labels = _step_labels(step, group, phase1, seed, student, teacher, progress)
+            labels = _step_labels(step, group, phase1, seed, student, teacher, progress, monitor)
             for row, fields in zip(group, labels, strict=True):
                 append_jsonl(log, {"id": row.id, **fields})
+                if step == "hints" and row.id in logged:
+                    answer = TeacherAnswer.model_validate(fields["teacher"])
+                    if not same_patches(row.teacher, answer):
+                        changed.add(row.id)
             bar.update(len(group))
+    if monitor is not None:
+        save_teacher_health(out.teacher_health, monitor.finish())
+    cpt_log = out.step_log("cpt")
+    if changed and cpt_log.is_file():
+        kept = [entry for entry in read_jsonl(cpt_log) if entry["id"] not in changed]
+        write_jsonl(cpt_log, kept)
     merged = merged_rows(rows, out)
     save_labeled(out, merged)
     return merged

@@ -10,14 +10,14 @@ read no figure: whether a hypothesis of the plan holds is not theirs to say.
 from __future__ import annotations
 
 import csv
-import json
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from teachable.records.layout import EvaluationLayout, RunLayout
-from teachable.records.store import read_jsonl
+from teachable.records.store import BadFile, read_json, read_jsonl
 
 
 class CheckFailed(Exception):
@@ -25,22 +25,35 @@ class CheckFailed(Exception):
 
 
 def jsonl_rows(path: Path) -> str:
-    """A JSONL file with at least one complete row, every row valid JSON."""
+    """A JSONL file with at least one complete row, every row valid JSON, no id twice (two
+    writers at once, or a resume that appended a row again, leave the same id on two lines)."""
     try:
         rows = read_jsonl(path)
-    except ValueError as error:
+    except BadFile as error:
         raise CheckFailed(str(error)) from None
     if not rows:
         raise CheckFailed(f"{path} holds no row")
+    ids = Counter(row["id"] for row in rows if isinstance(row, dict) and "id" in row)
+    repeated = [name for name, count in ids.items() if count > 1]
+    if repeated:
+        where = [
+            n
+            for n, row in enumerate(rows, 1)
+            if isinstance(row, dict) and row.get("id") == repeated[0]
+        ]
+        raise CheckFailed(
+            f"{path} holds {len(rows)} rows for {len(ids)} ids: {len(repeated)} id(s) appear "
+            f"more than once (first: {repeated[0]}, rows {', '.join(map(str, where))})"
+        )
     return f"{len(rows)} rows"
 
 
 def json_document(path: Path) -> str:
     """A file that parses as one JSON document."""
     try:
-        document = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise CheckFailed(f"{path} is not valid JSON: {error}") from None
+        document = read_json(path)
+    except BadFile as error:
+        raise CheckFailed(str(error)) from None
     kind = "object" if isinstance(document, dict) else type(document).__name__
     return f"valid JSON {kind}"
 
@@ -69,7 +82,7 @@ def folder_with_files(path: Path) -> str:
 def artifact_record(path: Path) -> str:
     """The paper artifacts' record (`artifacts.json`), every file it lists as built present."""
     json_document(path)
-    record = json.loads(path.read_text())
+    record = read_json(path)
     if not isinstance(record, dict):
         raise CheckFailed(f"{path} holds no artifact record (expected an object)")
     listed = [name for files in record.get("built", {}).values() for name in files]

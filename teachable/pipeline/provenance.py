@@ -110,6 +110,7 @@ class PhaseRecord:
     report: str | None = None
     started_at: str | None = None
     finished_at: str | None = None
+    teacher: list[str] = field(default_factory=list)  # the health of each teacher it asked
 
 
 @dataclass

@@ -4,6 +4,10 @@ Each phase is one notebook under `notebooks/` with one section of the parameter 
 runner hands the notebook that section, executes it in its own folder on this interpreter's
 `python3` kernel, saves the executed copy under `runs/<run>/reports/` (ipynb and HTML), and
 skips a phase whose outputs are up to date. A new phase is one more entry in `PHASES`.
+
+One run per run folder: the runner holds `runs/<run>/run.lock` for the whole run
+(`pipeline.lock`). A phase that asks a teacher writes its teacher's health; the runner keeps
+its one-line summary in the phase's record, and the command prints it when the run ends.
 """
 
 from __future__ import annotations
@@ -22,9 +26,11 @@ from nbconvert import HTMLExporter
 from papermill.exceptions import PapermillExecutionError
 
 from teachable.parameters import Parameters
+from teachable.pipeline.lock import hold_lock
 from teachable.pipeline.provenance import PhaseRecord, Provenance, now
+from teachable.records.labeled import load_teacher_health
 from teachable.records.layout import RunLayout
-from teachable.records.store import read_json, write_json
+from teachable.records.store import BadFile, read_json, read_jsonl, write_json
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 
@@ -64,6 +70,7 @@ class Phase:
     inputs: Paths = nothing
     gate: Gate | None = None
     optional_inputs: Paths = nothing
+    teacher_health: Paths = nothing  # where the phase writes its teacher's health, if it asks
 
 
 PHASES: tuple[Phase, ...] = (
@@ -77,6 +84,7 @@ PHASES: tuple[Phase, ...] = (
             run.phase0.failure_snapshots,
             run.phase0.expert_snapshots,
         ),
+        teacher_health=lambda run: (run.phase0.teacher_health,),
     ),
     Phase(
         name="1",
@@ -89,6 +97,7 @@ PHASES: tuple[Phase, ...] = (
             run.phase1.quantiles,
         ),
         inputs=lambda run: (run.phase0.failure_snapshots,),
+        teacher_health=lambda run: (run.phase1.teacher_health,),
     ),
     Phase(
         name="1b",
@@ -163,24 +172,55 @@ class GateFailed(PhaseFailed):
 
 
 class PrerequisiteMissing(ValueError):
-    """The run cannot start: a key or a folder its parameters need is not there."""
+    """The run cannot start: a key, a folder or a readable file its parameters need is not
+    there."""
 
 
 def check_prerequisites(parameters: Parameters) -> None:
-    """Stop before any phase when the openai teacher has no `OPENAI_API_KEY` or
-    `student.model_path` is not a folder, with the teacher's and the student loader's own
-    errors. Their modules load slowly, so each is imported only when the run needs it."""
+    """Stop before any phase when the openai teacher has no `OPENAI_API_KEY`, or
+    `student.model_path` (or a local `student.model`) is not a loadable model folder (config,
+    weights, tokenizer), with the teacher's and the student loader's own errors. Their modules
+    load slowly, so each is imported only when the run needs it."""
+    student = parameters.student
+    local_model = student.model not in ("default", "tiny") and Path(student.model).is_dir()
     try:
         if parameters.teacher.backend == "openai":
             from teachable.models.teachers import make_teacher
 
             make_teacher(parameters)
-        if parameters.student.model_path is not None:
-            from teachable.models.student import checkpoint_source
+        if student.model_path is not None or local_model:
+            from teachable.models.student import check_model_folder
 
-            checkpoint_source(parameters.student)
-    except (RuntimeError, FileNotFoundError) as error:
+            if student.model_path is not None:
+                check_model_folder(student.model_path, "student.model_path")
+            else:
+                check_model_folder(student.model, "student.model")
+    except (RuntimeError, FileNotFoundError, BadFile) as error:
         raise PrerequisiteMissing(f"{parameters.source}: {error}") from None
+
+
+def check_readable_inputs(parameters: Parameters, phases: Sequence[Phase]) -> None:
+    """Stop before any phase when a JSON or JSONL input of a selected phase is there but does
+    not parse, naming the file and line; inputs an earlier selected phase writes are left to
+    it."""
+    run = parameters.layout
+    written: set[Path] = set()
+    for phase in phases:
+        for path in (*phase.inputs(run), *phase.optional_inputs(run)):
+            if path in written or not path.is_file():
+                continue
+            try:
+                if path.suffix == ".jsonl":
+                    read_jsonl(path)
+                elif path.suffix == ".json":
+                    read_json(path)
+            except BadFile as error:
+                writers = [other.name for other in PHASES if path in other.outputs(run)]
+                remedy = f"; phase {' or '.join(writers)} writes it anew" if writers else ""
+                raise PrerequisiteMissing(
+                    f"phase {phase.name} cannot start: {error}{remedy}"
+                ) from None
+        written.update(phase.outputs(run))
 
 
 def select_phases(
@@ -292,6 +332,8 @@ def execute_phase(parameters: Parameters, phase: Phase, notebooks_dir: Path) -> 
     report.parent.mkdir(parents=True, exist_ok=True)
     stamp = stamp_path(parameters, phase)
     stamp.unlink(missing_ok=True)
+    for path in phase.teacher_health(parameters.layout):
+        path.unlink(missing_ok=True)  # the phase writes it again when it asks a teacher
     try:
         papermill.execute_notebook(
             notebook,
@@ -337,11 +379,18 @@ def run_phase(
         check_inputs(parameters, phase)
         execute_phase(parameters, phase, notebooks_dir)
         record.status = "ran"
+        record.teacher = teacher_lines(parameters, phase)
     except PhaseFailed:
         record.status = "failed"
         raise
     finally:
         record.finished_at = now()
+
+
+def teacher_lines(parameters: Parameters, phase: Phase) -> list[str]:
+    """The one-line health of each teacher the phase asked (none when it asked none)."""
+    paths = [path for path in phase.teacher_health(parameters.layout) if path.is_file()]
+    return [load_teacher_health(path).line() for path in paths]
 
 
 def check_gate(parameters: Parameters, phase: Phase, record: PhaseRecord) -> None:
@@ -379,20 +428,23 @@ def run_phases(
     notebooks_dir: Path = NOTEBOOKS_DIR,
     force: bool = False,
 ) -> Provenance:
-    """Run the phases in order and record the run in `provenance.json`; raise `PhaseFailed`
-    at the first phase that fails, `GateFailed` at the first gate that stops the run."""
+    """Run the phases in order and record the run in `provenance.json`, holding the run
+    folder's lock throughout; raise `FolderBusy` at once when another process holds it,
+    `PhaseFailed` at the first phase that fails, `GateFailed` at the first gate that stops
+    the run."""
     if parameters.source is None:
         raise ValueError("the runner needs parameters read from a file (load_parameters)")
-    provenance = Provenance.start(parameters, PACKAGE_DIR)
-    status = "failed"
-    try:
-        for phase in phases:
-            record = PhaseRecord(name=phase.name, notebook=phase.notebook)
-            provenance.phases.append(record)
-            provenance.save(parameters.layout)
-            run_phase(parameters, phase, Path(notebooks_dir).resolve(), force, record)
-            check_gate(parameters, phase, record)
-        status = "finished"
-    finally:
-        provenance.finish(status, parameters.layout)
+    with hold_lock(parameters.layout.lock):
+        provenance = Provenance.start(parameters, PACKAGE_DIR)
+        status = "failed"
+        try:
+            for phase in phases:
+                record = PhaseRecord(name=phase.name, notebook=phase.notebook)
+                provenance.phases.append(record)
+                provenance.save(parameters.layout)
+                run_phase(parameters, phase, Path(notebooks_dir).resolve(), force, record)
+                check_gate(parameters, phase, record)
+            status = "finished"
+        finally:
+            provenance.finish(status, parameters.layout)
     return provenance

@@ -66,6 +66,41 @@ class TeacherAnswer(BaseModel):
     problem: str | None = None  # why `valid` is False
 
 
+class TeacherHealth(BaseModel):
+    """How many of a phase's teacher answers were invalid or failed (the bot's action stood
+    in for each), against the limit `teacher.max_invalid_fraction`, with the first errors."""
+
+    what: str
+    backend: str
+    model: str | None = None
+    server: str = ""  # where a remote teacher was asked; empty for the bot
+    answers: int
+    invalid: int
+    share: float
+    max_invalid_fraction: float
+    first_errors: list[str] = []
+    requests: int = 0
+    failed_requests: int = 0
+    cache_hits: int = 0
+
+    def line(self) -> str:
+        """One line for the end of a run: who answered, and the share that was invalid."""
+        who = " ".join(part for part in (self.backend, self.model) if part)
+        return (
+            f"{self.what}: {self.invalid} of {self.answers} teacher answers invalid or failed "
+            f"({self.share:.1%}; teacher.max_invalid_fraction {self.max_invalid_fraction:g}) "
+            f"from {who}" + (f" at {self.server}" if self.server else "")
+        )
+
+
+def save_teacher_health(path: Path, health: TeacherHealth) -> None:
+    write_json(path, health.model_dump(mode="json"))
+
+
+def load_teacher_health(path: Path) -> TeacherHealth:
+    return TeacherHealth.model_validate(read_json(path))
+
+
 class Leverage(BaseModel):
     """`L_local = p_forced - p_student` over `n` rollouts each; `L_upper` is the bot's own
     success from the snapshot (0 or 1): whether the task can still be finished at all."""

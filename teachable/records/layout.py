@@ -69,8 +69,14 @@ class Phase0Layout(FolderLayout):
         return self.folder / "expert_trajectories"
 
     def expert_trajectories_of(self, player: str) -> Path:
-        """Experiment B's trajectories as played by `player` (the bot or a model)."""
-        return self.expert_trajectories / f"all_trajectories_{player}.json"
+        """Experiment B's trajectories as played by `player` (`bot`, or the teacher model's
+        name with any `/` as `_`)."""
+        return self.expert_trajectories / f"all_trajectories_{player.replace('/', '_')}.json"
+
+    @property
+    def teacher_health(self) -> Path:
+        """Experiment B played by a teacher model: the share of its steps that fell back."""
+        return self.folder / "teacher_health.json"
 
     def snapshots(self, source: str) -> Path:
         """The snapshot file of an experiment: `failure` (A) or `expert` (B)."""
@@ -99,6 +105,16 @@ class Phase1Layout(FolderLayout):
 
     def step_log(self, step: str) -> Path:
         return self.step_logs / f"{step}.jsonl"
+
+    @property
+    def lock(self) -> Path:
+        """Held by a `label` command writing into this folder on its own (`--output-dir`)."""
+        return self.folder / "labeling.lock"
+
+    @property
+    def teacher_health(self) -> Path:
+        """The share of invalid or failed teacher answers in the labels, and the first errors."""
+        return self.folder / "teacher_health.json"
 
     @property
     def thresholds_auto(self) -> Path:
@@ -293,6 +309,11 @@ class RunLayout(FolderLayout):
     @property
     def provenance(self) -> Path:
         return self.folder / "provenance.json"
+
+    @property
+    def lock(self) -> Path:
+        """Held by the run working in this folder: its pid, host and command; empty when free."""
+        return self.folder / "run.lock"
 
     @property
     def reports(self) -> Path:

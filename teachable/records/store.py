@@ -3,7 +3,8 @@
 A JSON file is written to a temporary file beside it and renamed over the old one, so a reader
 sees the old or the new content, never half of it. A JSONL log gains one flushed, fsynced line
 per row; a kill mid-write can leave only a truncated last line, which `read_jsonl` ignores and
-the next `append_jsonl` cuts off.
+the next `append_jsonl` cuts off. A file that does not parse is a `BadFile` error naming its
+path and the line where the parser stopped.
 """
 
 from __future__ import annotations
@@ -13,6 +14,10 @@ import os
 import tempfile
 from pathlib import Path
 from typing import Any, BinaryIO
+
+
+class BadFile(ValueError):
+    """A file the workbench reads does not parse; the message names its path and line."""
 
 
 def write_json(path: str | Path, obj: Any) -> None:
@@ -41,8 +46,16 @@ def _write_atomic(path: str | Path, text: str) -> None:
 
 
 def read_json(path: str | Path) -> Any:
-    """Read one JSON document."""
-    return json.loads(Path(path).read_text())
+    """Read one JSON document; one that does not parse is a `BadFile` naming path and line."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise BadFile(
+            f"{path} is not valid JSON (line {error.lineno}, column {error.colno}: {error.msg})"
+        ) from None
+    except UnicodeDecodeError:
+        raise BadFile(f"{path} is not valid JSON (not UTF-8 text)") from None
 
 
 def append_jsonl(path: str | Path, row: dict) -> None:
@@ -74,13 +87,16 @@ def read_jsonl(path: str | Path) -> list[dict]:
     path = Path(path)
     if not path.exists():
         return []
-    complete = path.read_text().rpartition("\n")[0]
+    try:
+        complete = path.read_text().rpartition("\n")[0]
+    except UnicodeDecodeError:
+        raise BadFile(f"{path} is not valid JSONL (not UTF-8 text)") from None
     rows = []
     for number, line in enumerate(complete.split("\n"), start=1):
         if not line.strip():
             continue
         try:
             rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            raise ValueError(f"{path}, line {number}: not valid JSON") from None
+        except json.JSONDecodeError as error:
+            raise BadFile(f"{path}, line {number}: not valid JSON ({error.msg})") from None
     return rows
