@@ -15,6 +15,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -104,9 +105,10 @@ def page(chromium) -> Iterator[object]:
     page.console_log = ConsoleLog.attach(page)
     yield page
     context.close()
-    errors = page.console_log.errors
+    errors = Counter(page.console_log.errors)
     if errors:
-        pytest.fail("errors in the browser console:\n" + "\n".join(errors), pytrace=False)
+        lines = [f"  {count} x {error}" for error, count in errors.most_common()]
+        pytest.fail("errors in the browser console:\n" + "\n".join(lines), pytrace=False)
 
 
 @pytest.fixture
