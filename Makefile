@@ -4,8 +4,11 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PARAMS ?= parameters/pilot.yaml
+BROWSER_STAMP := $(VENV)/.installed-browser
+CHROMIUM_PACKAGE := chromium
+LAB_PORT ?= 8888
 
-.PHONY: setup pilot test lab full lint phase0 phase1 phase1b phase2 phase3 phase4 phase5 artifacts clean
+.PHONY: setup pilot test test-browser chromium lab full lint phase0 phase1 phase1b phase2 phase3 phase4 phase5 artifacts clean
 
 setup: $(STAMP)
 
@@ -24,11 +27,45 @@ pilot: setup
 test: setup
 	$(PY) -m pytest
 
+# The real-browser suite (tests/browser): Playwright drives Debian's Chromium against JupyterLab.
+test-browser: $(BROWSER_STAMP) chromium
+	$(PY) -m pytest tests/browser
+
+$(BROWSER_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e ".[test,embeddings,browser]"
+	touch $(BROWSER_STAMP)
+
+# Chromium from apt when it is missing and we are root; else say which package to install.
+# TEACHABLE_CHROMIUM names another Chromium executable instead.
+chromium:
+	@if [ -n "$$TEACHABLE_CHROMIUM" ] || command -v $(CHROMIUM_PACKAGE) >/dev/null 2>&1; then \
+		exit 0; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing the Debian package $(CHROMIUM_PACKAGE)"; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(CHROMIUM_PACKAGE) >/dev/null \
+			|| { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(CHROMIUM_PACKAGE) >/dev/null; }; \
+	else \
+		echo "make test-browser needs Chromium: install the Debian package" \
+			"'$(CHROMIUM_PACKAGE)' (sudo apt-get install $(CHROMIUM_PACKAGE)), or set" \
+			"TEACHABLE_CHROMIUM to a Chromium executable" >&2; \
+		exit 1; \
+	fi
+
 lint: setup
 	$(VENV)/bin/ruff check teachable tests benchmarks notebooks
 
+# JupyterLab on .venv, its kernel registered as the notebooks' `python3`; the notebooks read
+# $(PARAMS) (make lab PARAMS=parameters/other.yaml for another run).
 lab: setup
-	$(VENV)/bin/jupyter lab notebooks/
+	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (teachable)"
+	@token=$$($(PY) -c "import secrets; print(secrets.token_hex(16))"); \
+	echo; \
+	echo "JupyterLab, notebooks on $(PARAMS):"; \
+	echo "    http://localhost:$(LAB_PORT)/lab/tree/notebooks/01_labeling.ipynb?token=$$token"; \
+	echo; \
+	TEACHABLE_PARAMS="$(abspath $(PARAMS))" JUPYTER_PREFER_ENV_PATH=1 exec $(VENV)/bin/jupyter lab \
+		--no-browser --port=$(LAB_PORT) --ServerApp.port_retries=0 \
+		--IdentityProvider.token=$$token $$([ "$$(id -u)" = 0 ] && echo --allow-root)
 
 full: setup
 	$(PY) -m teachable run parameters/full.yaml

@@ -18,6 +18,7 @@ from pathlib import Path
 import nbformat
 import pytest
 import yaml
+from offline_html import WIDGET_PLACEHOLDER, network_references
 
 from teachable.__main__ import main
 from teachable.parameters import load_parameters
@@ -118,10 +119,21 @@ def test_executed_notebook_is_saved_as_ipynb_and_offline_html_reports(first_run)
     html = (reports / "00_rollouts.html").read_text()
     assert "wrote 3 tasks" in html
     assert "<style" in html
-    assert not re.search(r"<link[^>]+href=\"https?:", html), "stylesheets must be inlined"
-    assert not re.search(r"<img[^>]+src=\"https?:", html), "images must be embedded"
-    external_scripts = set(re.findall(r"<script[^>]+src=\"(https?://[^\"]+)\"", html))
-    assert all("mathjax" in src or "require.js" in src for src in external_scripts)
+    assert network_references(html) == [], "a report must read offline: no CDN, nothing fetched"
+
+
+def test_progress_bars_are_text_in_the_reports_not_widgets(first_run):
+    reports = first_run.run_dir / "reports"
+    executed = nbformat.read(reports / "00_rollouts.ipynb", as_version=4)
+    outputs = [output for cell in executed.cells for output in cell.get("outputs", [])]
+    assert not any(WIDGET_PLACEHOLDER in output.get("data", {}) for output in outputs)
+    assert "widgets" not in executed.metadata
+    stderr = "".join(output.get("text", "") for output in outputs if output.get("name") == "stderr")
+    assert "stand-in loop: 100%" in stderr
+
+    html = (reports / "00_rollouts.html").read_text()
+    assert WIDGET_PLACEHOLDER not in html
+    assert re.search(r"stand-in loop: 100%\|█+\| 3/3", html), "the bar's last state, as text"
 
 
 def test_provenance_records_parameters_code_packages_device_seeds_and_phases(first_run):

@@ -21,12 +21,15 @@ from pathlib import Path
 
 import nbformat
 import papermill
+from jinja2 import DictLoader
 from nbclient.exceptions import DeadKernelError
 from nbconvert import HTMLExporter
+from nbconvert.preprocessors import CoalesceStreamsPreprocessor
 from papermill.exceptions import PapermillExecutionError
 
 from teachable.parameters import Parameters
 from teachable.pipeline.lock import hold_lock
+from teachable.pipeline.progress import kernel_arguments
 from teachable.pipeline.provenance import PhaseRecord, Provenance, now
 from teachable.records.labeled import load_teacher_health
 from teachable.records.layout import RunLayout
@@ -299,10 +302,42 @@ def check_inputs(parameters: Parameters, phase: Phase) -> None:
             )
 
 
+# JupyterLab's HTML page, less what it would fetch from a CDN: require.js, MathJax, mermaid and
+# the widget manager. The reports need none of them: charts are embedded images, tables HTML,
+# progress bars text, and the phase notebooks hold no formulas or diagrams.
+OFFLINE_TEMPLATE = """{%- extends 'index.html.j2' -%}
+{%- block html_head_js -%}{%- endblock html_head_js -%}
+{%- block jupyter_widgets -%}{%- endblock jupyter_widgets -%}
+{%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
+{%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
+"""
+
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
+
+def without_widgets(notebook: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """The notebook with every widget output shown by its text form, and no widget state: an
+    HTML page cannot draw a widget without a kernel or the widget manager."""
+    notebook.metadata.pop("widgets", None)
+    for cell in notebook.cells:
+        for output in cell.get("outputs", []):
+            output.get("data", {}).pop(WIDGET_VIEW, None)
+    return notebook
+
+
 def export_html(report: Path) -> Path:
-    """Write an executed notebook as one HTML page beside it (styles and images inlined)."""
-    exporter = HTMLExporter(template_name="lab", embed_images=True)
-    body, _ = exporter.from_notebook_node(nbformat.read(report, as_version=4))
+    """Write an executed notebook as one HTML page beside it that reads offline: styles and
+    images inlined, no script from a CDN, widgets as their text, progress bars at their last
+    state."""
+    exporter = HTMLExporter(
+        template_name="lab",
+        template_file="offline.html.j2",
+        extra_loaders=[DictLoader({"offline.html.j2": OFFLINE_TEMPLATE})],
+        embed_images=True,
+    )
+    exporter.register_preprocessor(CoalesceStreamsPreprocessor(enabled=True), enabled=True)
+    notebook = without_widgets(nbformat.read(report, as_version=4))
+    body, _ = exporter.from_notebook_node(notebook)
     html = report.with_suffix(".html")
     html.write_text(body)
     return html
@@ -346,6 +381,7 @@ def execute_phase(parameters: Parameters, phase: Phase, notebooks_dir: Path) -> 
             kernel_name=KERNEL_NAME,
             cwd=notebook.parent,
             progress_bar=True,
+            extra_arguments=kernel_arguments(),  # progress bars as text in the report
         )
     except (PapermillExecutionError, DeadKernelError) as error:
         if report.exists():

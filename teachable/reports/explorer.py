@@ -147,6 +147,10 @@ class SnapshotExplorer:
                 self.card,
             ]
         )
+        # CSS classes that find the explorer's parts in the page (the browser tests use them)
+        self.widget.add_class("teachable-explorer")
+        self.found.add_class("teachable-matches")
+        self.card.add_class("teachable-snapshot-card")
         self.on_filter()
 
     @staticmethod

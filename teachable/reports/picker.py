@@ -114,7 +114,16 @@ class ThresholdPicker:
                 ),
             ]
         )
+        self._name_elements()
         self.on_change()
+
+    def _name_elements(self) -> None:
+        """CSS classes that find the picker's parts in the page (the browser tests use them)."""
+        self.widget.add_class("teachable-picker")
+        for name, chart in self.charts.items():
+            chart.add_class(f"teachable-chart-{name}")
+        self.table.add_class("teachable-quadrant-counts")
+        self.status.add_class("teachable-save-status")
 
     @staticmethod
     def _slider(axis: str, values: np.ndarray, start: float) -> widgets.FloatSlider:
