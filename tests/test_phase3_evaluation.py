@@ -31,7 +31,6 @@ from teachable.phases.phase3_evaluation import (
     evaluate_runs,
     evaluation_items,
     has_loop,
-    load_split_of,
     model_table,
     pareto_mask,
     per_quadrant_table,
@@ -45,7 +44,7 @@ from teachable.records.layout import EvaluationLayout, Phase2Layout, RunLayout
 from teachable.records.quadrants import QUADRANTS, Thresholds, save_thresholds
 from teachable.records.store import read_jsonl, write_jsonl
 from teachable.records.training_summary import BASE, RunEntry
-from teachable.world.splits import TaskSplit, save_split, split_by_task
+from teachable.world.splits import TaskSplit, load_split, save_split, split_by_task
 from teachable.world.tasks import task_suite
 from teachable.world.text_world import expert_trajectory
 
@@ -177,7 +176,7 @@ def evaluated(tiny_run, tmp_path_factory):
 def test_heldout_tasks_never_overlap_training_tasks(tiny_run):
     params = tiny_run.params
     labeled = load_labeled(params.layout.phase1)
-    split = load_split_of(tiny_run.summary.parent / "split.json", labeled)
+    split = load_split(tiny_run.summary.parent / "split.json", labeled)
     items = evaluation_items(params.phase3, params.env.levels, params.run.seed, split, labeled)
     heldout = {item.start.task for item in items if item.suite == "tasks"}
     retention = {item.start.task for item in items if item.suite == "retention"}
@@ -195,7 +194,7 @@ def test_heldout_tasks_never_overlap_training_tasks(tiny_run):
 def test_a_heldout_task_found_in_training_is_an_error(tiny_run):
     params = tiny_run.params
     labeled = load_labeled(params.layout.phase1)
-    split = load_split_of(tiny_run.summary.parent / "split.json", labeled)
+    split = load_split(tiny_run.summary.parent / "split.json", labeled)
     heldout = task_suite("heldout", 2, params.env.levels, params.run.seed).tasks
     task = {"env_id": heldout[1].env_id, "seed": heldout[1].seed}
     leaked = split.train[0].model_copy(

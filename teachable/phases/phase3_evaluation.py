@@ -507,13 +507,6 @@ class Evaluation:
         return frontier(self.overall, self.retention)
 
 
-def load_split_of(split_path: Path, labeled: Sequence[LabeledSnapshot]) -> TaskSplit:
-    """The Phase 2 split, applied to the labeled snapshots (with their quadrants)."""
-    if not split_path.is_file():
-        raise FileNotFoundError(f"{split_path} is missing: run phase 2 first")
-    return load_split(split_path, labeled)
-
-
 def evaluate_runs(
     trained: TrainingLayout,
     labeled: Sequence[LabeledSnapshot],
@@ -531,7 +524,7 @@ def evaluate_runs(
     started = time.perf_counter()
     summary = TrainingSummary.load(trained.training_summary)
     adapters = adapter_folders(summary, trained)
-    split = load_split_of(trained.folder / summary.split, labeled)
+    split = load_split(trained.folder / summary.split, labeled)
     items = evaluation_items(phase3, levels, seed, split, labeled)
 
     log = out.episodes

@@ -54,13 +54,13 @@ from teachable.phases.phase3_evaluation import (
     RETENTION_DROP_LIMIT,
     Evaluation,
     evaluate_runs,
-    load_split_of,
 )
 from teachable.phases.phase4_predictor import Predictor, PredictorResult
 from teachable.records.labeled import LabeledSnapshot, load_labeled
 from teachable.records.layout import MethodLayout, Phase4Layout, RunLayout
 from teachable.records.store import read_jsonl, write_json, write_jsonl
 from teachable.records.training_summary import BASE, RunEntry, TrainingSummary
+from teachable.world.splits import load_split
 
 SUITES = ("tasks", "snapshots")  # held-out tasks (the verdicts' suite) and test snapshots
 
@@ -232,7 +232,7 @@ def run_selection(
     out = run.phase5
     split_path = run.phase2.split
     labeled = load_labeled(run.phase1)
-    split = load_split_of(split_path, labeled)
+    split = load_split(split_path, labeled)
     pool, left_out = labeled_pool(split.train)
     predictions = None
     if pool and "predictor" in phase5.methods:

@@ -272,6 +272,10 @@ def micro_training_files(run: RunLayout) -> tuple[Path, ...]:
     return (run.phase1b.results, run.phase1b.correlation)
 
 
+def correlation_files(run: RunLayout) -> tuple[Path, ...]:
+    return (run.phase1b.correlation,)
+
+
 def evaluation_files(run: RunLayout) -> tuple[Path, ...]:
     return (run.phase3.overall,)
 
@@ -301,7 +305,7 @@ ARTIFACTS: tuple[Artifact, ...] = (
     Artifact("predictor_metrics", "figure", predictor_files, predictor_figure),
     Artifact("selection", "figure", selection_files, selection_figure),
     Artifact("quadrants", "table", labels_files, quadrant_table),
-    Artifact("cpt_validation", "table", lambda run: (run.phase1b.correlation,), cpt_table),
+    Artifact("cpt_validation", "table", correlation_files, cpt_table),
     Artifact("training_matrix", "table", evaluation_files, training_matrix_table),
     Artifact("transfer_summary", "table", transfer_files, transfer_table),
     Artifact("reliability_retention_frontier", "table", frontier_files, frontier_frame),

@@ -90,6 +90,8 @@ def save_split(path: Path, split: TaskSplit, test_fraction: float, seed: int) ->
 
 def load_split(path: Path, rows: Sequence[LabeledSnapshot]) -> TaskSplit:
     """The split saved at `path`, applied to `rows` (the labeled snapshots it was made from)."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{path} is missing: run phase 2 first")
     saved = read_json(path)
     by_id = {row.id: row for row in rows}
     missing = [i for side in ("train", "test") for i in saved[side]["snapshots"] if i not in by_id]
