@@ -1,0 +1,1 @@
+"""Estimators: intervals on rates, paired differences and correlations, three-way verdicts."""

@@ -1,0 +1,203 @@
+"""Point estimates with their 95% intervals and n, as every figure of the workbench is reported.
+
+- single rates: the Wilson score interval;
+- paired differences: a hierarchical percentile bootstrap over training seeds, then items, with
+  each item's episodes resampled inside it, on an array `(seeds, items, episodes)` of paired
+  differences (common random numbers make episode e of item i the same draw for both sides);
+- rank correlation: Spearman's rho with a paired percentile bootstrap (`scipy.stats.bootstrap`);
+- a label's mean of paired differences: the mean and its standard error.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+from pydantic import BaseModel
+from scipy import stats
+
+CONFIDENCE = 0.95
+
+
+RESAMPLES = 2000
+
+
+class Estimate(BaseModel):
+    """A figure with its interval and the number of units it rests on; `low`/`high` are None
+    where no interval exists (no data, or an undefined statistic)."""
+
+    value: float | None
+    low: float | None = None
+    high: float | None = None
+    n: int
+    confidence: float = CONFIDENCE
+    method: str = ""
+
+    @property
+    def known(self) -> bool:
+        return self.value is not None and self.low is not None and self.high is not None
+
+    def text(self, digits: int = 3) -> str:
+        """`0.125 [0.050, 0.200], n=40` (or `n/a` parts where unknown)."""
+        if self.value is None:
+            return f"n/a, n={self.n}"
+        interval = "" if self.low is None else f" [{self.low:.{digits}f}, {self.high:.{digits}f}]"
+        return f"{self.value:.{digits}f}{interval}, n={self.n}"
+
+
+def number(value: float | None) -> float | None:
+    """A JSON-ready float: None for a missing value or NaN, else rounded to 6 places."""
+    if value is None or not np.isfinite(value):
+        return None
+    return round(float(value), 6)
+
+
+def wilson(successes: int, n: int, confidence: float = CONFIDENCE) -> Estimate:
+    """A success rate with its Wilson score interval."""
+    if n == 0:
+        return Estimate(value=None, n=0, confidence=confidence, method="wilson")
+    interval = stats.binomtest(int(successes), int(n)).proportion_ci(confidence, method="wilson")
+    return Estimate(
+        value=number(successes / n),
+        low=number(interval.low),
+        high=number(interval.high),
+        n=int(n),
+        confidence=confidence,
+        method="wilson",
+    )
+
+
+def mean_and_se(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and standard error of the mean (0 for fewer than two values)."""
+    values = np.asarray(values, dtype=float)
+    if len(values) < 2:
+        return float(values.mean()) if len(values) else float("nan"), 0.0
+    return float(values.mean()), float(values.std(ddof=1) / np.sqrt(len(values)))
+
+
+def as_cube(differences: np.ndarray) -> np.ndarray:
+    """Paired differences as (seeds, items, episodes): a 1-D array is items, 2-D is
+    (items, episodes)."""
+    cube = np.asarray(differences, dtype=float)
+    while cube.ndim < 3:
+        cube = cube[None] if cube.ndim == 2 else cube[:, None]
+    if cube.ndim != 3:
+        raise ValueError(f"paired differences need at most 3 axes, got shape {cube.shape}")
+    return cube
+
+
+def hierarchical_bootstrap(
+    differences: np.ndarray,
+    resamples: int = RESAMPLES,
+    seed: int = 0,
+    confidence: float = CONFIDENCE,
+) -> Estimate:
+    """The mean paired difference with a percentile interval from resampling training seeds,
+    then items (shared by the seeds: every model played the same items), then each item's
+    episodes. NaN cells (an item a model did not play) are left out of every mean.
+
+    `n` counts the paired units, seeds x items x episodes that are not NaN."""
+    cube = as_cube(differences)
+    seeds, items, episodes = cube.shape
+    present = int(np.sum(~np.isnan(cube)))
+    method = f"hierarchical bootstrap: {seeds} seeds x {items} items x {episodes} episodes"
+    if present == 0:
+        return Estimate(value=None, n=0, confidence=confidence, method=method)
+    rng = np.random.default_rng(seed)
+    draws = np.empty(resamples)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a resample of NaN cells only
+        for b in range(resamples):
+            s = rng.integers(0, seeds, seeds)
+            i = rng.integers(0, items, items)
+            e = rng.integers(0, episodes, (items, episodes))
+            draws[b] = np.nanmean(cube[s][:, i[:, None], e])
+    draws = draws[~np.isnan(draws)]
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.percentile(draws, [tail, 100 - tail])
+    return Estimate(
+        value=number(np.nanmean(cube)),
+        low=number(low),
+        high=number(high),
+        n=present,
+        confidence=confidence,
+        method=method,
+    )
+
+
+def _spearman(x: np.ndarray, y: np.ndarray) -> float:
+    """Spearman's rho, NaN where it is undefined (fewer than 3 points or a constant side)."""
+    if len(x) < 3:
+        return float("nan")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", stats.ConstantInputWarning)
+        return float(stats.spearmanr(x, y).statistic)
+
+
+def spearman(
+    x: Sequence[float],
+    y: Sequence[float],
+    resamples: int = RESAMPLES,
+    seed: int = 0,
+    confidence: float = CONFIDENCE,
+) -> Estimate:
+    """Spearman's rho of paired x and y with a percentile bootstrap interval over the pairs;
+    resamples with a constant side have no rho and are left out."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    rho = _spearman(x, y)
+    method = "spearman, paired percentile bootstrap"
+    estimate = Estimate(value=number(rho), n=len(x), confidence=confidence, method=method)
+    if np.isnan(rho):
+        return estimate
+    with warnings.catch_warnings():  # resamples with a constant side are expected here
+        warnings.simplefilter("ignore", stats.ConstantInputWarning)
+        warnings.simplefilter("ignore", stats.DegenerateDataWarning)
+        boot = stats.bootstrap(
+            (x, y),
+            _spearman,
+            paired=True,
+            vectorized=False,
+            n_resamples=resamples,
+            method="percentile",
+            confidence_level=confidence,
+            rng=np.random.default_rng(seed),
+        )
+    distribution = boot.bootstrap_distribution
+    defined = distribution[~np.isnan(distribution)]
+    if len(defined):
+        tail = (1 - confidence) / 2 * 100
+        low, high = np.percentile(defined, [tail, 100 - tail])
+        estimate = estimate.model_copy(update={"low": number(low), "high": number(high)})
+    return estimate
+
+
+def difference_of_means(
+    first: Sequence[float],
+    second: Sequence[float],
+    resamples: int = RESAMPLES,
+    seed: int = 0,
+    confidence: float = CONFIDENCE,
+) -> Estimate:
+    """mean(first) - mean(second) for two independent groups, with a percentile bootstrap
+    interval that resamples each group on its own."""
+    first, second = np.asarray(first, dtype=float), np.asarray(second, dtype=float)
+    n = len(first) + len(second)
+    method = "difference of means, two-sample percentile bootstrap"
+    if not len(first) or not len(second):
+        return Estimate(value=None, n=n, confidence=confidence, method=method)
+    rng = np.random.default_rng(seed)
+    draws = (
+        first[rng.integers(0, len(first), (resamples, len(first)))].mean(axis=1)
+        - second[rng.integers(0, len(second), (resamples, len(second)))].mean(axis=1)
+    )
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.percentile(draws, [tail, 100 - tail])
+    return Estimate(
+        value=number(first.mean() - second.mean()),
+        low=number(low),
+        high=number(high),
+        n=n,
+        confidence=confidence,
+        method=method,
+    )

@@ -1,0 +1,43 @@
+"""Label reliability: a panel labeled twice on independent streams. The test-retest
+correlation of a label bounds the R² any predictor can reach on it, and says whether its
+labels rest on enough rollouts."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from teachable.measure.intervals import CONFIDENCE, RESAMPLES, Estimate, number
+
+
+def test_retest(
+    first: Sequence[float],
+    second: Sequence[float],
+    resamples: int = RESAMPLES,
+    seed: int = 0,
+    confidence: float = CONFIDENCE,
+) -> Estimate:
+    """Pearson's r between two labelings of the same snapshots, with a percentile bootstrap
+    interval over snapshots; None where a side is constant."""
+    x, y = np.asarray(first, dtype=float), np.asarray(second, dtype=float)
+    method = "test-retest pearson r, percentile bootstrap over snapshots"
+    r = _pearson(x, y)
+    estimate = Estimate(value=number(r), n=len(x), confidence=confidence, method=method)
+    if np.isnan(r):
+        return estimate
+    rng = np.random.default_rng(seed)
+    draws = np.array([_pearson(x[i], y[i]) for i in rng.integers(0, len(x), (resamples, len(x)))])
+    draws = draws[~np.isnan(draws)]
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.percentile(draws, [tail, 100 - tail])
+    return estimate.model_copy(update={"low": number(low), "high": number(high)})
+
+
+test_retest.__test__ = False  # a function of the package, not a pytest test
+
+
+def _pearson(x: np.ndarray, y: np.ndarray) -> float:
+    if len(x) < 3 or np.std(x) == 0 or np.std(y) == 0:
+        return float("nan")
+    return float(np.corrcoef(x, y)[0, 1])

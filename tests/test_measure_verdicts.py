@@ -1,0 +1,54 @@
+"""Three-way verdicts on synthetic intervals, and the run's one verdicts file."""
+
+from __future__ import annotations
+
+import pytest
+
+from teachable.measure.intervals import Estimate
+from teachable.measure.verdicts import judge, outcome
+from teachable.records.verdicts import Verdicts, save_phase_verdicts
+
+
+def interval(low: float, high: float) -> Estimate:
+    return Estimate(value=(low + high) / 2, low=low, high=high, n=10)
+
+
+@pytest.mark.parametrize(
+    ("low", "high", "side", "threshold", "expected"),
+    [
+        (0.35, 0.6, ">=", 0.3, "holds"),
+        (0.1, 0.5, ">=", 0.3, "inconclusive"),
+        (-0.4, 0.2, ">=", 0.3, "fails"),
+        (0.01, 0.2, ">", 0.0, "holds"),
+        (0.0, 0.0, ">", 0.0, "fails"),
+        (-0.1, 0.1, ">", 0.0, "inconclusive"),
+        (-0.05, 0.05, "<", 0.1, "holds"),
+        (0.05, 0.15, "<", 0.1, "inconclusive"),
+        (0.12, 0.3, "<", 0.1, "fails"),
+        (0.1, 0.1, "<=", 0.1, "holds"),
+    ],
+)
+def test_outcome_reads_where_the_interval_lies(low, high, side, threshold, expected) -> None:
+    assert outcome(interval(low, high), side, threshold) == expected
+
+
+def test_an_unmeasured_figure_is_inconclusive_and_says_why() -> None:
+    verdict = judge("phase4", "r2_U", "R² of U > 0.6", Estimate(value=None, n=0), ">", 0.6)
+    assert verdict.outcome == "inconclusive" and verdict.note == "not measured"
+
+
+def test_each_phase_replaces_only_its_own_verdicts(tmp_path) -> None:
+    path = tmp_path / "verdicts.json"
+    first = judge("phase1b", "rho", "rho >= 0.3", interval(0.4, 0.5), ">=", 0.3)
+    second = judge("phase4", "r2_U", "R² of U > 0.6", interval(0.1, 0.2), ">", 0.6)
+    save_phase_verdicts(path, "phase1b", [first])
+    save_phase_verdicts(path, "phase4", [second])
+    redone = first.model_copy(update={"outcome": "fails"})
+    save_phase_verdicts(path, "phase1b", [redone])
+    loaded = Verdicts.load(path)
+    assert [(v.phase, v.outcome) for v in loaded.verdicts] == [
+        ("phase4", "fails"),
+        ("phase1b", "fails"),
+    ]
+    with pytest.raises(ValueError, match="another phase"):
+        save_phase_verdicts(path, "phase4", [first])
