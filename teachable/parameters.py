@@ -352,6 +352,12 @@ class Phase1Parameters(Section):
     min_per_quadrant: int = Field(
         100, ge=0, description="a quadrant with fewer snapshots than this gets a warning"
     )
+    reliability_panel: int = Field(
+        0,
+        ge=0,
+        description="labeled snapshots labeled a second time on independent streams, for the "
+        "test-retest reliability of U, L_local and ELP_net; 0: none",
+    )
 
     @model_validator(mode="after")
     def _fixed_thresholds_given(self) -> Phase1Parameters:
@@ -392,23 +398,66 @@ class Phase1BParameters(Section):
     )
 
 
+def distinct_seeds(seeds: list[int]) -> list[int]:
+    """At least one seed, each >= 0 and listed once."""
+    if not seeds or min(seeds) < 0 or len(set(seeds)) < len(seeds):
+        raise ValueError("seeds needs at least one seed, each >= 0 and listed once")
+    return seeds
+
+
 class Phase2Parameters(LoraOverrides):
     """Training matrix: a test split by task, then one LoRA run per quadrant x format and two
-    baselines, all with the `lora` hyperparameters; a value set here overrides `lora`'s for
-    every run (the plan's --batch-size and --gradient-accumulation-steps)."""
+    baselines per seed of `seeds`, all with the `lora` hyperparameters; a value set here
+    overrides `lora`'s for every run (the plan's --batch-size and
+    --gradient-accumulation-steps). Every cell trains on `n_train` snapshots for the same
+    number of steps, so a quadrant's cell differs from another's by what it trains on, not by
+    how much."""
 
     test_fraction: float = Field(
         0.3, gt=0.0, lt=1.0, description="share of tasks whose snapshots go to the test side"
     )
-    min_train: int = Field(
-        5, ge=1, description="a run with fewer train snapshots than this is skipped"
+    n_train: int = Field(
+        20,
+        ge=1,
+        description="train snapshots of every quadrant cell and of the random baseline, drawn "
+        "anew per seed; a quadrant with fewer is skipped",
+    )
+    seeds: list[int] = Field(
+        default_factory=lambda: [0, 1, 2],
+        description="training seeds: each run is trained once per seed (LoRA initialization, "
+        "data order and the draw of its snapshots)",
+    )
+
+    _distinct_seeds = field_validator("seeds")(distinct_seeds)
+
+
+class EvaluationParameters(Section):
+    """How Phases 3 and 5 play their suites: sampled at `temperature`, `episodes_per_item`
+    episodes per item on seeds every model shares (episode e of an item has the same random
+    stream for every model), so differences between models are paired."""
+
+    temperature: float = Field(
+        1.0, ge=0.0, description="the students' sampling temperature in evaluation episodes"
+    )
+    episodes_per_item: int = Field(
+        4,
+        ge=1,
+        description="episodes per held-out task start, test snapshot and retention task",
+    )
+    greedy: bool = Field(
+        False,
+        description="also play every item once at temperature 0 and report it beside the "
+        "sampled figures",
+    )
+    bootstrap_resamples: int = Field(
+        2000, ge=100, description="bootstrap resamples of every interval on a gain or drop"
     )
 
 
 class Phase3Parameters(Section):
-    """Evaluation, greedy: `n_tasks` held-out tasks, up to `n_snapshots_per_quadrant` held-out
-    test snapshots per quadrant, and `retention_tasks` candidate tasks on the training levels and
-    as many on `retention_levels` (levels outside training), kept where the base succeeds."""
+    """Evaluation suites: `n_tasks` held-out tasks, up to `n_snapshots_per_quadrant` held-out
+    test snapshots per quadrant, and `retention_tasks` tasks on the training levels and as many
+    on `retention_levels` (levels outside training), a fixed set every model plays."""
 
     n_tasks: int = Field(200, ge=1, description="held-out tasks every model plays")
     n_snapshots_per_quadrant: int = Field(
@@ -420,8 +469,8 @@ class Phase3Parameters(Section):
     retention_tasks: int = Field(
         50,
         ge=0,
-        description="retention candidates on the training levels, and as many on "
-        "`retention_levels`; those the base solves are kept",
+        description="retention tasks on the training levels, and as many on "
+        "`retention_levels`",
     )
     retention_levels: list[str] = Field(
         default_factory=lambda: ["GoToObj", "OpenRedDoor"],
@@ -488,14 +537,13 @@ class Phase5Parameters(LoraOverrides):
         default_factory=lambda: list(SELECTION_METHODS),
         description="selection methods compared, each listed once",
     )
-    random_seeds: list[int] = Field(
-        default_factory=lambda: [0, 1, 2], description="seeds of the `random` method's draws"
+    seeds: list[int] = Field(
+        default_factory=lambda: [0, 1, 2],
+        description="training seeds: each method is trained once per seed (LoRA initialization "
+        "and data order; `random` draws anew per seed)",
     )
     format: Literal["demo", "hint", "contrast"] = Field(
         "demo", description="supervision format every selection is trained in"
-    )
-    bootstrap_resamples: int = Field(
-        1000, ge=100, description="bootstrap resamples of each gain's 95% interval"
     )
 
     @field_validator("methods")
@@ -505,12 +553,7 @@ class Phase5Parameters(LoraOverrides):
             raise ValueError("methods needs at least one method, each listed once")
         return methods
 
-    @field_validator("random_seeds")
-    @classmethod
-    def _distinct_seeds(cls, seeds: list[int]) -> list[int]:
-        if not seeds or min(seeds) < 0 or len(set(seeds)) < len(seeds):
-            raise ValueError("random_seeds needs at least one seed, each >= 0 and listed once")
-        return seeds
+    _distinct_seeds = field_validator("seeds")(distinct_seeds)
 
 
 class Parameters(Section):
@@ -550,9 +593,13 @@ class Parameters(Section):
         default_factory=Phase2Parameters,
         description="Phase 2: the training matrix, quadrant x format, and two baselines",
     )
+    evaluation: EvaluationParameters = Field(
+        default_factory=EvaluationParameters,
+        description="how Phases 3 and 5 play: temperature, episodes per item, paired seeds",
+    )
     phase3: Phase3Parameters = Field(
         default_factory=Phase3Parameters,
-        description="Phase 3: greedy evaluation of the base and every trained run",
+        description="Phase 3: the evaluation suites every trained run and the base play",
     )
     phase4: Phase4Parameters = Field(
         default_factory=Phase4Parameters,

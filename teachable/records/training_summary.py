@@ -24,9 +24,13 @@ Cell = Quadrant | Literal["all", "random"] | SelectionMethod
 
 
 class RunEntry(BaseModel):
-    """One run of a summary; `adapter` is relative to the summary's folder."""
+    """One run of a summary: one training seed of one cell (a matrix cell such as
+    `Q1_highU_highL_demo`, a baseline, or a selection method); `adapter` is relative to the
+    summary's folder."""
 
     id: str
+    cell: str
+    seed: int
     quadrant: Cell
     format: Format
     n_train: int
