@@ -307,6 +307,11 @@ class RunLayout(FolderLayout):
         return self.folder / "artifacts.json"
 
     @property
+    def verdicts(self) -> Path:
+        """Every criterion of the plan judged so far: figure, interval, n and outcome."""
+        return self.folder / "verdicts.json"
+
+    @property
     def provenance(self) -> Path:
         return self.folder / "provenance.json"
 
