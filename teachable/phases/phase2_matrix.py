@@ -1,11 +1,18 @@
 """Phase 2: the training matrix. One LoRA adapter per quadrant and supervision format, and two
-baselines, all with identical hyperparameters.
+baselines, each trained once per seed of `phase2.seeds`, all with identical hyperparameters.
 
 The labeled snapshots are split by task first (`split.json`); only train snapshots are trained
-on. `<quadrant>_<format>` trains on the quadrant's train snapshots in that format;
-`baseline_all_demo` on every train snapshot; `baseline_random_demo` on a seeded random subset
-of them as large as the median quadrant. A run with fewer than `phase2.min_train` snapshots is
-skipped with its reason. Each run is an independent unit (`train_run`): its adapter goes to
+on. Every cell trains on `phase2.n_train` snapshots for the same number of steps, so cells
+differ in what they train on, not in how much:
+
+- `<quadrant>_<format>`: `n_train` of the quadrant's train snapshots, drawn per seed; the three
+  formats of a quadrant share the draw, so they differ only by format. A quadrant with fewer
+  train snapshots is skipped, with its reason;
+- `baseline_random_demo`: `n_train` of all train snapshots, drawn per seed;
+- `baseline_all_demo`: every train snapshot (the one cell that trains on more).
+
+A run is one cell at one seed (`<cell>_seed<seed>`); the seed sets the LoRA initialization, the
+data order and the draw. Each run is an independent unit (`train_run`): its adapter goes to
 `<run_id>/` and its entry to `training_summary.json` as soon as it finishes, and a rerun keeps
 every run whose adapter and entry match what it would train now.
 """
@@ -16,7 +23,6 @@ import hashlib
 import importlib.util
 import json
 import os
-import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,31 +43,61 @@ from teachable.world.splits import TaskSplit, save_split, split_by_task
 
 @dataclass(frozen=True)
 class MatrixRun:
-    """One cell of the matrix: which train snapshots, in which format."""
+    """One training run: a cell (which snapshots, in which format) at one training seed. A run
+    with a `skip` reason is listed but not trained."""
 
-    id: str
+    cell: str
+    seed: int
     quadrant: Cell
     format: Format
     rows: tuple[LabeledSnapshot, ...]
+    skip: str | None = None
+
+    @property
+    def id(self) -> str:
+        return f"{self.cell}_seed{self.seed}"
 
 
-def plan_matrix(train: Sequence[LabeledSnapshot], seed: int) -> list[MatrixRun]:
-    """The 14 runs, in a fixed order: quadrants x formats, then the two baselines."""
-    by_quadrant = {q: tuple(row for row in train if row.quadrant == q) for q in QUADRANTS}
-    runs = [
-        MatrixRun(f"{quadrant}_{format}", quadrant, format, rows)
-        for quadrant, rows in by_quadrant.items()
-        for format in FORMATS
-    ]
-    size = min(round(statistics.median(len(rows) for rows in by_quadrant.values())), len(train))
-    picked = (
-        sorted(np.random.default_rng(seed).choice(len(train), size, replace=False)) if size else []
-    )
-    return [
-        *runs,
-        MatrixRun("baseline_all_demo", "all", "demo", tuple(train)),
-        MatrixRun("baseline_random_demo", "random", "demo", tuple(train[i] for i in picked)),
-    ]
+def draw(rows: Sequence[LabeledSnapshot], n: int, seed: tuple[int, ...]) -> tuple:
+    """`n` of `rows`, a seeded draw that keeps their order."""
+    picked = np.random.default_rng(seed).choice(len(rows), n, replace=False)
+    return tuple(rows[i] for i in sorted(picked))
+
+
+def plan_matrix(
+    train: Sequence[LabeledSnapshot], phase2: Phase2Parameters, seed: int
+) -> list[MatrixRun]:
+    """Every run, seed by seed in a fixed order: quadrants x formats, then the two baselines.
+    The draws of seed `s` come from (run `seed`, `s`, which cell), whatever the other seeds."""
+    n = phase2.n_train
+    runs = []
+    for s in phase2.seeds:
+        for index, quadrant in enumerate(QUADRANTS):
+            rows = [row for row in train if row.quadrant == quadrant]
+            if len(rows) < n:
+                reason = (
+                    f"{len(rows)} train snapshot(s) in {quadrant}, fewer than phase2.n_train={n}"
+                )
+                runs += [
+                    MatrixRun(f"{quadrant}_{f}", s, quadrant, f, tuple(rows), reason)
+                    for f in FORMATS
+                ]
+                continue
+            drawn = draw(rows, n, (seed, s, index))
+            runs += [MatrixRun(f"{quadrant}_{f}", s, quadrant, f, drawn) for f in FORMATS]
+        runs.append(MatrixRun("baseline_all_demo", s, "all", "demo", tuple(train)))
+        if len(train) < n:
+            reason = f"{len(train)} train snapshot(s), fewer than phase2.n_train={n}"
+            runs.append(MatrixRun("baseline_random_demo", s, "random", "demo", (), reason))
+        else:
+            drawn = draw(train, n, (seed, s, len(QUADRANTS)))
+            runs.append(MatrixRun("baseline_random_demo", s, "random", "demo", drawn))
+    return runs
+
+
+def run_lora(run: MatrixRun, lora: LoraParameters) -> LoraParameters:
+    """The shared hyperparameters with the run's seed as the LoRA seed."""
+    return lora.model_copy(update={"seed": run.seed})
 
 
 def run_key(run: MatrixRun, lora: LoraParameters, student: Student) -> str:
@@ -69,16 +105,10 @@ def run_key(run: MatrixRun, lora: LoraParameters, student: Student) -> str:
     shaping = {
         "format": run.format,
         "snapshots": [row.id for row in run.rows],
-        "lora": lora.model_dump(mode="json"),
+        "lora": run_lora(run, lora).model_dump(mode="json"),
         "student": student.params.model_dump(mode="json", exclude={"batch_size"}),
     }
     return hashlib.sha1(json.dumps(shaping, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def skip_reason(run: MatrixRun, min_train: int) -> str | None:
-    if len(run.rows) < min_train:
-        return f"{len(run.rows)} train snapshot(s), fewer than phase2.min_train={min_train}"
-    return None
 
 
 def train_run(
@@ -89,12 +119,15 @@ def train_run(
     key: str,
     group: str,
 ) -> RunEntry:
-    """Train one run's adapter with `lora` into its folder of `out` and describe it."""
+    """Train one run's adapter with `lora` (at the run's seed) into its folder of `out` and
+    describe it."""
     examples = sft_examples(run.rows, run.format, student.params.history)
-    result = train_lora(student, examples, lora, out.adapter(run.id))
+    result = train_lora(student, examples, run_lora(run, lora), out.adapter(run.id))
     log_to_wandb(run, result.losses, lora, group)
     return RunEntry(
         id=run.id,
+        cell=run.cell,
+        seed=run.seed,
         quadrant=run.quadrant,
         format=run.format,
         n_train=len(run.rows),
@@ -116,7 +149,7 @@ def log_to_wandb(run: MatrixRun, losses: list[float], lora: LoraParameters, grou
         return
     import wandb
 
-    config = {"format": run.format, "n_train": len(run.rows), **lora.model_dump(mode="json")}
+    config = {"format": run.format, "n_train": len(run.rows), **run_lora(run, lora).model_dump()}
     tracked = wandb.init(project=project, group=group, name=run.id, config=config, reinit=True)
     for step, loss in enumerate(losses):
         tracked.log({"loss": loss}, step=step)
@@ -167,22 +200,23 @@ def train_matrix(
     losses logged under `run_name` where Weights & Biases is set up."""
     split = split_by_task(rows, phase2.test_fraction, seed)
     save_split(out.split, split, phase2.test_fraction, seed)
-    runs = plan_matrix(split.train, seed)
+    runs = plan_matrix(split.train, phase2, seed)
     earlier = TrainingSummary.entries_in(out.training_summary)
     lora = phase2.over(lora)
     entries: dict[str, RunEntry] = {}
     trained = 0
     for run in tqdm(runs, desc="training matrix", unit="run", disable=not progress):
         key = run_key(run, lora, student)
-        reason = skip_reason(run, phase2.min_train)
-        if reason is not None:
+        if run.skip is not None:
             entries[run.id] = RunEntry(
                 id=run.id,
+                cell=run.cell,
+                seed=run.seed,
                 quadrant=run.quadrant,
                 format=run.format,
                 n_train=len(run.rows),
                 status="skipped",
-                reason=reason,
+                reason=run.skip,
                 snapshots=[row.id for row in run.rows],
             )
         elif is_finished(earlier.get(run.id), key, out):

@@ -1,5 +1,5 @@
-"""Phase 2's tables and charts: the runs of the training matrix, their train-set sizes and
-their loss curves.
+"""Phase 2's tables and charts: the runs of the training matrix (each cell once per seed), their
+train-set sizes and their loss curves.
 """
 
 from __future__ import annotations
@@ -15,11 +15,14 @@ from teachable.records.training_summary import RunEntry
 
 
 def summary_frame(entries: Sequence[RunEntry]) -> pd.DataFrame:
-    """One line per run: id, cell, format, status, train size, steps, seconds, last loss."""
+    """One line per run: id, cell, seed, quadrant, format, status, train size, steps, seconds,
+    first and last loss."""
     return pd.DataFrame(
         [
             {
                 "id": e.id,
+                "cell": e.cell,
+                "seed": e.seed,
                 "quadrant": e.quadrant,
                 "format": e.format,
                 "status": e.status,
@@ -36,16 +39,18 @@ def summary_frame(entries: Sequence[RunEntry]) -> pd.DataFrame:
 
 
 def train_size_table(entries: Sequence[RunEntry]) -> pd.DataFrame:
-    """Train snapshots per cell: quadrants (and baselines) as rows, formats as columns."""
+    """Train snapshots per cell (the same at every seed): quadrants (and baselines) as rows,
+    formats as columns."""
     frame = summary_frame(entries)
     cells = [*QUADRANTS, "all", "random"]
-    table = frame.pivot_table(index="quadrant", columns="format", values="n_train", aggfunc="sum")
+    table = frame.pivot_table(index="quadrant", columns="format", values="n_train", aggfunc="max")
     return table.reindex(index=[c for c in cells if c in table.index], columns=list(FORMATS))
 
 
 def train_size_chart(entries: Sequence[RunEntry]) -> alt.LayerChart:
-    """The train-set size of every cell, skipped runs greyed out."""
+    """The train-set size of every cell at its first seed, skipped runs greyed out."""
     frame = summary_frame(entries)
+    frame = frame[frame["seed"] == frame["seed"].min()]
     base = alt.Chart(frame).encode(
         x=alt.X("format:N", sort=list(FORMATS), axis=alt.Axis(labelAngle=0), title=None),
         y=alt.Y("quadrant:N", sort=[*QUADRANTS, "all", "random"], title=None),
@@ -83,6 +88,7 @@ def loss_chart(entries: Sequence[RunEntry]) -> alt.Chart:
             x=alt.X("step:Q", axis=alt.Axis(format="d", tickMinStep=1), title="optimizer step"),
             y=alt.Y("loss:Q", title="SFT loss (action tokens)"),
             color=alt.Color("quadrant:N", sort=[*QUADRANTS, "all", "random"], title="cell"),
+            detail="id:N",
             tooltip=["id", "step", "loss"],
         )
         .properties(width=220, height=180)
