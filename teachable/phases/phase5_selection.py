@@ -2,7 +2,7 @@
 
 From the train side of the Phase 2 split, each method picks `K = phase5.budget` snapshots:
 
-- `random`: a seeded uniform draw, once per seed of `phase5.random_seeds`;
+- `random`: a seeded uniform draw, drawn anew for every training seed;
 - `entropy`: the K with the highest U, the student's uncertainty;
 - `predictor`: the K with the highest ELP_net predicted by the Phase 4 predictor from the cheap
   fields alone;
@@ -13,17 +13,19 @@ From the train side of the Phase 2 split, each method picks `K = phase5.budget` 
 
 Ties are broken by snapshot id. The pool is the train snapshots that carry every label (U,
 leverage, CPT), so all methods choose among the same snapshots; a pool smaller than the budget
-lowers K for every method, and the summary says so. Each pick trains one LoRA run with the same
+lowers K for every method, and the summary says so. Each method trains once per seed of
+`phase5.seeds` (LoRA initialization and data order; random also draws anew), with the same
 hyperparameters (`lora`, with any value `phase5` sets in its place) in `phase5.format`, and is
-evaluated like Phase 3 (`evaluate_runs`, with the `phase3` counts) into
-`phase5/selection/<method>/`: its `training_summary.json`, its adapters and `eval/`. The base
-student's episodes are the same for every method: they are played once and shared between the
-methods' evaluation logs. A rerun keeps finished runs and logged episodes.
+evaluated like Phase 3 (`evaluate_runs`, with the `phase3` suites played as `evaluation` says)
+into `phase5/selection/<method>/`: its `training_summary.json`, its adapters and `eval/`. The
+base student's episodes are the same for every method: they are played once and shared between
+the methods' evaluation logs. A rerun keeps finished runs and logged episodes.
 
 `selection_summary.json` gives each method's success gain over the base student on the held-out
-tasks (and on the test snapshots), with a 95% paired bootstrap interval over the items both
-played, its retention drop, and the plan's verdicts: predictor > entropy > random on gain, and
-no method forgetting more than the 10-point retention limit.
+tasks (and on the test snapshots) and its retention drop, each with a 95% hierarchical bootstrap
+interval (seeds, items, episodes: every model played the same episodes), the paired differences
+between methods (seed by seed), and the plan's verdicts, three-way: predictor > entropy,
+entropy > random on gain, and every method's retention drop below the 10-point limit.
 """
 
 from __future__ import annotations
@@ -34,10 +36,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from pydantic import BaseModel
 from tqdm.auto import tqdm
 
+from teachable.measure.intervals import Estimate, number, wilson
+from teachable.measure.verdicts import judge
 from teachable.models.student import Student
 from teachable.parameters import (
+    EvaluationParameters,
     LoraParameters,
     Phase3Parameters,
     Phase5Parameters,
@@ -54,18 +60,18 @@ from teachable.phases.phase3_evaluation import (
     RETENTION_DROP_LIMIT,
     Evaluation,
     evaluate_runs,
+    outcome_cube,
+    paired_gain,
 )
 from teachable.phases.phase4_predictor import Predictor, PredictorResult
 from teachable.records.labeled import LabeledSnapshot, load_labeled
 from teachable.records.layout import MethodLayout, Phase4Layout, RunLayout
-from teachable.records.store import read_jsonl, write_json, write_jsonl
+from teachable.records.store import read_json, read_jsonl, write_json, write_jsonl
 from teachable.records.training_summary import BASE, RunEntry, TrainingSummary
+from teachable.records.verdicts import Verdict, save_phase_verdicts
 from teachable.world.splits import load_split
 
-SUITES = ("tasks", "snapshots")  # held-out tasks (the verdicts' suite) and test snapshots
-
-
-CONFIDENCE = 0.95
+ORDER = (("predictor", "entropy"), ("entropy", "random"))  # the plan's order on gain
 
 
 def labeled_pool(train: Sequence[LabeledSnapshot]) -> tuple[list[LabeledSnapshot], list[str]]:
@@ -119,7 +125,7 @@ def select(
     rows: Sequence[LabeledSnapshot],
     k: int,
     predictions: pd.DataFrame | None = None,
-    seed: int = 0,
+    seed: int | tuple[int, ...] = 0,
 ) -> list[LabeledSnapshot]:
     """The `k` rows a method picks: the top k of its scores, ties broken by id (best first),
     or for `random` a seeded draw without replacement from the rows in id order."""
@@ -134,33 +140,30 @@ def select(
     return [rows[index] for index in ranking[:k]]
 
 
-def run_id(method: SelectionMethod, seed: int | None) -> str:
-    return method if seed is None else f"{method}_seed{seed}"
-
-
 def plan_selections(
     phase5: Phase5Parameters,
     pool: Sequence[LabeledSnapshot],
+    seed: int,
     predictions: pd.DataFrame | None = None,
 ) -> dict[SelectionMethod, list[MatrixRun]]:
-    """Each method's runs (one, or one per random seed), each on exactly K = min(budget, pool)
-    snapshots in the chosen format."""
+    """Each method's runs, one per training seed, each on exactly K = min(budget, pool)
+    snapshots in the chosen format; random draws from (run `seed`, training seed)."""
     if not pool:
         raise ValueError("no train snapshot carries U, leverage and CPT labels: nothing to select")
     k = min(phase5.budget, len(pool))
-    plans = {}
-    for method in phase5.methods:
-        seeds = phase5.random_seeds if method == "random" else [None]
-        plans[method] = [
+    return {
+        method: [
             MatrixRun(
-                run_id(method, seed),
+                method,
+                s,
                 method,
                 phase5.format,
-                tuple(select(method, pool, k, predictions, seed or 0)),
+                tuple(select(method, pool, k, predictions, (seed, s))),
             )
-            for seed in seeds
+            for s in phase5.seeds
         ]
-    return plans
+        for method in phase5.methods
+    }
 
 
 def predicted_scores(phase4: Phase4Layout, pool: Sequence[LabeledSnapshot]) -> pd.DataFrame:
@@ -205,6 +208,56 @@ def share_base_episodes(sources: Sequence[Path], log: Path) -> None:
         write_jsonl(log, rows)
 
 
+class PickedLabels(BaseModel):
+    """What a method picked, over its runs: mean U, measured ELP_net, p(1 - p), and the share
+    of its picks the oracle also picked."""
+
+    mean_U: float | None
+    mean_ELP_net: float | None
+    mean_learnability: float | None
+    oracle_overlap: float | None
+
+
+class MethodResult(BaseModel):
+    """One method: its runs (one per seed), its success on the held-out tasks (Wilson over
+    episodes), its gains over the base student and its retention drop (hierarchical bootstrap
+    over seeds, items and episodes)."""
+
+    runs: list[str]
+    seeds: list[int]
+    k: int
+    success: Estimate
+    gain: Estimate
+    snapshot_gain: Estimate
+    retention_drop: Estimate
+    per_seed_gain: dict[str, float | None]
+    picked: PickedLabels
+
+
+class SelectionSummary(BaseModel):
+    """`selection_summary.json`: K and the pool, each method's result, the paired differences
+    between methods (`first-second`, seed by seed), and the verdicts."""
+
+    budget: int
+    k: int
+    k_reduced: bool
+    pool_size: int
+    train_snapshots: int
+    left_out_unlabeled: int
+    format: str
+    lora: dict
+    seeds: list[int]
+    evaluation: dict
+    predictor_seen_share: float | None
+    methods: dict[str, MethodResult]
+    differences: dict[str, Estimate]
+    verdicts: list[Verdict]
+
+    @classmethod
+    def load(cls, path: Path) -> SelectionSummary:
+        return cls.model_validate(read_json(path))
+
+
 @dataclass
 class SelectionReport:
     """What `run_selection` did: each method's runs, entries and evaluation, and the summary."""
@@ -212,12 +265,13 @@ class SelectionReport:
     runs: dict[SelectionMethod, list[MatrixRun]]
     entries: dict[SelectionMethod, list[RunEntry]]
     evaluations: dict[SelectionMethod, Evaluation]
-    summary: dict
+    summary: SelectionSummary
 
 
 def run_selection(
     phase5: Phase5Parameters,
     phase3: Phase3Parameters,
+    evaluation: EvaluationParameters,
     lora: LoraParameters,
     levels: Sequence[str],
     seed: int,
@@ -226,9 +280,10 @@ def run_selection(
     progress: bool = True,
 ) -> SelectionReport:
     """All of Phase 5, resumable: select from the run's Phase 2 train side (ranked by the
-    Phase 4 predictor where asked), train each pick with the shared `lora` settings under
-    Phase 5's overrides, evaluate with Phase 3's suite on the training `levels`, and write
-    everything into the run's Phase 5 folder."""
+    Phase 4 predictor where asked), train each pick once per seed with the shared `lora`
+    settings under Phase 5's overrides, evaluate with Phase 3's suites as `evaluation` says,
+    and write everything into the run's Phase 5 folder and its verdicts into the run's
+    `verdicts.json`."""
     out = run.phase5
     split_path = run.phase2.split
     labeled = load_labeled(run.phase1)
@@ -237,7 +292,7 @@ def run_selection(
     predictions = None
     if pool and "predictor" in phase5.methods:
         predictions = predicted_scores(run.phase4, pool)
-    runs = plan_selections(phase5, pool, predictions)
+    runs = plan_selections(phase5, pool, seed, predictions)
     lora = phase5.over(lora)
     entries, evaluations, logs = {}, {}, []
     for method, method_runs in tqdm(runs.items(), desc="selection", disable=not progress):
@@ -247,124 +302,154 @@ def run_selection(
         )
         share_base_episodes(logs, trained.evaluation.episodes)
         evaluations[method] = evaluate_runs(
-            trained, labeled, phase3, levels, seed, student, trained.evaluation, progress
+            trained,
+            labeled,
+            phase3,
+            evaluation,
+            levels,
+            seed,
+            student,
+            trained.evaluation,
+            progress,
         )
         logs.append(trained.evaluation.episodes)
     summary = selection_summary(
-        phase5, lora, seed, run.phase4, runs, evaluations, len(split.train), left_out, pool
+        phase5, evaluation, lora, seed, run.phase4, runs, evaluations, len(split.train), pool
     )
-    write_json(out.summary, summary)
+    write_json(out.summary, summary.model_dump(mode="json"))
+    save_phase_verdicts(run.verdicts, "phase5", summary.verdicts)
     return SelectionReport(runs, entries, evaluations, summary)
 
 
-def _number(value: float | None) -> float | None:
-    """A JSON-ready float: None for a missing value or NaN."""
-    return None if value is None or np.isnan(value) else round(float(value), 6)
+def all_episodes(evaluations: dict[SelectionMethod, Evaluation]) -> pd.DataFrame:
+    """Every method's episodes in one frame, the base student's (shared by all) once."""
+    frames = [evaluation.episodes for evaluation in evaluations.values()]
+    episodes = pd.concat(frames, ignore_index=True)
+    base = episodes["model"] == BASE
+    first_base = episodes[base].drop_duplicates(subset=[c for c in episodes if c != "actions"])
+    return pd.concat([first_base, episodes[~base]], ignore_index=True)
 
 
-def outcome_table(evaluation: Evaluation, suite: str) -> pd.DataFrame:
-    """Success (1 or 0) per item of a suite (rows, by key) and model (columns)."""
-    played = evaluation.episodes[evaluation.episodes["suite"] == suite]
-    return played.assign(success=played["success"].astype(float)).pivot_table(
-        index="key", columns="model", values="success", aggfunc="mean"
+def negated(estimate: Estimate) -> Estimate:
+    """-x with its interval turned round: a drop from a gain."""
+    flip = {"value": estimate.value, "low": estimate.high, "high": estimate.low}
+    return estimate.model_copy(update={name: None if v is None else -v for name, v in flip.items()})
+
+
+def picked_labels(runs: Sequence[MatrixRun], oracle_ids: set[str]) -> PickedLabels:
+    """What a method's runs picked, averaged over the runs."""
+    rows = [row for run in runs for row in run.rows]
+    return PickedLabels(
+        mean_U=number(np.mean([row.U for row in rows])),
+        mean_ELP_net=number(np.mean([row.cpt.ELP_net for row in rows])),
+        mean_learnability=number(np.mean([RANKED_BY["learnability"](row) for row in rows])),
+        oracle_overlap=number(np.mean([row.id in oracle_ids for row in rows])),
     )
 
 
-def paired_gain(base: np.ndarray, trained: np.ndarray, resamples: int, seed: int) -> dict:
-    """Mean success gain over the base on the items both played, with a percentile bootstrap
-    interval that resamples the items (the pairs stay together)."""
-    base, trained = np.asarray(base, dtype=float), np.asarray(trained, dtype=float)
-    gain = {"n": len(base), "base_success_rate": None, "success_rate": None, "gain": None}
-    gain |= {"ci_low": None, "ci_high": None}
-    if not len(base):
-        return gain
-    difference = trained - base
-    draws = np.random.default_rng(seed).integers(0, len(base), size=(resamples, len(base)))
-    tail = (1 - CONFIDENCE) / 2 * 100
-    low, high = np.percentile(difference[draws].mean(axis=1), [tail, 100 - tail])
-    gain |= {
-        "base_success_rate": _number(base.mean()),
-        "success_rate": _number(trained.mean()),
-        "gain": _number(difference.mean()),
-        "ci_low": _number(low),
-        "ci_high": _number(high),
+def method_result(
+    episodes: pd.DataFrame,
+    runs: Sequence[MatrixRun],
+    k: int,
+    oracle_ids: set[str],
+    resamples: int,
+    seed: int,
+) -> MethodResult:
+    """One method's success, gains and retention drop over its runs."""
+    ids = [run.id for run in runs]
+    tasks = outcome_cube(episodes, ids, "tasks")
+    played = tasks[~np.isnan(tasks)]
+    base = np.nanmean(outcome_cube(episodes, [BASE], "tasks"))
+    per_seed = {run_id: number(np.nanmean(tasks[i]) - base) for i, run_id in enumerate(ids)}
+    return MethodResult(
+        runs=ids,
+        seeds=[run.seed for run in runs],
+        k=k,
+        success=wilson(int(played.sum()), len(played)),
+        gain=paired_gain(episodes, ids, [BASE], "tasks", resamples, seed),
+        snapshot_gain=paired_gain(episodes, ids, [BASE], "snapshots", resamples, seed),
+        retention_drop=negated(paired_gain(episodes, ids, [BASE], "retention", resamples, seed)),
+        per_seed_gain=per_seed,
+        picked=picked_labels(runs, oracle_ids),
+    )
+
+
+def selection_verdicts(
+    methods: dict[str, MethodResult], differences: dict[str, Estimate]
+) -> list[Verdict]:
+    """The plan's criteria, three-way: predictor > entropy and entropy > random on the gain
+    (paired differences, seed by seed), and no method's retention drop above the limit."""
+    verdicts = [
+        judge(
+            "phase5",
+            f"{first}_beats_{second}",
+            f"{first}-selected gains more than {second}-selected on held-out tasks",
+            differences[f"{first}-{second}"],
+            ">",
+            0.0,
+        )
+        for first, second in ORDER
+        if f"{first}-{second}" in differences
+    ]
+    verdicts += [
+        judge(
+            "phase5",
+            f"retention_{method}",
+            f"{method}-selected training drops retention success by less than "
+            f"{RETENTION_DROP_LIMIT:.0%}",
+            result.retention_drop,
+            "<",
+            RETENTION_DROP_LIMIT,
+        )
+        for method, result in methods.items()
+    ]
+    return verdicts
+
+
+def selection_summary(
+    phase5: Phase5Parameters,
+    evaluation: EvaluationParameters,
+    lora: LoraParameters,
+    seed: int,
+    phase4: Phase4Layout,
+    runs: dict[SelectionMethod, list[MatrixRun]],
+    evaluations: dict[SelectionMethod, Evaluation],
+    n_train: int,
+    pool: Sequence[LabeledSnapshot],
+) -> SelectionSummary:
+    """The `selection_summary.json` record: K, each method's result, the paired differences
+    between methods and the verdicts."""
+    k = min(phase5.budget, len(pool))
+    oracle_ids = {row.id for row in select("oracle", pool, k)}
+    episodes = all_episodes(evaluations)
+    resamples = evaluation.bootstrap_resamples
+    methods = {
+        method: method_result(episodes, method_runs, k, oracle_ids, resamples, seed)
+        for method, method_runs in runs.items()
     }
-    return gain
-
-
-def method_gain(
-    evaluation: Evaluation, run_ids: Sequence[str], suite: str, resamples: int, seed: int
-) -> dict:
-    """A method's gain on a suite; with several runs (random seeds) each item's success is
-    averaged over the runs first, and each run's own gain and their spread are added."""
-    table = outcome_table(evaluation, suite)
-    if table.empty:
-        return paired_gain(np.array([]), np.array([]), resamples, seed)
-    base = table[BASE].to_numpy()
-    gain = paired_gain(base, table[list(run_ids)].mean(axis=1).to_numpy(), resamples, seed)
-    if len(run_ids) > 1:
-        per_run = {run: float(table[run].mean() - base.mean()) for run in run_ids}
-        gain["per_run"] = {run: _number(value) for run, value in per_run.items()}
-        gain["spread_std"] = _number(np.std(list(per_run.values()), ddof=1))
-    return gain
-
-
-def method_retention(evaluation: Evaluation, run_ids: Sequence[str]) -> dict:
-    """Success on the retention set (tasks the base solves) before and after, averaged over
-    the method's runs, and whether the drop passes the 10-point limit."""
-    overall = evaluation.retention[evaluation.retention["level"] == "all"].set_index("model")
-    runs = overall.loc[list(run_ids)]
-    drop = _number(runs["drop"].mean())
-    retention = {
-        "n_tasks": int(runs["n_tasks"].max()),
-        "before": _number(runs["before"].mean()),
-        "after": _number(runs["after"].mean()),
-        "drop": drop,
-        "drop_flag": None if drop is None else drop > RETENTION_DROP_LIMIT,
+    differences = {
+        f"{first}-{second}": paired_gain(
+            episodes, methods[first].runs, methods[second].runs, "tasks", resamples, seed
+        )
+        for first, second in ORDER
+        if first in methods and second in methods
     }
-    if len(run_ids) > 1:
-        retention["per_run"] = {run: _number(runs.loc[run, "drop"]) for run in run_ids}
-    return retention
-
-
-def picked_labels(runs: Sequence[MatrixRun], oracle_ids: set[str]) -> dict:
-    """What a method picked, averaged over its runs: mean U, measured ELP_net, p(1 - p), and
-    the share of its picks the oracle also picked."""
-    rows = [row for run in runs for row in run.rows]
-    return {
-        "mean_U": _number(np.mean([row.U for row in rows])),
-        "mean_ELP_net": _number(np.mean([row.cpt.ELP_net for row in rows])),
-        "mean_learnability": _number(np.mean([RANKED_BY["learnability"](row) for row in rows])),
-        "oracle_overlap": _number(np.mean([row.id in oracle_ids for row in rows])),
-    }
-
-
-def ahead(gains: dict[str, float | None], first: str, second: str) -> dict:
-    """Whether `first` gains strictly more than `second`; None when one was not measured."""
-    a, b = gains.get(first), gains.get(second)
-    passed = None if a is None or b is None else a > b
-    difference = None if passed is None else _number(a - b)
-    return {"passed": passed, first: a, second: b, "difference": difference}
-
-
-def verdicts(methods: dict[str, dict]) -> dict:
-    """The plan's pass criteria: predictor > entropy > random on the held-out tasks' gain, and
-    no method's retention drop above the 10-point limit."""
-    gains = {method: record["tasks"]["gain"] for method, record in methods.items()}
-    drops = {method: record["retention"]["drop"] for method, record in methods.items()}
-    known = [drop for drop in drops.values() if drop is not None]
-    comparable = None if len(known) < len(drops) else max(known) <= RETENTION_DROP_LIMIT
-    checks = {
-        "predictor_beats_entropy": ahead(gains, "predictor", "entropy"),
-        "entropy_beats_random": ahead(gains, "entropy", "random"),
-        "retention_comparable": {
-            "passed": comparable,
-            "limit": RETENTION_DROP_LIMIT,
-            "largest_drop": max(known) if known else None,
-            "drops": drops,
-        },
-    }
-    return {**checks, "passed": all(check["passed"] is True for check in checks.values())}
+    return SelectionSummary(
+        budget=phase5.budget,
+        k=k,
+        k_reduced=k < phase5.budget,
+        pool_size=len(pool),
+        train_snapshots=n_train,
+        left_out_unlabeled=n_train - len(pool),
+        format=phase5.format,
+        lora=lora.model_dump(mode="json"),
+        seeds=phase5.seeds,
+        evaluation=evaluation.model_dump(mode="json"),
+        predictor_seen_share=predictor_seen_share(phase4, pool),
+        methods=methods,
+        differences=differences,
+        verdicts=selection_verdicts(methods, differences),
+    )
 
 
 def predictor_seen_share(phase4: Phase4Layout, pool: Sequence[LabeledSnapshot]) -> float | None:
@@ -375,55 +460,4 @@ def predictor_seen_share(phase4: Phase4Layout, pool: Sequence[LabeledSnapshot]) 
         return None
     tasks = PredictorResult.load(path).tasks
     seen = {tuple(task) for split in ("train", "validation") for task in tasks[split]}
-    return _number(np.mean([row.task in seen for row in pool]))
-
-
-def selection_summary(
-    phase5: Phase5Parameters,
-    lora: LoraParameters,
-    seed: int,
-    phase4: Phase4Layout,
-    runs: dict[SelectionMethod, list[MatrixRun]],
-    evaluations: dict[SelectionMethod, Evaluation],
-    n_train: int,
-    left_out: Sequence[str],
-    pool: Sequence[LabeledSnapshot],
-) -> dict:
-    """The `selection_summary.json` record: K, each method's gains, retention and picks, and
-    the verdicts."""
-    k = min(phase5.budget, len(pool))
-    oracle_ids = {row.id for row in select("oracle", pool, k)}
-    methods = {}
-    for method, method_runs in runs.items():
-        ids = [run.id for run in method_runs]
-        evaluation = evaluations[method]
-        gains = {
-            suite: method_gain(evaluation, ids, suite, phase5.bootstrap_resamples, seed)
-            for suite in SUITES
-        }
-        methods[method] = {
-            "runs": ids,
-            "k": k,
-            **gains,
-            "retention": method_retention(evaluation, ids),
-            "picked": picked_labels(method_runs, oracle_ids),
-        }
-    return {
-        "budget": phase5.budget,
-        "k": k,
-        "k_reduced": k < phase5.budget,
-        "pool_size": len(pool),
-        "train_snapshots": n_train,
-        "left_out_unlabeled": len(left_out),
-        "format": phase5.format,
-        "lora": lora.model_dump(mode="json"),
-        "random_seeds": phase5.random_seeds,
-        "interval": (
-            f"{CONFIDENCE:.0%} percentile bootstrap of the mean paired gain over the suite's "
-            f"items ({phase5.bootstrap_resamples} resamples); random averages each item's "
-            "success over its seeds first"
-        ),
-        "predictor_seen_share": predictor_seen_share(phase4, pool),
-        "methods": methods,
-        "verdicts": verdicts(methods),
-    }
+    return number(np.mean([row.task in seen for row in pool]))

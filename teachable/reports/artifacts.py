@@ -25,6 +25,7 @@ from teachable.phases.phase3_evaluation import (
     transfer_summary,
 )
 from teachable.phases.phase4_predictor import REQUIRED_ACCURACY, REQUIRED_R2, PredictorResult
+from teachable.phases.phase5_selection import SelectionSummary
 from teachable.records.labeled import FORMATS, label_frame, load_labeled
 from teachable.records.layout import RunLayout
 from teachable.records.quadrants import QUADRANTS, load_thresholds
@@ -34,7 +35,7 @@ from teachable.reports.phase1 import scatter_chart as quadrant_scatter_chart
 from teachable.reports.phase1b import scatter_chart as cpt_scatter_chart
 from teachable.reports.phase3 import frontier_chart, transfer_heatmap
 from teachable.reports.phase4 import metrics_table
-from teachable.reports.phase5 import selection_chart, selection_frame, verdict_frame
+from teachable.reports.phase5 import selection_chart, selection_frame
 
 TABLE_SUFFIXES = (".csv", ".md", ".tex")
 FIGURE_SUFFIXES = (".png", ".svg")
@@ -180,8 +181,8 @@ def predictor_figure(run: RunLayout) -> alt.TopLevelMixin:
     )
 
 
-def selection_summary_of(run: RunLayout) -> dict:
-    return read_json(run.phase5.summary)
+def selection_summary_of(run: RunLayout) -> SelectionSummary:
+    return SelectionSummary.load(run.phase5.summary)
 
 
 def selection_figure(run: RunLayout) -> alt.TopLevelMixin:
@@ -242,10 +243,6 @@ def predictor_table(run: RunLayout) -> pd.DataFrame:
 
 def selection_table(run: RunLayout) -> pd.DataFrame:
     return selection_frame(selection_summary_of(run))
-
-
-def selection_verdict_table(run: RunLayout) -> pd.DataFrame:
-    return verdict_frame(selection_summary_of(run))
 
 
 @dataclass(frozen=True)
@@ -311,7 +308,6 @@ ARTIFACTS: tuple[Artifact, ...] = (
     Artifact("reliability_retention_frontier", "table", frontier_files, frontier_frame),
     Artifact("predictor_metrics", "table", predictor_files, predictor_table),
     Artifact("selection", "table", selection_files, selection_table),
-    Artifact("selection_verdicts", "table", selection_files, selection_verdict_table),
 )
 
 

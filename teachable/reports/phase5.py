@@ -7,50 +7,75 @@ from __future__ import annotations
 import altair as alt
 import pandas as pd
 
-from teachable.parameters import (
-    SELECTION_METHODS,
-)
+from teachable.parameters import SELECTION_METHODS
+from teachable.phases.phase5_selection import SelectionSummary
+
+COLUMNS = [
+    "method",
+    "runs",
+    "k",
+    "success_rate",
+    "gain",
+    "ci_low",
+    "ci_high",
+    "n",
+    "snapshot_gain",
+    "retention_drop",
+    "retention_low",
+    "retention_high",
+    "mean_ELP_net_picked",
+    "oracle_overlap",
+]
 
 
-def selection_frame(summary: dict) -> pd.DataFrame:
-    """One line per method: K, success and gain on the held-out tasks with its interval, gain
-    on the test snapshots, and the retention drop."""
-    rows = []
-    for method, record in summary["methods"].items():
-        tasks, snapshots = record["tasks"], record["snapshots"]
-        rows.append(
-            {
-                "method": method,
-                "runs": len(record["runs"]),
-                "k": record["k"],
-                "success_rate": tasks["success_rate"],
-                "gain": tasks["gain"],
-                "ci_low": tasks["ci_low"],
-                "ci_high": tasks["ci_high"],
-                "snapshot_gain": snapshots["gain"],
-                "retention_drop": record["retention"]["drop"],
-                "mean_ELP_net_picked": record["picked"]["mean_ELP_net"],
-                "oracle_overlap": record["picked"]["oracle_overlap"],
-            }
-        )
-    columns = ["method", "runs", "k", "success_rate", "gain", "ci_low", "ci_high"]
-    columns += ["snapshot_gain", "retention_drop", "mean_ELP_net_picked", "oracle_overlap"]
-    return pd.DataFrame(rows, columns=columns).astype({c: float for c in columns[3:]})
+def selection_frame(summary: SelectionSummary) -> pd.DataFrame:
+    """One line per method: K, success and gain on the held-out tasks with its interval and n
+    (paired episodes), gain on the test snapshots, and the retention drop with its interval."""
+    rows = [
+        {
+            "method": method,
+            "runs": len(result.runs),
+            "k": result.k,
+            "success_rate": result.success.value,
+            "gain": result.gain.value,
+            "ci_low": result.gain.low,
+            "ci_high": result.gain.high,
+            "n": result.gain.n,
+            "snapshot_gain": result.snapshot_gain.value,
+            "retention_drop": result.retention_drop.value,
+            "retention_low": result.retention_drop.low,
+            "retention_high": result.retention_drop.high,
+            "mean_ELP_net_picked": result.picked.mean_ELP_net,
+            "oracle_overlap": result.picked.oracle_overlap,
+        }
+        for method, result in summary.methods.items()
+    ]
+    numeric = [c for c in COLUMNS if c not in ("method", "runs", "k", "n")]
+    return pd.DataFrame(rows, columns=COLUMNS).astype({c: float for c in numeric})
 
 
-def seed_frame(summary: dict) -> pd.DataFrame:
-    """The gain of every single run of a method with several (the random seeds)."""
+def seed_frame(summary: SelectionSummary) -> pd.DataFrame:
+    """The gain of every single run (one per training seed) of every method."""
     rows = [
         {"method": method, "run": run, "gain": gain}
-        for method, record in summary["methods"].items()
-        for run, gain in record["tasks"].get("per_run", {}).items()
+        for method, result in summary.methods.items()
+        for run, gain in result.per_seed_gain.items()
     ]
     return pd.DataFrame(rows, columns=["method", "run", "gain"]).astype({"gain": float})
 
 
-def selection_chart(summary: dict) -> alt.LayerChart:
-    """Gain over the base on the held-out tasks per method, with its 95% interval; for random
-    the dots are the single seeds."""
+def difference_frame(summary: SelectionSummary) -> pd.DataFrame:
+    """The paired differences between methods on the held-out tasks, seed by seed."""
+    rows = [
+        {"comparison": name, "difference": e.value, "ci_low": e.low, "ci_high": e.high, "n": e.n}
+        for name, e in summary.differences.items()
+    ]
+    return pd.DataFrame(rows, columns=["comparison", "difference", "ci_low", "ci_high", "n"])
+
+
+def selection_chart(summary: SelectionSummary) -> alt.LayerChart:
+    """Gain over the base on the held-out tasks per method, with its 95% interval; the dots
+    are the single seeds."""
     frame, seeds = selection_frame(summary), seed_frame(summary)
     order = [method for method in SELECTION_METHODS if method in set(frame["method"])]
     x = alt.X("method:N", sort=order, axis=alt.Axis(labelAngle=0), title=None)
@@ -60,7 +85,7 @@ def selection_chart(summary: dict) -> alt.LayerChart:
         .encode(
             x=x,
             y=alt.Y("gain:Q", title="success gain over base (held-out tasks)"),
-            tooltip=["method", "k", "gain", "ci_low", "ci_high", "retention_drop"],
+            tooltip=["method", "k", "gain", "ci_low", "ci_high", "n", "retention_drop"],
         )
     )
     intervals = (
@@ -80,31 +105,5 @@ def selection_chart(summary: dict) -> alt.LayerChart:
     )
     zero = alt.Chart(pd.DataFrame({"y": [0.0]})).mark_rule(color="#9ca3af").encode(y="y:Q")
     return alt.layer(bars, zero, intervals, dots, labels).properties(
-        width=320, height=240, title=f"Selection at K = {summary['k']}"
+        width=320, height=240, title=f"Selection at K = {summary.k}"
     )
-
-
-def _signed(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:+.3f}"
-
-
-def verdict_frame(summary: dict) -> pd.DataFrame:
-    """The plan's verdicts, one line each: whether it holds and the numbers it rests on."""
-    verdicts = summary["verdicts"]
-    rows = []
-    for name in ("predictor_beats_entropy", "entropy_beats_random"):
-        check = verdicts[name]
-        first, second = name.split("_beats_")
-        detail = f"{first} {_signed(check[first])} vs {second} {_signed(check[second])}"
-        rows.append({"verdict": name, "passed": check["passed"], "detail": detail})
-    retention = verdicts["retention_comparable"]
-    largest = retention["largest_drop"]
-    detail = (
-        "not measured: the base solved no retention task"
-        if largest is None
-        else f"largest drop {largest:.3f} (limit {retention['limit']:.2f})"
-    )
-    rows.append(
-        {"verdict": "retention_comparable", "passed": retention["passed"], "detail": detail}
-    )
-    return pd.DataFrame(rows, columns=["verdict", "passed", "detail"])
