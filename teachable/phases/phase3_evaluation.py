@@ -1,20 +1,35 @@
-"""Phase 3 evaluation: the base student and every trained run, greedy, on what no run trained on.
+"""Phase 3 evaluation: the base student and every trained run, sampled on shared seeds, on what
+no run trained on.
 
-Each model plays, at temperature 0 and for at most `phase3.max_steps` steps:
+Each model plays, for at most `phase3.max_steps` steps, every item of three suites:
 
 - `tasks`: `n_tasks` held-out tasks (their own purpose in `world.tasks`, so no warm-up, rollout or
   expert task can be among them; checked again against the Phase 2 split and the labeled
   snapshots before any episode runs);
 - `snapshots`: up to `n_snapshots_per_quadrant` test snapshots of each quadrant (the test side
   of the Phase 2 split), each episode starting at the snapshot's env state;
-- `retention`: tasks the base student solves, drawn from the retention purpose on the training
-  levels and on `retention_levels` (levels outside training). The base plays every candidate;
-  the tasks it solves form the retention set the trained runs replay.
+- `retention`: a fixed set of retention-purpose tasks on the training levels and on
+  `retention_levels` (levels outside training). Every model plays all of them, whether the base
+  solves them or not, so a run can lose success there (a positive drop) or gain it (a negative
+  one).
 
-All of a model's episodes go through one `run_episodes` call, so the scorer sees one large batch
-per step; trained runs are LoRA adapters loaded over the one shared base. Each model's episodes
-are appended to `model_episodes.jsonl` as soon as it finishes, keyed by everything that shapes
-them, so a rerun evaluates only the models not done yet.
+Every item is played `evaluation.episodes_per_item` times at `evaluation.temperature` (mode
+`sampled`). Episode e of an item draws its actions from a stream seeded by (run seed, item key,
+e), the same for every model, so two models differ on an episode only by what they learned:
+their differences are paired (common random numbers). With `evaluation.greedy` every item is
+also played once at temperature 0 (mode `greedy`), reported beside the sampled figures.
+
+Runs are replicated over training seeds: a cell (a run entry's `cell`) is its runs, one per
+seed. The tables have a row per run (`unit` = `run`) and per cell (`cell`), besides the base
+(`base`): success rates with their Wilson interval over the episodes, and gains and drops as
+means of paired differences with a hierarchical bootstrap interval (seeds, then items, then
+episodes), each with its n (`<figure>_n`, the paired episodes it rests on).
+
+All of a model's episodes of one mode go through one `run_episodes` call, so the scorer sees
+one large batch per step; trained runs are LoRA adapters loaded over the one shared base. Each
+model's episodes are appended to `model_episodes.jsonl` as soon as it finishes, keyed by
+everything that shapes them, so a rerun evaluates only the models not done yet, and the base's
+episodes can be shared between evaluations of the same items.
 
 Stuckness is read from the agent states an episode passes through. An agent state is the
 agent's position, direction, what it carries and the cell it faces (so that opening a door
@@ -30,32 +45,35 @@ import hashlib
 import json
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pandas as pd
-from scipy.stats import binomtest
 from tqdm.auto import tqdm
 
+from teachable.measure.intervals import Estimate, hierarchical_bootstrap, number, wilson
+from teachable.measure.verdicts import judge, outcome
 from teachable.models.rollouts import Episode, EpisodeSpec, run_episodes
 from teachable.models.student import Student
-from teachable.parameters import Phase3Parameters
+from teachable.parameters import EvaluationParameters, Phase3Parameters
+from teachable.phases.phase1_labels import stable_int
 from teachable.records.env_state import EnvState
 from teachable.records.labeled import LabeledSnapshot
 from teachable.records.layout import EvaluationLayout, TrainingLayout
 from teachable.records.quadrants import QUADRANTS, Quadrant
 from teachable.records.snapshot import level_of
 from teachable.records.store import append_jsonl, read_jsonl, write_json, write_jsonl
-from teachable.records.training_summary import (
-    BASE,
-    RunEntry,
-    TrainingSummary,
-)
+from teachable.records.training_summary import BASE, RunEntry, TrainingSummary
+from teachable.records.verdicts import Verdict
 from teachable.world.splits import TaskSplit, load_split
 from teachable.world.tasks import purpose_of, task_suite
 from teachable.world.text_world import TextWorld
+
+PHASE = "phase3"
+
 
 LOOP_VISITS = 3
 
@@ -66,15 +84,13 @@ RETENTION_DROP_LIMIT = 0.10
 SUITES = ("tasks", "snapshots", "retention")
 
 
-SUMMARY_COLUMNS = [
-    "format",
-    "diagonal_gain",
-    "off_diagonal_gain",
-    "difference",
-    "diagonal_ahead",
-    "n_diagonal",
-    "n_off_diagonal",
-]
+PlayMode = Literal["sampled", "greedy"]
+
+
+MODES: tuple[PlayMode, ...] = ("sampled", "greedy")
+
+
+COMPARED_QUADRANTS = ("Q1_highU_highL", "Q2_highU_lowL")  # the plan expects Q1 to gain most
 
 
 def adapter_folders(summary: TrainingSummary, trained: TrainingLayout) -> dict[str, Path]:
@@ -98,21 +114,68 @@ def adapter_folders(summary: TrainingSummary, trained: TrainingLayout) -> dict[s
     return folders
 
 
-def model_table(runs: Sequence[RunEntry]) -> pd.DataFrame:
-    """One row per model, the base first: what it was trained on (a quadrant, or `all` and
-    `random` for the baselines) and whether it is evaluated."""
-    rows = [{"model": BASE, "quadrant": None, "format": None, "n_train": 0, "status": "base"}]
-    rows += [
-        {
-            "model": run.id,
-            "quadrant": run.quadrant,
-            "format": run.format,
-            "n_train": run.n_train,
-            "status": "skipped" if run.status == "skipped" else "evaluated",
+@dataclass(frozen=True)
+class Unit:
+    """What a table row measures: the base, one run (one training seed of a cell), or a cell
+    (its runs over the seeds); `runs` are the evaluated models it pools, none when every run
+    was skipped."""
+
+    kind: Literal["base", "run", "cell"]
+    name: str
+    cell: str
+    seed: int | None
+    quadrant: str | None
+    format: str | None
+    n_train: int
+    runs: tuple[str, ...]
+
+    def columns(self) -> dict:
+        """The row's description: what was trained, on how many seeds, and its status."""
+        status = "base" if self.kind == "base" else "evaluated" if self.runs else "skipped"
+        return {
+            "unit": self.kind,
+            "model": self.name,
+            "cell": self.cell,
+            "seed": self.seed,
+            "seeds": len(self.runs),
+            "quadrant": self.quadrant,
+            "format": self.format,
+            "n_train": self.n_train,
+            "status": status,
         }
+
+
+def units(runs: Sequence[RunEntry]) -> list[Unit]:
+    """The base, every run of a summary (skipped ones too), then every cell, in the summary's
+    order; a cell's runs are its trained seeds in seed order."""
+    base = Unit("base", BASE, BASE, None, None, None, 0, (BASE,))
+    singles = [
+        Unit(
+            "run",
+            run.id,
+            run.cell,
+            run.seed,
+            run.quadrant,
+            run.format,
+            run.n_train,
+            () if run.status == "skipped" else (run.id,),
+        )
         for run in runs
     ]
-    return pd.DataFrame(rows)
+    cells = []
+    for cell in dict.fromkeys(run.cell for run in runs):
+        members = sorted((run for run in runs if run.cell == cell), key=lambda run: run.seed)
+        first = members[0]
+        trained = tuple(run.id for run in members if run.status == "trained")
+        cells.append(
+            Unit("cell", cell, cell, None, first.quadrant, first.format, first.n_train, trained)
+        )
+    return [base, *singles, *cells]
+
+
+def unit_table(runs: Sequence[RunEntry]) -> pd.DataFrame:
+    """One row per unit: the base, each run, each cell, with what it was trained on."""
+    return pd.DataFrame([unit.columns() for unit in units(runs)])
 
 
 @dataclass(frozen=True)
@@ -157,10 +220,9 @@ def snapshot_items(split: TaskSplit, per_quadrant: int) -> list[EvaluationItem]:
     return items
 
 
-def retention_candidates(
-    phase3: Phase3Parameters, levels: Sequence[str], seed: int
-) -> list[EnvState]:
-    """Retention-purpose tasks on the training levels, and as many on `retention_levels`."""
+def retention_tasks(phase3: Phase3Parameters, levels: Sequence[str], seed: int) -> list[EnvState]:
+    """The fixed retention set: retention-purpose tasks on the training levels, and as many on
+    `retention_levels`."""
     n = phase3.retention_tasks
     tasks = task_suite("retention", n, levels, seed).tasks
     if phase3.retention_levels and n:
@@ -175,9 +237,9 @@ def evaluation_items(
     split: TaskSplit,
     labeled: Sequence[LabeledSnapshot],
 ) -> list[EvaluationItem]:
-    """Everything the base plays: held-out tasks, test snapshots, retention candidates."""
+    """Everything every model plays: held-out tasks, test snapshots, retention tasks."""
     heldout = task_suite("heldout", phase3.n_tasks, levels, seed).tasks
-    retention = retention_candidates(phase3, levels, seed)
+    retention = retention_tasks(phase3, levels, seed)
     check_unseen(heldout, "heldout", split, labeled)
     check_unseen(retention, "retention", split, labeled)
     return [
@@ -234,12 +296,20 @@ def steps_without_progress(states: Sequence[AgentState]) -> int:
     return stalled
 
 
-def episode_record(item: EvaluationItem, episode: Episode) -> dict:
-    """One episode's row in `model_episodes.jsonl`: where it started, how it went."""
+def episode_seed(run_seed: int, key: str, episode: int) -> tuple[int, int, int]:
+    """The random stream of episode `episode` of an item: the same for every model."""
+    return (run_seed, stable_int(key), episode)
+
+
+def episode_record(item: EvaluationItem, index: int, mode: PlayMode, episode: Episode) -> dict:
+    """One episode's row in `model_episodes.jsonl`: where it started, which episode of the item
+    in which play mode, how it went."""
     states, ended = agent_trace(item.start, episode.actions)
     return {
         "suite": item.suite,
         "key": item.key,
+        "episode": index,
+        "mode": mode,
         "env_id": item.start.env_id,
         "level": level_of(item.start.env_id),
         "seed": item.start.seed,
@@ -253,6 +323,25 @@ def episode_record(item: EvaluationItem, episode: Episode) -> dict:
     }
 
 
+EPISODE_COLUMNS = [
+    "model",
+    "suite",
+    "key",
+    "episode",
+    "mode",
+    "env_id",
+    "level",
+    "seed",
+    "quadrant",
+    "success",
+    "steps",
+    "loop",
+    "steps_without_progress",
+    "timeout",
+    "actions",
+]
+
+
 def folder_digest(folder: Path) -> str:
     """Hash of every file in an adapter folder: a retrained adapter is a new model."""
     digest = hashlib.sha256()
@@ -263,196 +352,378 @@ def folder_digest(folder: Path) -> str:
     return digest.hexdigest()
 
 
-def episodes_key(max_steps: int, student: Student, items: Sequence[EvaluationItem]) -> str:
-    """Everything that shapes a model's episodes: weights, prompts, budget and starts."""
-    shaping = {
-        "student": student.params.model_dump(mode="json", exclude={"batch_size"}),
-        "adapter": None if student.adapter is None else folder_digest(student.adapter),
-        "max_steps": max_steps,
-        "items": [[item.suite, item.key, item.start.model_dump(mode="json")] for item in items],
-    }
-    return hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()).hexdigest()[:16]
+@dataclass(frozen=True)
+class Play:
+    """How every model plays the items: the step budget, the evaluation settings, and the run
+    seed the episodes' streams are drawn from."""
+
+    max_steps: int
+    evaluation: EvaluationParameters
+    seed: int
+
+    @property
+    def modes(self) -> tuple[PlayMode, ...]:
+        return MODES if self.evaluation.greedy else MODES[:1]
+
+    def key(self, student: Student, items: Sequence[EvaluationItem]) -> str:
+        """Everything that shapes a model's episodes: weights, prompts, play and starts."""
+        shaping = {
+            "student": student.params.model_dump(mode="json", exclude={"batch_size"}),
+            "adapter": None if student.adapter is None else folder_digest(student.adapter),
+            "max_steps": self.max_steps,
+            "seed": self.seed,
+            "evaluation": self.evaluation.model_dump(mode="json", exclude={"bootstrap_resamples"}),
+            "items": [[item.suite, item.key, item.start.model_dump(mode="json")] for item in items],
+        }
+        return hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def play(
-    max_steps: int, student: Student, items: Sequence[EvaluationItem], progress: bool
+def play_mode(
+    play: Play, mode: PlayMode, student: Student, items: Sequence[EvaluationItem], progress: bool
 ) -> list[dict]:
-    """Every item played greedily in one batched `run_episodes` call."""
+    """Every item's episodes of one mode in one batched `run_episodes` call: sampled ones at
+    the evaluation temperature on the items' shared streams, a greedy one at temperature 0."""
+    if mode == "sampled":
+        temperature, count = play.evaluation.temperature, play.evaluation.episodes_per_item
+    else:
+        temperature, count = 0.0, 1
+    starts = [(item, index) for item in items for index in range(count)]
     episodes = run_episodes(
         student,
-        [EpisodeSpec(item.start) for item in items],
-        max_steps,
-        temperature=0.0,
+        [EpisodeSpec(item.start, episode_seed(play.seed, item.key, i)) for item, i in starts],
+        play.max_steps,
+        temperature=temperature,
         history=student.params.history,
         progress=progress,
     )
-    return [episode_record(item, episode) for item, episode in zip(items, episodes, strict=True)]
+    return [
+        episode_record(item, index, mode, episode)
+        for (item, index), episode in zip(starts, episodes, strict=True)
+    ]
 
 
 def model_episodes(
-    max_steps: int,
+    play: Play,
     name: str,
     student: Student,
     items: Sequence[EvaluationItem],
-    done: dict[tuple[str, str], dict],
+    done: Mapping[tuple[str, str], dict],
     log: Path,
     progress: bool,
 ) -> dict:
     """A model's episodes: from the log when its key matches, else played and logged."""
-    key = episodes_key(max_steps, student, items)
+    key = play.key(student, items)
     if (name, key) in done:
         return done[(name, key)]
     started = time.perf_counter()
-    row = {
-        "model": name,
-        "key": key,
-        "episodes": play(max_steps, student, items, progress),
-    }
+    episodes = [
+        record for mode in play.modes for record in play_mode(play, mode, student, items, progress)
+    ]
+    row = {"model": name, "key": key, "episodes": episodes}
     row["seconds"] = round(time.perf_counter() - started, 1)
     append_jsonl(log, row)
     return row
 
 
-def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
-    """The Wilson score interval of a success rate; NaNs without episodes."""
-    if n == 0:
-        return float("nan"), float("nan")
-    interval = binomtest(int(successes), int(n)).proportion_ci(confidence, method="wilson")
-    return float(interval.low), float(interval.high)
+# --- paired outcomes ---------------------------------------------------------------------------
 
 
-def success_summary(frame: pd.DataFrame) -> dict:
-    """Count, successes, rate with its 95% interval, and mean steps of some episodes."""
-    n, successes = len(frame), int(frame["success"].sum())
-    low, high = wilson_interval(successes, n)
+def of_suite(episodes: pd.DataFrame, suite: str, mode: PlayMode) -> pd.DataFrame:
+    """The episodes of one suite in one play mode."""
+    return episodes[(episodes["suite"] == suite) & (episodes["mode"] == mode)]
+
+
+def outcome_cube(
+    episodes: pd.DataFrame, models: Sequence[str], suite: str, mode: PlayMode = "sampled"
+) -> np.ndarray:
+    """Success (1.0 or 0.0) of each model on each episode of a suite, shaped (models, items,
+    episodes): items in sorted key order over every model's episodes in `episodes`, so cubes of
+    different models line up; NaN where a model did not play."""
+    played = of_suite(episodes, suite, mode)
+    keys = sorted(set(played["key"]))
+    n_episodes = int(played["episode"].max()) + 1 if len(played) else 0
+    cube = np.full((len(models), len(keys), n_episodes), np.nan)
+    items = played["key"].map({key: i for i, key in enumerate(keys)}).to_numpy(dtype=int)
+    index = played["episode"].to_numpy(dtype=int)
+    success = played["success"].to_numpy(dtype=float)
+    for m, model in enumerate(models):
+        mine = (played["model"] == model).to_numpy()
+        cube[m, items[mine], index[mine]] = success[mine]
+    return cube
+
+
+def paired_gain(
+    episodes: pd.DataFrame,
+    models: Sequence[str],
+    reference: Sequence[str],
+    suite: str,
+    resamples: int,
+    seed: int,
+    mode: PlayMode = "sampled",
+) -> Estimate:
+    """Mean success of `models` minus `reference` on a suite, paired episode by episode, with
+    a hierarchical bootstrap interval (seeds, items, episodes). Either side may be one model
+    (the base, set against every run of the other side); else both hold as many, paired in order
+    (seed by seed)."""
+    if len(models) != len(reference) and 1 not in (len(models), len(reference)):
+        raise ValueError(
+            f"{len(models)} models against {len(reference)} references: pair one by one or "
+            "against a single reference"
+        )
+    differences = outcome_cube(episodes, models, suite, mode) - outcome_cube(
+        episodes, reference, suite, mode
+    )
+    return hierarchical_bootstrap(differences, resamples, seed)
+
+
+def success_rate(
+    episodes: pd.DataFrame, models: Sequence[str], suite: str, mode: PlayMode
+) -> Estimate:
+    """Success over every episode the models played on a suite, with its Wilson interval."""
+    played = of_suite(episodes, suite, mode)
+    played = played[played["model"].isin(models)]
+    return wilson(int(played["success"].sum()), len(played))
+
+
+def n_items(episodes: pd.DataFrame, suite: str, mode: PlayMode) -> int:
+    """How many items of a suite were played."""
+    return int(of_suite(episodes, suite, mode)["key"].nunique())
+
+
+def estimate_columns(name: str, estimate: Estimate) -> dict:
+    """An estimate as table columns: `name`, `name_low`, `name_high` and `name_n`."""
     return {
-        "n": n,
-        "successes": successes,
-        "success_rate": successes / n if n else float("nan"),
-        "ci_low": low,
-        "ci_high": high,
-        "mean_steps": float(frame["steps"].mean()) if n else float("nan"),
+        name: estimate.value,
+        f"{name}_low": estimate.low,
+        f"{name}_high": estimate.high,
+        f"{name}_n": estimate.n,
     }
 
 
-def overall_table(episodes: pd.DataFrame, models: pd.DataFrame) -> pd.DataFrame:
-    """Success on the held-out tasks per model, with its interval and its gain over the base;
-    skipped runs keep their row, without numbers."""
-    tasks = episodes[episodes["suite"] == "tasks"]
-    rows = []
-    for model in models.itertuples(index=False):
-        measured = model.status != "skipped"
-        summary = success_summary(tasks[tasks["model"] == model.model]) if measured else {}
-        rows.append({**model._asdict(), **summary})
-    table = pd.DataFrame(rows).rename(columns={"n": "n_tasks"})
-    base = table.loc[table["model"] == BASE, "success_rate"].iloc[0]
-    table["gain_over_base"] = table["success_rate"] - base
-    return table
-
-
-def per_quadrant_table(episodes: pd.DataFrame, models: pd.DataFrame) -> pd.DataFrame:
-    """Success from each quadrant's test snapshots per evaluated model, and the gain over the
-    base there; every quadrant has a row (NaN where it has no test snapshot)."""
-    snapshots = episodes[episodes["suite"] == "snapshots"]
-    rows = []
-    for model in models[models["status"] != "skipped"].itertuples(index=False):
-        for quadrant in QUADRANTS:
-            chosen = snapshots[
-                (snapshots["model"] == model.model) & (snapshots["quadrant"] == quadrant)
-            ]
-            rows.append(
-                {
-                    "model": model.model,
-                    "train_quadrant": model.quadrant,
-                    "format": model.format,
-                    "eval_quadrant": quadrant,
-                    **success_summary(chosen),
-                }
-            )
-    table = pd.DataFrame(rows).rename(columns={"n": "n_snapshots"})
-    base = table[table["model"] == BASE].set_index("eval_quadrant")["success_rate"]
-    table["base_success_rate"] = table["eval_quadrant"].map(base)
-    table["gain_over_base"] = table["success_rate"] - table["base_success_rate"]
-    return table
-
-
-def transfer_matrix(per_quadrant: pd.DataFrame) -> pd.DataFrame:
-    """Gain over the base of each quadrant × format run on each quadrant's test snapshots,
-    and the mean over formats (`format` = "mean"); `diagonal` marks train = eval."""
-    runs = per_quadrant[per_quadrant["train_quadrant"].isin(QUADRANTS)]
-    cells = runs[["format", "train_quadrant", "eval_quadrant", "model", "gain_over_base"]]
-    mean = (
-        cells.groupby(["train_quadrant", "eval_quadrant"], as_index=False)["gain_over_base"]
-        .mean()
-        .assign(format="mean", model="")
+def estimate_in(row: Mapping, name: str) -> Estimate:
+    """The estimate `estimate_columns` wrote into a table row."""
+    return Estimate(
+        value=number(row[name]),
+        low=number(row[f"{name}_low"]),
+        high=number(row[f"{name}_high"]),
+        n=int(row[f"{name}_n"]),
+        method="hierarchical bootstrap (seeds, items, episodes)",
     )
-    matrix = pd.concat([cells, mean[cells.columns]], ignore_index=True)
-    matrix = matrix.rename(columns={"gain_over_base": "gain"})
-    matrix["diagonal"] = matrix["train_quadrant"] == matrix["eval_quadrant"]
-    return matrix
 
 
-def transfer_summary(matrix: pd.DataFrame) -> pd.DataFrame:
-    """Per format: mean gain on the diagonal (trained and evaluated on one quadrant) and off
-    it, and whether the diagonal is ahead (the plan expects it to be)."""
-    rows = []
-    for format, cells in matrix.dropna(subset=["gain"]).groupby("format", sort=False):
-        diagonal = cells.loc[cells["diagonal"], "gain"]
-        off = cells.loc[~cells["diagonal"], "gain"]
-        difference = diagonal.mean() - off.mean()
-        rows.append(
-            {
-                "format": format,
-                "diagonal_gain": diagonal.mean(),
-                "off_diagonal_gain": off.mean(),
-                "difference": difference,
-                "diagonal_ahead": bool(difference > 0),
-                "n_diagonal": len(diagonal),
-                "n_off_diagonal": len(off),
-            }
-        )
-    return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+def in_mode(mode: PlayMode, columns: Mapping) -> dict:
+    """A play mode's columns: the sampled ones as they are, the greedy ones as `greedy_...`."""
+    prefix = "" if mode == "sampled" else f"{mode}_"
+    return {prefix + name: value for name, value in columns.items()}
 
 
-def retention_table(
-    episodes: pd.DataFrame, models: pd.DataFrame, training_levels: Sequence[str]
+def modes_of(episodes: pd.DataFrame) -> list[PlayMode]:
+    """The play modes the episodes hold, sampled first."""
+    return [mode for mode in MODES if (episodes["mode"] == mode).any()]
+
+
+# --- tables ------------------------------------------------------------------------------------
+
+
+def suite_figures(
+    episodes: pd.DataFrame, unit: Unit, suite: str, resamples: int, seed: int
+) -> dict:
+    """A unit's items, success (Wilson) and paired gain over the base on a suite, per mode."""
+    columns = {}
+    for mode in modes_of(episodes):
+        figures = {
+            "n_items": n_items(episodes, suite, mode),
+            **estimate_columns("success", success_rate(episodes, unit.runs, suite, mode)),
+            **estimate_columns(
+                "gain", paired_gain(episodes, unit.runs, [BASE], suite, resamples, seed, mode)
+            ),
+        }
+        columns |= in_mode(mode, figures)
+    return columns
+
+
+def overall_table(
+    episodes: pd.DataFrame, units: Sequence[Unit], resamples: int, seed: int
 ) -> pd.DataFrame:
-    """Success before (the base) and after (each model) on the retention set, the tasks the
-    base solved, per level and over all; `drop_flag` marks a drop above 10 points."""
-    retention = episodes[episodes["suite"] == "retention"]
-    base = retention[retention["model"] == BASE]
-    kept = set(base.loc[base["success"], "key"])
-    levels = list(dict.fromkeys(base["level"]))
+    """Success on the held-out tasks and the gain over the base, per run and per cell; skipped
+    runs and cells keep their row, without numbers."""
+    return pd.DataFrame(
+        [
+            unit.columns()
+            | (suite_figures(episodes, unit, "tasks", resamples, seed) if unit.runs else {})
+            for unit in units
+        ]
+    )
+
+
+def per_quadrant_table(
+    episodes: pd.DataFrame, units: Sequence[Unit], resamples: int, seed: int
+) -> pd.DataFrame:
+    """Success from each quadrant's test snapshots and the gain over the base there, per
+    evaluated run and cell; every quadrant has a row (no figures where it has no snapshot)."""
     rows = []
-    for model in models[models["status"] != "skipped"].itertuples(index=False):
-        played = retention[(retention["model"] == model.model) & retention["key"].isin(kept)]
-        for level in [*levels, "all"]:
-            chosen = played if level == "all" else played[played["level"] == level]
-            candidates = base if level == "all" else base[base["level"] == level]
-            before = base[base["key"].isin(chosen["key"])]["success"].mean()
-            after = chosen["success"].mean()
+    for unit in units:
+        if not unit.runs:
+            continue
+        for quadrant in QUADRANTS:
+            chosen = episodes[episodes["quadrant"] == quadrant]
+            figures = suite_figures(chosen, unit, "snapshots", resamples, seed)
+            rows.append(unit.columns() | {"eval_quadrant": quadrant} | figures)
+    return pd.DataFrame(rows)
+
+
+def quadrant_cells(units: Sequence[Unit]) -> list[Unit]:
+    """The evaluated cells trained on one quadrant (not the baselines or selection methods)."""
+    return [u for u in units if u.kind == "cell" and u.quadrant in QUADRANTS and u.runs]
+
+
+def transfer_matrix(
+    episodes: pd.DataFrame, units: Sequence[Unit], resamples: int, seed: int
+) -> pd.DataFrame:
+    """Gain over the base of each quadrant x format cell on each quadrant's test snapshots,
+    with its interval over seeds, snapshots and episodes; then per train quadrant every
+    format's runs together (`format` = "mean"). `diagonal` marks train = eval."""
+    cells = quadrant_cells(units)
+    groups = [(cell.format, cell.quadrant, cell.name, cell.runs) for cell in cells]
+    for quadrant in QUADRANTS:
+        pooled = tuple(run for cell in cells if cell.quadrant == quadrant for run in cell.runs)
+        if pooled:
+            groups.append(("mean", quadrant, "", pooled))
+    rows = []
+    for format, train, cell, runs in groups:
+        for quadrant in QUADRANTS:
+            chosen = episodes[episodes["quadrant"] == quadrant]
+            gain = paired_gain(chosen, runs, [BASE], "snapshots", resamples, seed)
             rows.append(
                 {
-                    "model": model.model,
-                    "level": level,
-                    "training_level": None if level == "all" else level in training_levels,
-                    "n_candidates": len(candidates),
-                    "n_tasks": len(chosen),
-                    "before": before,
-                    "after": after,
-                    "drop": before - after,
-                    "drop_flag": bool(before - after > RETENTION_DROP_LIMIT),
+                    "format": format,
+                    "train_quadrant": train,
+                    "eval_quadrant": quadrant,
+                    "cell": cell,
+                    "seeds": len(runs),
+                    **estimate_columns("gain", gain),
+                    "diagonal": train == quadrant,
                 }
             )
     return pd.DataFrame(rows)
 
 
+def transfer_cubes(episodes: pd.DataFrame, runs: Sequence[Unit]) -> tuple[np.ndarray, np.ndarray]:
+    """Gains over the base on each test snapshot for each (format, seed) of the given quadrant
+    runs, shaped (pairs, items, episodes): of the run trained on the snapshot's quadrant (the
+    diagonal), and the mean of the runs trained on the other quadrants (off it); NaN where no
+    such run exists."""
+    snapshots = of_suite(episodes, "snapshots", "sampled")
+    keys = sorted(set(snapshots["key"]))
+    quadrant_of = dict(zip(snapshots["key"], snapshots["quadrant"], strict=True))
+    base = outcome_cube(episodes, [BASE], "snapshots")[0]
+    groups = sorted({(run.format, run.seed) for run in runs})
+    diagonal = np.full((len(groups), *base.shape), np.nan)
+    off = np.full_like(diagonal, np.nan)
+    for g, group in enumerate(groups):
+        trained = {run.quadrant: run.name for run in runs if (run.format, run.seed) == group}
+        cube = outcome_cube(episodes, list(trained.values()), "snapshots") - base
+        gains = dict(zip(trained, cube, strict=True))
+        for i, key in enumerate(keys):
+            own = quadrant_of[key]
+            if own in gains:
+                diagonal[g, i] = gains[own][i]
+            others = [gain[i] for quadrant, gain in gains.items() if quadrant != own]
+            if others:
+                off[g, i] = np.mean(others, axis=0)
+    return diagonal, off
+
+
+def transfer_summary(
+    episodes: pd.DataFrame, units: Sequence[Unit], resamples: int, seed: int
+) -> pd.DataFrame:
+    """Per format, and for every format together (`mean`): the gain on the test snapshots of
+    the run trained on their quadrant (diagonal), the mean gain of the runs trained on the
+    other quadrants (off-diagonal), and the paired difference, each with its interval over
+    (format, seed) pairs, snapshots and episodes. `diagonal_ahead` is the three-way outcome of
+    difference > 0 (the plan expects it to hold)."""
+    runs = [u for u in units if u.kind == "run" and u.quadrant in QUADRANTS and u.runs]
+    formats = list(dict.fromkeys(run.format for run in runs))
+    rows = []
+    for format in [*formats, "mean"] if formats else []:
+        diagonal, off = transfer_cubes(episodes, [r for r in runs if format in (r.format, "mean")])
+        difference = hierarchical_bootstrap(diagonal - off, resamples, seed)
+        rows.append(
+            {
+                "format": format,
+                **estimate_columns(
+                    "diagonal_gain", hierarchical_bootstrap(diagonal, resamples, seed)
+                ),
+                **estimate_columns(
+                    "off_diagonal_gain", hierarchical_bootstrap(off, resamples, seed)
+                ),
+                **estimate_columns("difference", difference),
+                "diagonal_ahead": outcome(difference, ">", 0.0),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def quadrant_comparison(
+    episodes: pd.DataFrame, units: Sequence[Unit], resamples: int, seed: int
+) -> Estimate:
+    """How much more success on the held-out tasks the runs trained on Q1 have than those
+    trained on Q2, paired by format and seed (the base cancels out of the two gains)."""
+    first, second = COMPARED_QUADRANTS
+    runs = {(u.quadrant, u.format, u.seed): u.name for u in units if u.kind == "run" and u.runs}
+    pairs = sorted((f, s) for (q, f, s) in runs if q == first and (second, f, s) in runs)
+    return paired_gain(
+        episodes,
+        [runs[(first, *pair)] for pair in pairs],
+        [runs[(second, *pair)] for pair in pairs],
+        "tasks",
+        resamples,
+        seed,
+    )
+
+
+def retention_table(
+    episodes: pd.DataFrame,
+    units: Sequence[Unit],
+    training_levels: Sequence[str],
+    resamples: int,
+    seed: int,
+) -> pd.DataFrame:
+    """Success before (the base) and after (each evaluated run and cell) on the fixed retention
+    set, per level and over all, and the paired drop before - after with its interval: negative
+    when the run got better. `drop_within_limit` is the three-way outcome of drop < 10 points."""
+    retention = episodes[episodes["suite"] == "retention"]
+    levels = list(dict.fromkeys(retention["level"]))
+    rows = []
+    for unit in units:
+        if unit.kind == "base" or not unit.runs:
+            continue
+        for level in [*levels, "all"]:
+            chosen = retention if level == "all" else retention[retention["level"] == level]
+            row = unit.columns() | {
+                "level": level,
+                "training_level": None if level == "all" else level in training_levels,
+            }
+            for mode in modes_of(episodes):
+                drop = paired_gain(chosen, [BASE], unit.runs, "retention", resamples, seed, mode)
+                figures = {
+                    "n_items": n_items(chosen, "retention", mode),
+                    **estimate_columns("before", success_rate(chosen, [BASE], "retention", mode)),
+                    **estimate_columns("after", success_rate(chosen, unit.runs, "retention", mode)),
+                    **estimate_columns("drop", drop),
+                    "drop_within_limit": outcome(drop, "<", RETENTION_DROP_LIMIT),
+                }
+                row |= in_mode(mode, figures)
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def stuckness_table(episodes: pd.DataFrame) -> pd.DataFrame:
-    """Loop rate, mean steps without progress and timeout rate per model, on the held-out
-    tasks and on the test snapshots."""
+    """Loop rate, mean steps without progress and timeout rate per model and play mode, on the
+    held-out tasks and on the test snapshots."""
     played = episodes[episodes["suite"].isin(["tasks", "snapshots"])]
     return (
-        played.groupby(["model", "suite"], sort=False)
+        played.groupby(["model", "suite", "mode"], sort=False)
         .agg(
             n_episodes=("success", "size"),
             loop_rate=("loop", "mean"),
@@ -478,13 +749,17 @@ def pareto_mask(gain: np.ndarray, drop: np.ndarray) -> np.ndarray:
 
 
 def frontier(overall: pd.DataFrame, retention: pd.DataFrame) -> pd.DataFrame:
-    """Per trained run: gain over the base on held-out tasks against the retention drop, with
-    `pareto` marking the runs no other run beats on both (more gain, less drop)."""
-    drops = retention[retention["level"] == "all"].set_index("model")["drop"]
-    runs = overall[overall["status"] == "evaluated"]
-    table = runs[["model", "quadrant", "format", "gain_over_base"]].reset_index(drop=True)
-    table["retention_drop"] = table["model"].map(drops).astype(float)
-    table["pareto"] = pareto_mask(table["gain_over_base"], table["retention_drop"])
+    """Per evaluated cell: gain over the base on held-out tasks against the retention drop over
+    all levels, with their intervals; `pareto` marks the cells no other cell beats on both
+    (more gain, less drop)."""
+    cells = overall[(overall["unit"] == "cell") & (overall["status"] == "evaluated")]
+    table = cells[["cell", "quadrant", "format", "seeds", "gain", "gain_low", "gain_high"]]
+    table = table.reset_index(drop=True)
+    drops = retention[(retention["unit"] == "cell") & (retention["level"] == "all")]
+    drops = drops.set_index("cell")
+    for column in ("drop", "drop_low", "drop_high"):
+        table[column] = table["cell"].map(drops[column]).astype(float)
+    table["pareto"] = pareto_mask(table["gain"], table["drop"])
     return table
 
 
@@ -492,7 +767,7 @@ def frontier(overall: pd.DataFrame, retention: pd.DataFrame) -> pd.DataFrame:
 class Evaluation:
     """Phase 3's tables, as written under its output folder, and its episodes."""
 
-    models: pd.DataFrame
+    units: pd.DataFrame
     episodes: pd.DataFrame
     overall: pd.DataFrame
     per_quadrant: pd.DataFrame
@@ -507,10 +782,110 @@ class Evaluation:
         return frontier(self.overall, self.retention)
 
 
+def phase3_verdicts(evaluation: Evaluation) -> list[Verdict]:
+    """The plan's Phase 3 criteria, each read three-way from its interval: every trained cell
+    gains over the base on the held-out tasks, every format's transfer diagonal is ahead of
+    its off-diagonal, every cell's retention drop stays under 10 points, and the Q1 cells gain
+    more than the Q2 cells."""
+    overall = evaluation.overall
+    cells = overall[(overall["unit"] == "cell") & (overall["status"] == "evaluated")]
+    verdicts = [
+        judge(
+            PHASE,
+            f"{row['cell']} gain over base",
+            "success on the held-out tasks above the base's (end-to-end success > baseline)",
+            estimate_in(row, "gain"),
+            ">",
+            0.0,
+        )
+        for _, row in cells.iterrows()
+    ]
+    summary = evaluation.transfer_summary
+    formats = summary[summary["format"] != "mean"] if len(summary) else summary
+    verdicts += [
+        judge(
+            PHASE,
+            f"transfer diagonal - off-diagonal ({row['format']})",
+            "runs gain more on test snapshots of the quadrant they trained on than of the others",
+            estimate_in(row, "difference"),
+            ">",
+            0.0,
+        )
+        for _, row in formats.iterrows()
+    ]
+    retention = evaluation.retention
+    drops = retention[(retention["unit"] == "cell") & (retention["level"] == "all")]
+    verdicts += [
+        judge(
+            PHASE,
+            f"{row['cell']} retention drop",
+            "success on the retention tasks drops by less than 10 points (no catastrophic "
+            "forgetting)",
+            estimate_in(row, "drop"),
+            "<",
+            RETENTION_DROP_LIMIT,
+        )
+        for _, row in drops.iterrows()
+    ]
+    first, second = COMPARED_QUADRANTS
+    verdicts.append(
+        judge(
+            PHASE,
+            f"{first} - {second} success",
+            "the Q1 cells gain more on the held-out tasks than the Q2 cells (paired by format "
+            "and seed)",
+            Estimate.model_validate(evaluation.record["quadrant_comparison"]),
+            ">",
+            0.0,
+        )
+    )
+    return verdicts
+
+
+def tabulate(
+    levels: Sequence[str],
+    runs: Sequence[RunEntry],
+    rows: Sequence[dict],
+    resamples: int,
+    seed: int,
+) -> Evaluation:
+    """The tables from each model's logged episodes; `seed` seeds every bootstrap."""
+    measured = units(runs)
+    episodes = pd.DataFrame(
+        [{"model": row["model"], **episode} for row in rows for episode in row["episodes"]],
+        columns=EPISODE_COLUMNS,
+    )
+    base = episodes[(episodes["model"] == BASE) & (episodes["mode"] == "sampled")]
+    counts = base.groupby("suite")["key"].nunique()
+    comparison = quadrant_comparison(episodes, measured, resamples, seed)
+    return Evaluation(
+        units=unit_table(runs),
+        episodes=episodes,
+        overall=overall_table(episodes, measured, resamples, seed),
+        per_quadrant=per_quadrant_table(episodes, measured, resamples, seed),
+        transfer=transfer_matrix(episodes, measured, resamples, seed),
+        transfer_summary=transfer_summary(episodes, measured, resamples, seed),
+        retention=retention_table(episodes, measured, levels, resamples, seed),
+        stuckness=stuckness_table(episodes),
+        record={
+            "n_items": {suite: int(counts.get(suite, 0)) for suite in SUITES},
+            "episodes_per_item": int(base["episode"].max()) + 1 if len(base) else 0,
+            "modes": modes_of(episodes),
+            "evaluated": [row["model"] for row in rows],
+            "skipped": [
+                {"id": run.id, "reason": run.reason} for run in runs if run.status == "skipped"
+            ],
+            "seconds_per_model": {row["model"]: row.get("seconds") for row in rows},
+            "quadrant_comparison": comparison.model_dump(mode="json"),
+        },
+    )
+
+
 def evaluate_runs(
     trained: TrainingLayout,
     labeled: Sequence[LabeledSnapshot],
     phase3: Phase3Parameters,
+    evaluation: EvaluationParameters,
     levels: Sequence[str],
     seed: int,
     base: Student,
@@ -519,81 +894,33 @@ def evaluate_runs(
 ) -> Evaluation:
     """Evaluate the `base` student and every trained run of a training folder's summary
     (skipped runs are listed as such) on the held-out tasks of the training `levels`, the test
-    snapshots of the split the runs trained on, and the retention tasks; write the evaluation
-    suite's tables and records into `out`."""
+    snapshots of the split the runs trained on, and the retention tasks, as `evaluation` says;
+    write the evaluation suite's tables and records into `out`. The verdicts are left to the
+    caller (`phase3_verdicts`): Phase 5 evaluates its methods here too."""
     started = time.perf_counter()
     summary = TrainingSummary.load(trained.training_summary)
     adapters = adapter_folders(summary, trained)
     split = load_split(trained.folder / summary.split, labeled)
     items = evaluation_items(phase3, levels, seed, split, labeled)
+    play = Play(phase3.max_steps, evaluation, seed)
 
     log = out.episodes
     done = {(row["model"], row["key"]): row for row in read_jsonl(log)}
-    base_row = model_episodes(phase3.max_steps, BASE, base, items, done, log, progress)
-    solved = {
-        row["key"] for row in base_row["episodes"] if row["suite"] == "retention" and row["success"]
-    }
-    run_items = [item for item in items if item.suite != "retention" or item.key in solved]
-    rows = [base_row]
+    rows = [model_episodes(play, BASE, base, items, done, log, progress)]
     for run_id, folder in tqdm(adapters.items(), desc="models", disable=not progress):
         student = base.with_adapter(folder)
-        rows.append(
-            model_episodes(phase3.max_steps, run_id, student, run_items, done, log, progress)
-        )
+        rows.append(model_episodes(play, run_id, student, items, done, log, progress))
     write_jsonl(log, rows)  # rows of earlier parameters or runs are dropped
 
-    evaluation = tabulate(levels, summary.runs, rows)
-    evaluation.record.update(
+    result = tabulate(levels, summary.runs, rows, evaluation.bootstrap_resamples, seed)
+    result.record.update(
         training_summary=str(trained.training_summary),
+        temperature=evaluation.temperature,
         evaluated_now=[row["model"] for row in rows if (row["model"], row["key"]) not in done],
         seconds=round(time.perf_counter() - started, 1),
     )
-    save_evaluation(evaluation, out)
-    return evaluation
-
-
-def tabulate(levels: Sequence[str], runs: Sequence[RunEntry], rows: Sequence[dict]) -> Evaluation:
-    """The tables from each model's logged episodes."""
-    models = model_table(runs)
-    episodes = pd.DataFrame(
-        [{"model": row["model"], **episode} for row in rows for episode in row["episodes"]],
-        columns=[
-            "model",
-            "suite",
-            "key",
-            "env_id",
-            "level",
-            "seed",
-            "quadrant",
-            "success",
-            "steps",
-            "loop",
-            "steps_without_progress",
-            "timeout",
-            "actions",
-        ],
-    )
-    per_quadrant = per_quadrant_table(episodes, models)
-    transfer = transfer_matrix(per_quadrant)
-    counts = episodes[episodes["model"] == BASE]["suite"].value_counts()
-    return Evaluation(
-        models=models,
-        episodes=episodes,
-        overall=overall_table(episodes, models),
-        per_quadrant=per_quadrant,
-        transfer=transfer,
-        transfer_summary=transfer_summary(transfer),
-        retention=retention_table(episodes, models, levels),
-        stuckness=stuckness_table(episodes),
-        record={
-            "n_items": {suite: int(counts.get(suite, 0)) for suite in SUITES},
-            "evaluated": [row["model"] for row in rows],
-            "skipped": [
-                {"id": run.id, "reason": run.reason} for run in runs if run.status == "skipped"
-            ],
-            "seconds_per_model": {row["model"]: row.get("seconds") for row in rows},
-        },
-    )
+    save_evaluation(result, out)
+    return result
 
 
 def save_evaluation(evaluation: Evaluation, out: EvaluationLayout) -> None:

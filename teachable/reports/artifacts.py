@@ -20,10 +20,7 @@ from teachable.phases.phase1b_cpt_validation import (
     MicroResult,
     result_frame,
 )
-from teachable.phases.phase3_evaluation import (
-    frontier,
-    transfer_summary,
-)
+from teachable.phases.phase3_evaluation import frontier
 from teachable.phases.phase4_predictor import REQUIRED_ACCURACY, REQUIRED_R2, PredictorResult
 from teachable.phases.phase5_selection import SelectionSummary
 from teachable.records.labeled import FORMATS, label_frame, load_labeled
@@ -78,11 +75,13 @@ def cpt_figure(run: RunLayout) -> alt.TopLevelMixin:
 
 
 def training_matrix_frame(run: RunLayout) -> pd.DataFrame:
-    """Gain over the base on held-out tasks per train cell (quadrants, then the baselines'
-    `all` and `random`) and format, one line each; a skipped run's gain is missing."""
+    """Gain over the base on held-out tasks per cell (quadrants, then the baselines' `all` and
+    `random`) and format over its seeds, one line each with its interval and n; a skipped
+    cell's gain is missing."""
     overall = evaluated_overall(run)
-    runs = overall[overall["status"] != "base"]
-    return runs[["quadrant", "format", "status", "n_train", "gain_over_base"]]
+    cells = overall[overall["unit"] == "cell"]
+    columns = ["quadrant", "format", "status", "seeds", "n_train"]
+    return cells[[*columns, "gain", "gain_low", "gain_high", "gain_n"]]
 
 
 def training_matrix_figure(run: RunLayout) -> alt.TopLevelMixin:
@@ -92,17 +91,15 @@ def training_matrix_figure(run: RunLayout) -> alt.TopLevelMixin:
     base = alt.Chart(frame).encode(
         x=alt.X("format:N", sort=list(FORMATS), axis=alt.Axis(labelAngle=0), title=None),
         y=alt.Y("quadrant:N", sort=[*QUADRANTS, "all", "random"], title="trained on"),
-        tooltip=["quadrant", "format", "n_train", "gain_over_base"],
+        tooltip=["quadrant", "format", "seeds", "n_train", "gain", "gain_low", "gain_high"],
     )
     skipped = base.transform_filter("datum.status != 'evaluated'").mark_rect(color="#e5e7eb")
-    colour = alt.Color(
-        "gain_over_base:Q", scale=alt.Scale(scheme="redblue", domainMid=0), title="gain"
-    )
+    colour = alt.Color("gain:Q", scale=alt.Scale(scheme="redblue", domainMid=0), title="gain")
     gains = base.transform_filter("datum.status == 'evaluated'").mark_rect().encode(color=colour)
     labels = (
-        base.transform_filter("isValid(datum.gain_over_base)")
+        base.transform_filter("isValid(datum.gain)")
         .mark_text(fontSize=12)
-        .encode(text=alt.Text("gain_over_base:Q", format="+.2f"))
+        .encode(text=alt.Text("gain:Q", format="+.2f"))
     )
     return alt.layer(skipped, gains, labels).properties(
         width=240, height=220, title="Success gain over base on held-out tasks (grey: skipped)"
@@ -121,10 +118,11 @@ def transfer_figure(run: RunLayout) -> alt.TopLevelMixin:
 
 
 def frontier_frame(run: RunLayout) -> pd.DataFrame:
-    """Gain against retention drop per trained run, with the Pareto flag."""
+    """Gain against retention drop per evaluated cell, with their intervals and the Pareto
+    flag."""
     table = frontier(evaluated_overall(run), pd.read_csv(run.phase3.retention))
-    if table[["gain_over_base", "retention_drop"]].dropna().empty:
-        raise NothingToShow("no run has a retention measurement (the base solved no task)")
+    if table[["gain", "drop"]].dropna().empty:
+        raise NothingToShow("no cell has both a gain and a retention drop")
     return table
 
 
@@ -222,19 +220,22 @@ def cpt_table(run: RunLayout) -> pd.DataFrame:
 
 
 def training_matrix_table(run: RunLayout) -> pd.DataFrame:
-    """Gain over the base on held-out tasks: train cells as rows, formats as columns."""
-    frame = training_matrix_frame(run)
-    table = frame.pivot_table(
-        index="quadrant", columns="format", values="gain_over_base", aggfunc="mean", dropna=False
-    )
-    cells = [*QUADRANTS, *(cell for cell in ("all", "random") if cell in set(frame["quadrant"]))]
-    table = table.reindex(index=cells, columns=list(FORMATS))
-    return table.rename_axis(index="trained on", columns=None).reset_index()
+    """Gain over the base on held-out tasks per cell, with its interval and n: quadrants in
+    order, then the baselines, each in format order."""
+    frame = training_matrix_frame(run).rename(columns={"quadrant": "trained on"})
+    order = {name: i for i, name in enumerate([*QUADRANTS, "all", "random", *FORMATS])}
+    return frame.sort_values(
+        ["trained on", "format"], key=lambda column: column.map(order), kind="stable"
+    ).drop(columns="status")
 
 
 def transfer_table(run: RunLayout) -> pd.DataFrame:
-    """Per format, mean gain on the diagonal (trained and evaluated on one quadrant) and off."""
-    return transfer_summary(transfer_frame(run))
+    """Per format: the gain on the diagonal (trained and evaluated on one quadrant), off it,
+    and their paired difference, each with its interval and n."""
+    table = pd.DataFrame(read_json(run.phase3.transfer_summary))
+    if table.empty:
+        raise NothingToShow("no quadrant cell was evaluated on a test snapshot")
+    return table
 
 
 def predictor_table(run: RunLayout) -> pd.DataFrame:
@@ -281,6 +282,10 @@ def transfer_files(run: RunLayout) -> tuple[Path, ...]:
     return (run.phase3.transfer,)
 
 
+def transfer_summary_files(run: RunLayout) -> tuple[Path, ...]:
+    return (run.phase3.transfer_summary,)
+
+
 def frontier_files(run: RunLayout) -> tuple[Path, ...]:
     return (run.phase3.overall, run.phase3.retention)
 
@@ -304,7 +309,7 @@ ARTIFACTS: tuple[Artifact, ...] = (
     Artifact("quadrants", "table", labels_files, quadrant_table),
     Artifact("cpt_validation", "table", correlation_files, cpt_table),
     Artifact("training_matrix", "table", evaluation_files, training_matrix_table),
-    Artifact("transfer_summary", "table", transfer_files, transfer_table),
+    Artifact("transfer_summary", "table", transfer_summary_files, transfer_table),
     Artifact("reliability_retention_frontier", "table", frontier_files, frontier_frame),
     Artifact("predictor_metrics", "table", predictor_files, predictor_table),
     Artifact("selection", "table", selection_files, selection_table),
