@@ -33,6 +33,7 @@ from teachable.phases.phase2_matrix import MatrixRun, plan_matrix, save_summary
 from teachable.phases.phase3_evaluation import Evaluation, save_evaluation, tabulate
 from teachable.phases.phase4_predictor import train_predictor
 from teachable.phases.phase5_selection import (
+    SelectionSummary,
     labeled_pool,
     plan_selections,
     predicted_scores,
@@ -65,7 +66,9 @@ def parameters(root: Path) -> Parameters:
             "student": {"model": "tiny"},
             "env": {"levels": ["GoToLocal", "PickupLoc"]},
             "phase4": {"embedding_dim": 32, "hidden": 8, "epochs": 2, "k": [2, 3]},
-            "phase5": {"budget": 3, "random_seeds": [0, 1], "bootstrap_resamples": 200},
+            "phase2": {"n_train": 2, "seeds": [0, 1]},
+            "evaluation": {"bootstrap_resamples": 200},
+            "phase5": {"budget": 3, "seeds": [0, 1]},
         }
     )
 
@@ -152,17 +155,17 @@ def episodes(model: str, rate: float, test: list[LabeledSnapshot], rng) -> dict:
 
 
 def trained_entry(run: MatrixRun) -> RunEntry:
-    status = "trained" if run.rows else "skipped"
+    trained = run.skip is None
     return RunEntry(
         id=run.id,
-        cell=run.id,
-        seed=0,
+        cell=run.cell,
+        seed=run.seed,
         quadrant=run.quadrant,
         format=run.format,
         n_train=len(run.rows),
-        status=status,
-        reason=None if run.rows else "no train snapshot",
-        adapter=run.id if run.rows else None,
+        status="trained" if trained else "skipped",
+        reason=run.skip,
+        adapter=run.id if trained else None,
         snapshots=[row.id for row in run.rows],
     )
 
@@ -192,23 +195,31 @@ def run_dir(tmp_path_factory) -> Path:
     write_json(run_dir / "phase1b" / "cpt_correlation.json", gate(result_frame(results), 0, 200))
     split = split_by_task(rows, 0.3, seed=0)
     save_split(run_dir / "phase2" / "split.json", split, 0.3, 0)
-    matrix = plan_matrix(split.train, seed=0)
+    matrix = plan_matrix(split.train, params.phase2, seed=0)
     entries = [trained_entry(cell) for cell in matrix]
     save_summary(run.phase2, params.phase2.over(params.lora), run.phase2.split, entries)
     evaluation = evaluate(params, matrix, split.test, lambda _: rng.uniform(0.3, 0.9), rng)
     save_evaluation(evaluation, run.phase3)
     train_predictor(rows, params.phase4, run.phase4)
-    pool, left_out = labeled_pool(split.train)
-    plans = plan_selections(params.phase5, pool, predicted_scores(run.phase4, pool))
+    pool, _ = labeled_pool(split.train)
+    plans = plan_selections(params.phase5, pool, 0, predicted_scores(run.phase4, pool))
     evaluations = {
         method: evaluate(params, runs, split.test, lambda _, m=method: SUCCESS[m], rng)
         for method, runs in plans.items()
     }
     lora = params.phase5.over(params.lora)
     summary = selection_summary(
-        params.phase5, lora, 0, run.phase4, plans, evaluations, len(split.train), left_out, pool
+        params.phase5,
+        params.evaluation,
+        lora,
+        0,
+        run.phase4,
+        plans,
+        evaluations,
+        len(split.train),
+        pool,
     )
-    write_json(run_dir / "phase5" / "selection" / "selection_summary.json", summary)
+    write_json(run.phase5.summary, summary.model_dump(mode="json"))
     build_artifacts(run)
     return run_dir
 
@@ -254,11 +265,13 @@ def test_tables_carry_the_numbers_of_the_phase_files(run_dir):
         )
     skipped = cells[cells["status"] == "skipped"]
     assert all(np.isnan(matrix.loc[(r.quadrant, r.format), "gain"]) for r in skipped.itertuples())
-    summary = read_json(run_dir / "phase5" / "selection" / "selection_summary.json")
+    summary = SelectionSummary.load(RunLayout(run_dir).phase5.summary)
     selection = pd.read_csv(tables / "selection.csv").set_index("method")
-    for method, record in summary["methods"].items():
-        assert selection.loc[method, "gain"] == pytest.approx(record["tasks"]["gain"])
-        assert selection.loc[method, "retention_drop"] == pytest.approx(record["retention"]["drop"])
+    for method, result in summary.methods.items():
+        assert selection.loc[method, ["gain", "ci_low", "ci_high"]].tolist() == pytest.approx(
+            [result.gain.value, result.gain.low, result.gain.high]
+        )
+        assert selection.loc[method, "retention_drop"] == pytest.approx(result.retention_drop.value)
     frontier = pd.read_csv(tables / "reliability_retention_frontier.csv")
     assert frontier["pareto"].any() and len(frontier) == len(cells) - len(skipped)
 
