@@ -1,13 +1,14 @@
 """Command line: `python -m teachable run PARAMS [--phases ...] [--force] [--set ...]`, the
 stepwise Phase 1 labeling: `python -m teachable label STEP --params PARAMS --input FILE
-[--output-dir DIR]`, the artifacts of a run: `python -m teachable check RUN_DIR`, and the
-parameter reference: `python -m teachable params [PARAMS_FILE]`.
+[--output-dir DIR]`, the artifacts and verdicts of a run: `python -m teachable check RUN_DIR
+[--science]`, and the parameter reference: `python -m teachable params [PARAMS_FILE]`.
 
 Each subcommand is a pair of functions: one adds its arguments, one carries it out and returns
-the exit code: 0 done, 1 a phase failed, a gate stopped the run or the teacher's answers were
-too often invalid, 2 the work cannot start (bad parameters, phase names or notebooks, a missing
-key, a folder that is not a model, an input file that does not parse, a row that lacks a field
-the step needs, or a run folder another process is working in).
+the exit code: 0 done, 1 a phase failed, a gate stopped the run, the teacher's answers were too
+often invalid, an artifact is missing or (with `--science`) a verdict fails, 2 the work cannot
+start (bad parameters, phase names or notebooks, a missing key, a folder that is not a model, an
+input file that does not parse, a row that lacks a field the step needs, or a run folder another
+process is working in).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from teachable.parameters import (
     section_descriptions,
     with_overrides,
 )
-from teachable.pipeline.checks import check_run, describe
+from teachable.pipeline.checks import check_run, describe, describe_verdicts, run_verdicts
 from teachable.pipeline.lock import FolderBusy, hold_lock
 from teachable.pipeline.runner import (
     NOTEBOOKS_DIR,
@@ -277,21 +278,33 @@ def add_label_command(commands: argparse._SubParsersAction) -> None:
 
 
 def check(args: argparse.Namespace) -> int:
-    """Print the artifact checks of a run folder, one line each; 1 when one fails."""
+    """Print the artifact checks of a run folder, one line each, then every verdict of its
+    `verdicts.json`; 1 when an artifact check fails, or with `--science` when a verdict fails."""
     if not args.run_dir.is_dir():
         print(f"{args.run_dir} is not a run folder", file=sys.stderr)
         return 2
     results = check_run(args.run_dir)
-    print(f"check {args.run_dir}")
+    verdicts = run_verdicts(args.run_dir)
+    print(f"check {args.run_dir}\n\nartifacts")
     print(describe(results))
-    return 1 if any(result.status == "fail" for result in results) else 0
+    print("\nverdicts (each criterion of the plan on its 95% interval)")
+    print(describe_verdicts(verdicts))
+    missing = any(result.status == "fail" for result in results)
+    failing = args.science and any(verdict.outcome == "fails" for verdict in verdicts)
+    return 1 if missing or failing else 0
 
 
 def add_check_command(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
-        "check", help="check that a run holds every artifact the plan's pilot names, readable"
+        "check",
+        help="show a run's artifacts (present, readable) and its verdicts on the plan's criteria",
     )
     parser.add_argument("run_dir", type=Path, help="run folder, e.g. runs/pilot")
+    parser.add_argument(
+        "--science",
+        action="store_true",
+        help="also exit 1 when a verdict fails (its interval lies wholly on the wrong side)",
+    )
     parser.set_defaults(handler=check)
 
 

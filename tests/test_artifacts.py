@@ -22,6 +22,8 @@ import pytest
 from labeled_rows import labeled_rows
 
 from teachable.__main__ import main
+from teachable.measure.intervals import Estimate
+from teachable.measure.verdicts import judge
 from teachable.models.student import Student
 from teachable.parameters import Parameters, StudentParameters
 from teachable.phases.phase1b_cpt_validation import (
@@ -30,7 +32,12 @@ from teachable.phases.phase1b_cpt_validation import (
     result_frame,
 )
 from teachable.phases.phase2_matrix import MatrixRun, plan_matrix, save_summary
-from teachable.phases.phase3_evaluation import Evaluation, save_evaluation, tabulate
+from teachable.phases.phase3_evaluation import (
+    Evaluation,
+    phase3_verdicts,
+    save_evaluation,
+    tabulate,
+)
 from teachable.phases.phase4_predictor import train_predictor
 from teachable.phases.phase5_selection import (
     SelectionSummary,
@@ -52,6 +59,7 @@ from teachable.records.layout import RunLayout
 from teachable.records.quadrants import QUADRANTS, Thresholds, save_thresholds
 from teachable.records.store import read_json, write_json
 from teachable.records.training_summary import BASE, RunEntry
+from teachable.records.verdicts import Verdicts, save_phase_verdicts
 from teachable.reports.artifacts import ARTIFACTS, build_artifacts
 from teachable.world.splits import save_split, split_by_task
 
@@ -192,7 +200,9 @@ def run_dir(tmp_path_factory) -> Path:
         run_dir / "phase1b" / "micro_training_results.json",
         [r.model_dump(mode="json") for r in results],
     )
-    write_json(run_dir / "phase1b" / "cpt_correlation.json", gate(result_frame(results), 0, 200))
+    correlation = gate(result_frame(results), 0, 200)
+    write_json(run_dir / "phase1b" / "cpt_correlation.json", correlation.model_dump(mode="json"))
+    save_phase_verdicts(run.verdicts, "phase1b", correlation.verdicts)
     split = split_by_task(rows, 0.3, seed=0)
     save_split(run_dir / "phase2" / "split.json", split, 0.3, 0)
     matrix = plan_matrix(split.train, params.phase2, seed=0)
@@ -200,7 +210,8 @@ def run_dir(tmp_path_factory) -> Path:
     save_summary(run.phase2, params.phase2.over(params.lora), run.phase2.split, entries)
     evaluation = evaluate(params, matrix, split.test, lambda _: rng.uniform(0.3, 0.9), rng)
     save_evaluation(evaluation, run.phase3)
-    train_predictor(rows, params.phase4, run.phase4)
+    save_phase_verdicts(run.verdicts, "phase3", phase3_verdicts(evaluation))
+    train_predictor(rows, params.phase4, run.phase4, run.verdicts, resamples=200)
     pool, _ = labeled_pool(split.train)
     plans = plan_selections(params.phase5, pool, 0, predicted_scores(run.phase4, pool))
     evaluations = {
@@ -220,6 +231,7 @@ def run_dir(tmp_path_factory) -> Path:
         pool,
     )
     write_json(run.phase5.summary, summary.model_dump(mode="json"))
+    save_phase_verdicts(run.verdicts, "phase5", summary.verdicts)
     build_artifacts(run)
     return run_dir
 
@@ -276,6 +288,55 @@ def test_tables_carry_the_numbers_of_the_phase_files(run_dir):
     assert frontier["pareto"].any() and len(frontier) == len(cells) - len(skipped)
 
 
+def test_the_verdicts_table_holds_every_verdict_of_the_run(run_dir):
+    verdicts = Verdicts.load(run_dir / "verdicts.json").verdicts
+    phases = [v.phase for v in verdicts]
+    assert sorted(set(phases)) == ["phase1b", "phase3", "phase4", "phase5"]
+    assert phases.count("phase1b") == 2 and phases.count("phase4") == 5
+    table = pd.read_csv(run_dir / "tables" / "verdicts.csv")
+    assert list(table["criterion"]) == [verdict.criterion for verdict in verdicts]
+    assert list(table["outcome"]) == [verdict.outcome for verdict in verdicts]
+    assert list(table["n"]) == [verdict.estimate.n for verdict in verdicts]
+    for row, verdict in zip(table.itertuples(), verdicts, strict=True):
+        for column in ("value", "low", "high"):
+            expected = getattr(verdict.estimate, column)
+            if expected is None:
+                assert np.isnan(getattr(row, column))
+            else:
+                assert getattr(row, column) == pytest.approx(expected)
+    markdown = (run_dir / "tables" / "verdicts.md").read_text()
+    assert "inconclusive" in markdown or "holds" in markdown or "fails" in markdown
+
+
+def test_the_verdicts_table_is_skipped_until_a_phase_judges(tmp_path):
+    run = RunLayout(tmp_path / "runs" / "early")
+    run.folder.mkdir(parents=True)
+    build_artifacts(run)
+    assert "table verdicts" in read_json(run.artifacts)["skipped"]
+    estimate = Estimate(value=0.2, low=-0.1, high=0.5, n=12)
+    rho = judge("phase1b", "rho", "rho(ELP_net, delta) >= 0.3", estimate, ">=", 0.3)
+    save_phase_verdicts(run.verdicts, "phase1b", [rho])
+    build_artifacts(run)
+    assert read_json(run.artifacts)["built"]["table verdicts"] == [
+        "tables/verdicts.csv",
+        "tables/verdicts.md",
+        "tables/verdicts.tex",
+    ]
+    [row] = pd.read_csv(run.tables / "verdicts.csv").to_dict("records")
+    assert row | {"note": ""} == {
+        "phase": "phase1b",
+        "criterion": "rho",
+        "claim": "rho(ELP_net, delta) >= 0.3",
+        "value": 0.2,
+        "low": -0.1,
+        "high": 0.5,
+        "n": 12,
+        "threshold": 0.3,
+        "outcome": "inconclusive",
+        "note": "",
+    }
+
+
 def test_a_partial_run_gets_what_its_phases_allow_and_says_what_it_skipped(run_dir, tmp_path):
     partial = copy_of(run_dir, tmp_path)
     for phase in ("phase1b", "phase3", "phase5"):
@@ -287,10 +348,11 @@ def test_a_partial_run_gets_what_its_phases_allow_and_says_what_it_skipped(run_d
         "table quadrants",
         "figure predictor_metrics",
         "table predictor_metrics",
+        "table verdicts",
     }
-    assert len(written) == 2 * 2 + 2 * 3
+    assert len(written) == 2 * 2 + 3 * 3
     skipped = record["skipped"]
-    assert len(skipped) == len(ARTIFACTS) - 4
+    assert len(skipped) == len(ARTIFACTS) - 5
     assert "phase1b/micro_training_results.json is missing" in skipped["figure cpt_validation"]
     assert "phase3/v8/transfer_summary.json is missing" in skipped["table transfer_summary"]
     assert "phase5/selection/selection_summary.json is missing" in skipped["figure selection"]

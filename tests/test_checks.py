@@ -1,6 +1,7 @@
 """`teachable check` passes a run that holds every pilot artifact and fails, naming the
 artifact, when one is missing, empty or unreadable; Phase 5 and the paper artifacts count only
-once the run has their folder."""
+once the run has their folder. It shows every verdict with its figure, interval and n, and
+with `--science` also fails when a verdict fails."""
 
 from __future__ import annotations
 
@@ -11,8 +12,11 @@ from pathlib import Path
 import pytest
 
 from teachable.__main__ import main
+from teachable.measure.intervals import Estimate
+from teachable.measure.verdicts import judge
 from teachable.pipeline.checks import CHECKS, check_run
 from teachable.records.layout import RunLayout
+from teachable.records.verdicts import save_phase_verdicts
 
 PHASE3_HEADER = "model,success_rate\nbase,0.5\n"
 
@@ -35,6 +39,12 @@ def run_dir(tmp_path: Path) -> Path:
     for name, text in files.items():
         (run / name).parent.mkdir(parents=True, exist_ok=True)
         (run / name).write_text(text)
+    rho = Estimate(value=0.41, low=0.12, high=0.63, n=40)
+    save_phase_verdicts(
+        RunLayout(run).verdicts,
+        "phase1b",
+        [judge("phase1b", "rho", "rho(ELP_net, delta) >= 0.3", rho, ">=", 0.3)],
+    )
     return run
 
 
@@ -50,7 +60,9 @@ def test_a_complete_pilot_run_passes(run_dir: Path, capsys: pytest.CaptureFixtur
     printed = capsys.readouterr().out
     assert "phase1/labeled_snapshots.jsonl: 2 rows" in printed
     assert "phase3/v8/transfer_matrix.csv: 1 rows x 2 columns" in printed
-    assert "0 failed" in printed
+    assert "verdicts.json: 1 verdicts: 0 holds, 0 fails, 1 inconclusive" in printed
+    assert "0 missing or unusable" in printed
+    assert "[inconclusive] phase1b rho: 0.410 [0.120, 0.630], n=40 (>= 0.3)" in printed
 
 
 def _remove(path: Path) -> None:
@@ -87,6 +99,8 @@ def _header_only(path: Path) -> None:
         ("phase3/v8/stuckness_results.csv", _header_only, "no row"),
         ("phase4/training_result.json", _remove, "is missing"),
         ("phase4/training_result.json", _empty, "is not valid JSON"),
+        ("verdicts.json", _remove, "is missing"),
+        ("verdicts.json", _truncate_json, "is not valid JSON"),
     ],
 )
 def test_a_damaged_artifact_fails_naming_it(
@@ -141,3 +155,42 @@ def test_duplicate_ids_in_the_labeled_log_name_the_id_and_rows(run_dir: Path) ->
     assert "5 rows for 2 ids: 2 id(s) appear more than once (first: a, rows 1, 4)" in (
         failed.reason
     )
+
+
+def _fail_phase4(run_dir: Path) -> None:
+    """Phase 4's verdicts: R² of U wholly below its target, accuracy wholly above its own."""
+    low_r2 = Estimate(value=0.1, low=0.02, high=0.2, n=60)
+    accuracy = Estimate(value=0.9, low=0.8, high=0.96, n=60, method="wilson")
+    verdicts = [
+        judge("phase4", "U_r2", "R² of U > 0.6", low_r2, ">", 0.6),
+        judge("phase4", "quadrant_accuracy", "quadrant accuracy > 0.7", accuracy, ">", 0.7),
+    ]
+    save_phase_verdicts(RunLayout(run_dir).verdicts, "phase4", verdicts)
+
+
+def test_science_fails_only_on_a_failing_verdict_and_only_when_asked(
+    run_dir: Path, capsys: pytest.CaptureFixture
+) -> None:
+    assert main(["check", str(run_dir), "--science"]) == 0, "inconclusive is not a failure"
+    _fail_phase4(run_dir)
+    assert main(["check", str(run_dir)]) == 0, "without --science only artifacts count"
+    printed = capsys.readouterr().out
+    assert "[fails] phase4 U_r2: 0.100 [0.020, 0.200], n=60 (> 0.6)" in printed
+    assert "[holds] phase4 quadrant_accuracy: 0.900 [0.800, 0.960], n=60 (> 0.7)" in printed
+    assert "1 holds, 1 fails, 1 inconclusive" in printed
+    assert main(["check", str(run_dir), "--science"]) == 1
+
+
+def test_a_missing_artifact_fails_with_or_without_science(run_dir: Path) -> None:
+    (run_dir / "phase2" / "training_summary.json").unlink()
+    assert main(["check", str(run_dir)]) == 1
+    assert main(["check", str(run_dir), "--science"]) == 1
+
+
+def test_a_run_without_verdicts_says_so(run_dir: Path, capsys: pytest.CaptureFixture) -> None:
+    (run_dir / "verdicts.json").unlink()
+    assert main(["check", str(run_dir), "--science"]) == 1
+    printed = capsys.readouterr().out
+    assert "no verdict: no phase has judged a criterion of the plan" in printed
+    fail_lines = [line for line in printed.splitlines() if line.startswith("FAIL")]
+    assert len(fail_lines) == 1 and "verdicts.json is missing" in fail_lines[0]

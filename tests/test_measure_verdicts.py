@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from teachable.measure.intervals import Estimate
-from teachable.measure.verdicts import judge, outcome
+from teachable.measure.verdicts import combined, judge, outcome
 from teachable.records.verdicts import Verdicts, save_phase_verdicts
 
 
@@ -52,3 +52,24 @@ def test_each_phase_replaces_only_its_own_verdicts(tmp_path) -> None:
     ]
     with pytest.raises(ValueError, match="another phase"):
         save_phase_verdicts(path, "phase4", [first])
+
+
+@pytest.mark.parametrize(
+    ("outcomes", "expected"),
+    [
+        (["holds", "holds"], "holds"),
+        (["holds", "inconclusive"], "inconclusive"),
+        (["inconclusive", "fails", "holds"], "fails"),
+        ([], "inconclusive"),
+    ],
+)
+def test_combined_outcome_fails_on_any_failure_and_holds_only_when_all_hold(
+    outcomes, expected
+) -> None:
+    verdicts = [
+        judge("phase1b", "rho", "rho >= 0.3", interval(0.4, 0.5), ">=", 0.3).model_copy(
+            update={"outcome": each}
+        )
+        for each in outcomes
+    ]
+    assert combined(verdicts) == expected

@@ -1,5 +1,6 @@
-"""Phase 1B: micro-training on the tiny student, the gate's statistics on synthetic panels, and
-the runner's exit codes on a gate's verdict (real papermill, on a stand-in notebook)."""
+"""Phase 1B: micro-training on the tiny student, the gate's three-way verdicts on synthetic
+panels, and the runner's exit codes on the gate's outcome (real papermill, on a stand-in
+notebook)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from teachable.models.student import Student
 from teachable.models.supervision import sft_example
 from teachable.parameters import Parameters, StudentParameters
 from teachable.phases.phase1b_cpt_validation import (
+    CPTGate,
     gate,
     micro_adapter,
     result_key,
@@ -24,9 +26,10 @@ from teachable.phases.phase1b_cpt_validation import (
 )
 from teachable.records.env_state import ACTIONS
 from teachable.records.labeled import FORMATS
-from teachable.records.layout import Phase1BLayout
+from teachable.records.layout import Phase1BLayout, RunLayout
 from teachable.records.quadrants import QUADRANTS
 from teachable.records.store import read_json, read_jsonl, write_json, write_jsonl
+from teachable.records.verdicts import Verdicts
 
 FIXTURES = Path(__file__).parent / "notebooks" / "gate"
 TASKS = [("GoToLocal", 2), ("GoToLocal", 3), ("PickupLoc", 2), ("PickupLoc", 3)]
@@ -79,9 +82,11 @@ def test_micro_training_raises_the_probability_of_the_target_action(student, row
 
 
 def validate(params: Parameters, rows, student: Student, out: Path):
-    """Phase 1B into `out`, as the notebook runs it."""
-    layout = Phase1BLayout(out)
-    return validate_cpt(rows, params.phase1b, params.lora, params.run.seed, student, layout, False)
+    """Phase 1B into `out`, its verdicts into the verdicts file beside it, as the notebook runs
+    it."""
+    layout, verdicts = Phase1BLayout(out), RunLayout(out.parent).verdicts
+    seed = params.run.seed
+    return validate_cpt(rows, params.phase1b, params.lora, seed, student, layout, False, verdicts)
 
 
 def test_phase1b_replays_the_same_streams_writes_its_files_and_resumes(student, rows, tmp_path):
@@ -105,8 +110,9 @@ def test_phase1b_replays_the_same_streams_writes_its_files_and_resumes(student, 
         assert len(result.losses) == 1 and result.n_rollouts == 8
     saved = read_json(out / "micro_training_results.json")
     assert saved == [result.model_dump(mode="json") for result in report.results]
-    assert read_json(out / "cpt_correlation.json") == report.correlation
-    assert report.correlation["n"] == 4
+    assert CPTGate.load(out / "cpt_correlation.json") == report.correlation
+    assert report.correlation.n == 4
+    assert Verdicts.load(tmp_path / "verdicts.json").verdicts == report.correlation.verdicts
 
     log = read_jsonl(out / "micro_training.jsonl")
     write_jsonl(
@@ -139,68 +145,102 @@ def _panel(slope: float, q1_on_top: bool = True, n: int = 40) -> pd.DataFrame:
     return pd.DataFrame({"quadrant": [order[q] for q in quartile], "ELP_net": elp, "delta": delta})
 
 
-def test_a_monotone_relation_passes_the_gate():
+def test_a_strong_monotone_relation_holds_on_its_intervals():
     verdict = gate(_panel(0.6), seed=0, resamples=500)
-    rho = verdict["spearman"]
-    assert verdict["passed"] and verdict["reasons"] == []
-    assert rho["rho"] >= 0.3 and rho["p_value"] < 0.01 and rho["n"] == 40
-    assert rho["ci_low"] <= rho["rho"] <= rho["ci_high"] and rho["ci_low"] > 0
-    assert verdict["mean_delta"]["Q1_highU_highL"] > verdict["mean_delta"]["Q2_highU_lowL"]
-    comparison = verdict["q1_vs_q2"]
-    assert comparison["difference"] > 0 and comparison["p_value"] < 0.05
-    assert sum(part["n"] for part in verdict["per_quadrant"].values()) == 40
+    rho = verdict.spearman
+    assert verdict.outcome == "holds" and verdict.n == rho.n == 40
+    assert [(v.phase, v.criterion, v.outcome) for v in verdict.verdicts] == [
+        ("phase1b", "rho", "holds"),
+        ("phase1b", "q1_minus_q2", "holds"),
+    ]
+    assert 0.3 <= rho.low <= rho.value <= rho.high
+    q1, q2 = (verdict.per_quadrant[q].mean_delta for q in ("Q1_highU_highL", "Q2_highU_lowL"))
+    assert verdict.q1_minus_q2.value == pytest.approx(q1.value - q2.value, abs=1e-5)
+    assert verdict.q1_minus_q2.low > 0 and verdict.q1_minus_q2.n == q1.n + q2.n
+    assert sum(panel.mean_delta.n for panel in verdict.per_quadrant.values()) == 40
+    assert all(panel.mean_delta.known for panel in verdict.per_quadrant.values())
     assert gate(_panel(0.6), seed=0, resamples=500) == verdict, "seeded bootstrap"
 
 
-def test_an_anti_correlated_relation_fails_the_gate():
+def test_an_anti_correlated_relation_fails_each_criterion():
     verdict = gate(_panel(-0.6), seed=0, resamples=500)
-    assert not verdict["passed"]
-    assert verdict["spearman"]["rho"] < 0 and verdict["spearman"]["ci_high"] < 0
-    assert any("Spearman's rho" in reason for reason in verdict["reasons"])
-    assert any("Q1 does not exceed" in reason for reason in verdict["reasons"])
+    assert verdict.outcome == "fails"
+    assert verdict.spearman.high < 0 and verdict.q1_minus_q2.high < 0
+    assert [v.outcome for v in verdict.verdicts] == ["fails", "fails"]
 
 
-def test_each_criterion_fails_the_gate_on_its_own():
+def test_one_failing_criterion_fails_the_gate_and_a_small_panel_is_inconclusive():
     swapped = gate(_panel(0.6, q1_on_top=False), seed=0, resamples=500)
-    assert swapped["spearman"]["rho"] >= 0.3 and not swapped["passed"]
-    assert len(swapped["reasons"]) == 1 and "Q1 does not exceed" in swapped["reasons"][0]
-    flat = _panel(0.6).assign(delta=0.0)
-    verdict = gate(flat, seed=0, resamples=500)
-    assert verdict["spearman"]["rho"] is None and not verdict["passed"]
-    assert "undefined" in verdict["reasons"][0]
+    assert [v.outcome for v in swapped.verdicts] == ["holds", "fails"]
+    assert swapped.outcome == "fails"
+    # 12 snapshots with a weak relation: the rho interval straddles 0.3, no criterion fails.
+    small = gate(_panel(0.15, n=12), seed=0, resamples=500)
+    assert small.spearman.low < 0.3 < small.spearman.high
+    assert "fails" not in {v.outcome for v in small.verdicts}
+    assert small.outcome == "inconclusive"
 
 
-# --- the runner acts on the verdict --------------------------------------------------------------
+def test_an_undefined_rho_is_inconclusive_not_a_failure():
+    verdict = gate(_panel(0.6).assign(delta=0.0), seed=0, resamples=500)
+    assert verdict.spearman.value is None and verdict.verdicts[0].note == "not measured"
+    assert verdict.verdicts[0].outcome == "inconclusive"
+    assert verdict.q1_minus_q2.value == 0.0 and verdict.verdicts[1].outcome == "fails"
 
 
-def test_the_runner_exits_on_the_gate_unless_told_to_go_on(tmp_path, monkeypatch, capsys):
+# --- the runner acts on the gate's outcome -------------------------------------------------------
+
+
+@pytest.fixture
+def gated(tmp_path, monkeypatch):
+    """A run of phase 1B on the stand-in notebook, which publishes the gate the test wrote to
+    `gate` as `cpt_correlation.json`; returns (command, gate file, run folder)."""
     params = tmp_path / "gated.yaml"
     params.write_text(
-        yaml.safe_dump(
-            {
-                "run": {"output_root": "runs"},
-                "student": {"model": "tiny"},
-                "phase1b": {"bootstrap_resamples": 200},
-            }
-        )
+        yaml.safe_dump({"run": {"output_root": "runs"}, "student": {"model": "tiny"}})
     )
     run_dir = tmp_path / "runs" / "gated"
     write_json(run_dir / "phase0" / "warmup.json", {})
     write_json(run_dir / "phase1" / "labeled_snapshots.json", [])
     command = ["run", str(params), "--notebooks-dir", str(FIXTURES), "--phases", "1b"]
-    verdict = tmp_path / "verdict.json"
-    monkeypatch.setenv("TEACHABLE_GATE_VERDICT", str(verdict))
+    published = tmp_path / "gate.json"
+    monkeypatch.setenv("TEACHABLE_GATE_VERDICT", str(published))
+    return command, published, run_dir
 
-    write_json(verdict, gate(_panel(0.6), seed=0, resamples=200))
+
+def publish(path: Path, slope: float, n: int = 40, q1_on_top: bool = True) -> None:
+    correlation = gate(_panel(slope, q1_on_top, n), seed=0, resamples=200)
+    write_json(path, correlation.model_dump(mode="json"))
+
+
+def test_a_gate_that_holds_goes_on_quietly(gated, capsys):
+    command, published, run_dir = gated
+    publish(published, 0.6)
     assert main(command) == 0
-    assert read_json(run_dir / "phase1b" / "cpt_correlation.json")["passed"] is True
-    assert "GATE FAILED" not in capsys.readouterr().err
+    assert read_json(run_dir / "phase1b" / "cpt_correlation.json")["outcome"] == "holds"
+    assert "GATE" not in capsys.readouterr().err
+    record = read_json(run_dir / "provenance.json")
+    assert record["status"] == "finished" and "gate" not in record["phases"][0]["reason"]
 
-    write_json(verdict, gate(_panel(-0.6), seed=0, resamples=200))
-    assert main([*command, "--force"]) == 1
+
+def test_an_inconclusive_gate_goes_on_loudly(gated, capsys):
+    command, published, run_dir = gated
+    publish(published, 0.15, n=12)
+    assert main(command) == 0
     err = capsys.readouterr().err
-    assert "GATE FAILED: phase 1b" in err and "the pipeline stops here" in err
-    assert "Spearman's rho" in err
+    assert "GATE INCONCLUSIVE: phase 1b" in err and "THE RUN GOES ON" in err
+    assert "[inconclusive] phase1b rho:" in err
+    record = read_json(run_dir / "provenance.json")
+    assert record["status"] == "finished"
+    assert record["phases"][0]["reason"].endswith("gate inconclusive, continued")
+
+
+def test_a_failing_gate_stops_the_run_unless_told_to_go_on(gated, capsys):
+    command, published, run_dir = gated
+    publish(published, -0.6)
+    assert main(command) == 1
+    err = capsys.readouterr().err
+    assert "GATE FAILS: phase 1b" in err and "the pipeline stops here" in err
+    assert "[fails] phase1b rho:" in err and "[fails] phase1b q1_minus_q2:" in err
     record = read_json(run_dir / "provenance.json")
     assert record["status"] == "failed" and record["phases"][0]["status"] == "gate failed"
 
@@ -210,7 +250,7 @@ def test_the_runner_exits_on_the_gate_unless_told_to_go_on(tmp_path, monkeypatch
     going_on = [*command, "--set", "phase1b.continue_on_failed_gate=true"]
     assert main(going_on) == 0
     err = capsys.readouterr().err
-    assert "GATE FAILED: phase 1b" in err and "CONTINUING ANYWAY" in err
+    assert "GATE FAILS: phase 1b" in err and "CONTINUING ANYWAY" in err
     record = read_json(run_dir / "provenance.json")
     assert record["status"] == "finished"
     assert record["parameters"]["phase1b"]["continue_on_failed_gate"] is True

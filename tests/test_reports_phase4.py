@@ -1,6 +1,6 @@
-"""The Phase 4 report: metrics against the plan's targets with the right verdicts, the ranking
-curves, predicted-vs-true and confusion data built from the predictions, and charts that
-render offline."""
+"""The Phase 4 report: every metric with its interval and n against the plan's targets, with
+the outcome its interval gives, the ranking curves, predicted-vs-true and confusion data built
+from the predictions, and charts that render offline."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from teachable.phases.phase4_predictor import (
     REGRESSION_TARGETS,
     head_metrics,
     labeled_rows,
+    predictor_verdicts,
     random_ndcg_at_k,
     ranking_report,
 )
@@ -59,7 +60,8 @@ def sample_predictions() -> pd.DataFrame:
 
 
 def result_of(predictions: pd.DataFrame, ks: list[int]) -> SimpleNamespace:
-    """A training result's metrics and ranking, computed by the predictor's own functions."""
+    """A training result's metrics, ranking and verdicts, computed by the predictor's own
+    functions."""
     truth = predictions[[f"true_{name}" for name in REGRESSION_TARGETS]].to_numpy(np.float32)
     quadrants = np.array(
         [QUADRANTS.index(q) if q in QUADRANTS else -1 for q in predictions["true_quadrant"]]
@@ -70,42 +72,54 @@ def result_of(predictions: pd.DataFrame, ks: list[int]) -> SimpleNamespace:
         predictions["ELP_net"].to_numpy()[ranked],
         truth[ranked, 0],
         ks,
+        resamples=500,
     )
-    return SimpleNamespace(metrics=head_metrics(truth, quadrants, predictions), ranking=ranking)
+    metrics = head_metrics(truth, quadrants, predictions, resamples=500)
+    verdicts = predictor_verdicts(metrics, ranking)
+    return SimpleNamespace(metrics=metrics, ranking=ranking, verdicts=verdicts)
 
 
-def test_metrics_table_gives_each_target_its_verdict() -> None:
+def test_metrics_table_gives_each_target_the_outcome_of_its_interval() -> None:
     predictions = sample_predictions()
     result = result_of(predictions, ks=[2, 3])
     table = metrics_table(result).set_index("metric")
-    assert table.loc["U R²", "value"] == pytest.approx(1.0)
-    assert table.loc["L_local R²", "value"] < 0
-    # 3 of the 4 rows with a true quadrant are predicted right: 0.75 > 0.7.
+    # U is predicted exactly: R² is 1 on every resample that defines it.
+    assert tuple(table.loc["U R²", ["value", "low", "high", "n"]]) == (1.0, 1.0, 1.0, 5)
+    # L_local is predicted with its sign flipped: R² <= -3 on every resample.
+    assert table.loc["L_local R²", "high"] <= -3
+    # 3 of the 4 rows with a true quadrant are predicted right: 0.75, but Wilson's interval on
+    # 4 rows reaches below 0.7.
     assert table.loc["quadrant accuracy", "value"] == pytest.approx(0.75)
     assert table.loc["quadrant accuracy", "n"] == 4
+    assert table.loc["quadrant accuracy", "low"] < 0.7 < table.loc["quadrant accuracy", "high"]
     # Ranked (with ELP_net): s0 0.5, s1 -0.1, s2 0.2, s4 0.3. The predictor orders them s0, s4,
-    # s2, s1 (ideal); entropy (U) s4, s2, s1, s0. At K=2 both tops are all relevant: a tie.
-    assert table["verdict"].to_dict() == {
-        "U R²": "pass",
-        "L_local R²": "fail",
+    # s2, s1 (ideal, on any resample); entropy (U) s4, s2, s1, s0, which is ideal too on the
+    # resamples without s0 (about a third): the gain's interval starts at 0.
+    assert table["outcome"].to_dict() == {
+        "U R²": "holds",
+        "L_local R²": "fails",
         "ELP_net R²": "no target",
-        "quadrant accuracy": "pass",
+        "quadrant accuracy": "inconclusive",
         "quadrant macro F1": "no target",
-        "NDCG@2": "pass",
-        "Precision@2": "fail",
-        "NDCG@3": "pass",
-        "Precision@3": "pass",
+        "NDCG@2 - entropy": "inconclusive",
+        "Precision@2 - entropy": "no target",
+        "NDCG@3 - entropy": "inconclusive",
+        "Precision@3 - entropy": "no target",
     }
-    assert table.loc["NDCG@2", "value"] == pytest.approx(1.0)
-    entropy = result.ranking["by_k"]["2"]["ndcg"]["entropy"]
-    assert table.loc["NDCG@2", "required"] == f"> entropy ({entropy:.3f})"
+    assert table.loc["NDCG@2 - entropy", "low"] == 0.0 < table.loc["NDCG@2 - entropy", "value"]
+    assert table.loc["U R²", "target"] == "> 0.6"
+    assert table.loc["NDCG@2 - entropy", "target"] == "> 0"
+    assert (table["n"] > 0).all()
 
 
 def test_a_metric_without_rows_is_not_measured() -> None:
     predictions = sample_predictions().iloc[:1]
-    table = metrics_table(result_of(predictions, ks=[2])).set_index("metric")
-    assert table.loc["U R²", "verdict"] == "not measured"
-    assert table.loc["ranking", "verdict"] == "not measured"
+    result = result_of(predictions, ks=[2])
+    table = metrics_table(result).set_index("metric")
+    assert np.isnan(table.loc["U R²", "value"]) and table.loc["U R²", "outcome"] == "inconclusive"
+    assert table.loc["NDCG@2 - entropy", "outcome"] == "inconclusive"
+    notes = {verdict.criterion: verdict.note for verdict in result.verdicts}
+    assert notes["U_r2"] == "not measured"
 
 
 def test_ranking_frame_holds_every_k_metric_and_ranking() -> None:
@@ -117,7 +131,12 @@ def test_ranking_frame_holds_every_k_metric_and_ranking() -> None:
     random_at_2 = frame.query("K == 2 and metric == 'NDCG@K' and ranking == 'random'")
     assert random_at_2["value"].item() == pytest.approx(random_ndcg_at_k(true_elp, 2))
     predictor_at_4 = frame.query("K == 4 and metric == 'Precision@K' and ranking == 'predictor'")
-    assert predictor_at_4["value"].item() == result.ranking["by_k"]["4"]["precision"]["predictor"]
+    expected = result.ranking.by_k["4"]["precision"]["predictor"]
+    assert predictor_at_4["value"].item() == expected.value
+    assert (predictor_at_4["low"].item(), predictor_at_4["high"].item()) == (
+        expected.low,
+        expected.high,
+    )
 
 
 def test_prediction_frame_drops_missing_truths_per_head() -> None:

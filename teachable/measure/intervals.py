@@ -5,13 +5,15 @@
   each item's episodes resampled inside it, on an array `(seeds, items, episodes)` of paired
   differences (common random numbers make episode e of item i the same draw for both sides);
 - rank correlation: Spearman's rho with a paired percentile bootstrap (`scipy.stats.bootstrap`);
+- figures of paired rows (R², a ranking metric, the difference of two rankers on the same rows):
+  a percentile bootstrap resampling the rows together;
 - a label's mean of paired differences: the mean and its standard error.
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from pydantic import BaseModel
@@ -187,10 +189,9 @@ def difference_of_means(
     if not len(first) or not len(second):
         return Estimate(value=None, n=n, confidence=confidence, method=method)
     rng = np.random.default_rng(seed)
-    draws = (
-        first[rng.integers(0, len(first), (resamples, len(first)))].mean(axis=1)
-        - second[rng.integers(0, len(second), (resamples, len(second)))].mean(axis=1)
-    )
+    draws = first[rng.integers(0, len(first), (resamples, len(first)))].mean(axis=1) - second[
+        rng.integers(0, len(second), (resamples, len(second)))
+    ].mean(axis=1)
     tail = (1 - confidence) / 2 * 100
     low, high = np.percentile(draws, [tail, 100 - tail])
     return Estimate(
@@ -201,3 +202,33 @@ def difference_of_means(
         confidence=confidence,
         method=method,
     )
+
+
+def bootstrap_rows(
+    n: int,
+    figures: Callable[[np.ndarray], dict[str, float]],
+    resamples: int = RESAMPLES,
+    seed: int = 0,
+    confidence: float = CONFIDENCE,
+) -> dict[str, Estimate]:
+    """Figures of `n` paired rows, each with a percentile interval from resampling the rows
+    together: `figures(indices)` computes every figure on the rows at `indices`, so figures of
+    one resample (and differences between them) are paired. A figure undefined on a resample
+    (NaN) leaves that resample out of its interval."""
+    method = f"percentile bootstrap over {n} paired rows"
+    point = figures(np.arange(n))
+    if n == 0:
+        return {name: Estimate(value=None, n=0, method=method) for name in point}
+    rng = np.random.default_rng(seed)
+    draws = [figures(rng.integers(0, n, n)) for _ in range(resamples)]
+    tail = (1 - confidence) / 2 * 100
+    estimates = {}
+    for name, value in point.items():
+        estimate = Estimate(value=number(value), n=n, confidence=confidence, method=method)
+        defined = np.array([draw[name] for draw in draws], dtype=float)
+        defined = defined[~np.isnan(defined)]
+        if estimate.value is not None and len(defined):
+            low, high = np.percentile(defined, [tail, 100 - tail])
+            estimate = estimate.model_copy(update={"low": number(low), "high": number(high)})
+        estimates[name] = estimate
+    return estimates

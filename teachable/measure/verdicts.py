@@ -4,6 +4,8 @@ the figure could not be measured)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from teachable.measure.intervals import Estimate
 from teachable.records.verdicts import Outcome, Side, Verdict
 
@@ -46,3 +48,12 @@ def judge(
         outcome=outcome(estimate, side, threshold),
         note=note,
     )
+
+
+def combined(verdicts: Sequence[Verdict]) -> Outcome:
+    """The outcome of several criteria together: `fails` when any fails, `holds` when every
+    one holds, `inconclusive` otherwise (and when there is none)."""
+    outcomes = {verdict.outcome for verdict in verdicts}
+    if "fails" in outcomes:
+        return "fails"
+    return "holds" if outcomes == {"holds"} else "inconclusive"

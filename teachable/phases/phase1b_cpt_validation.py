@@ -5,26 +5,34 @@ trained for `n_steps` steps on the snapshot's own supervision (its `route_net` f
 format the parameters fix), and the student plays `n_validation_rollouts` rollouts from the
 snapshot before and after. Before and after use the same seeded random streams, so the utility
 `delta = success after - success before` measures the adapter, not the draws. The gate: the
-Spearman correlation of ELP_net with delta must reach 0.3, and Q1 must gain more than Q2.
+Spearman correlation of ELP_net with delta must reach 0.3, and Q1 must gain more than Q2, each
+judged on its 95% interval (holds, fails or inconclusive); only a failed criterion stops a run.
 
 Results go to `micro_training.jsonl` as each snapshot finishes (a rerun skips finished ones),
-then to `micro_training_results.json` and `cpt_correlation.json`.
+then to `micro_training_results.json` and `cpt_correlation.json`, and the gate's verdicts to the
+run's `verdicts.json`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from pydantic import BaseModel
-from scipy import stats
 from tqdm.auto import tqdm
 
+from teachable.measure.intervals import (
+    Estimate,
+    difference_of_means,
+    hierarchical_bootstrap,
+    spearman,
+)
+from teachable.measure.verdicts import combined, judge
 from teachable.models.lora import TrainResult, train_lora
 from teachable.models.rollouts import run_episodes, success_rate
 from teachable.models.student import Student
@@ -34,15 +42,16 @@ from teachable.phases.phase1_labels import RolloutCondition
 from teachable.records.labeled import Format, LabeledSnapshot
 from teachable.records.layout import Phase1BLayout
 from teachable.records.quadrants import QUADRANTS, Quadrant
-from teachable.records.store import append_jsonl, read_jsonl, write_json
+from teachable.records.store import append_jsonl, read_json, read_jsonl, write_json
+from teachable.records.verdicts import Outcome, Verdict, save_phase_verdicts
 
 CONDITION = "validation"  # the rollout streams' name, the same before and after training
 
 
+PHASE = "phase1b"  # the verdicts' phase in the run's verdicts.json
+
+
 SPEARMAN_TARGET = 0.3
-
-
-CONFIDENCE = 0.95
 
 
 class MicroResult(BaseModel):
@@ -182,10 +191,10 @@ def with_labels(result: MicroResult, row: LabeledSnapshot) -> MicroResult:
 
 @dataclass
 class MicroTrainingReport:
-    """What `validate_cpt` did: the panel's results and the gate's verdict."""
+    """What `validate_cpt` did: the panel's results and the gate."""
 
     results: list[MicroResult]
-    correlation: dict
+    correlation: CPTGate
     newly_trained: int
 
 
@@ -197,9 +206,11 @@ def validate_cpt(
     student: Student,
     out: Phase1BLayout,
     progress: bool = True,
+    verdicts: Path | None = None,
 ) -> MicroTrainingReport:
     """All of Phase 1B for the labeled `rows`, resumable, into `out`: micro-training with the
-    shared `lora` settings under Phase 1B's steps and learning rate, rollouts seeded by `seed`."""
+    shared `lora` settings under Phase 1B's steps and learning rate, rollouts seeded by `seed`.
+    The gate's verdicts also go into `verdicts`, the run's verdicts file, when given."""
     panel = choose_panel(rows, phase1b.n_per_quadrant, seed)
     if not panel:
         raise ValueError("no labeled snapshot has both a quadrant and CPT labels: nothing to test")
@@ -219,7 +230,9 @@ def validate_cpt(
     results = [with_labels(done[row.id], row) for row in panel]
     write_json(out.results, [result.model_dump(mode="json") for result in results])
     correlation = gate(result_frame(results), seed, phase1b.bootstrap_resamples)
-    write_json(out.correlation, correlation)
+    write_json(out.correlation, correlation.model_dump(mode="json"))
+    if verdicts is not None:
+        save_phase_verdicts(verdicts, PHASE, correlation.verdicts)
     return MicroTrainingReport(results, correlation, len(pending))
 
 
@@ -230,99 +243,64 @@ def result_frame(results: Sequence[MicroResult]) -> pd.DataFrame:
     return frame.reindex(columns=[*columns, "delta"])
 
 
-def _spearman(x: np.ndarray, y: np.ndarray) -> float:
-    """Spearman's rho, NaN where it is undefined (fewer than 3 points or a constant side)."""
-    if len(x) < 3:
-        return float("nan")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", stats.ConstantInputWarning)
-        return float(stats.spearmanr(x, y).statistic)
+class QuadrantPanel(BaseModel):
+    """One quadrant of the panel: rho of ELP_net and delta within it, and its mean delta."""
+
+    spearman: Estimate
+    mean_delta: Estimate
 
 
-def _number(value: float) -> float | None:
-    """A JSON-ready float: None for NaN."""
-    return None if np.isnan(value) else round(float(value), 6)
+class CPTGate(BaseModel):
+    """`cpt_correlation.json`: the gate's figures with their intervals and n, its two verdicts,
+    and its outcome: `fails` when a verdict fails, `holds` when both hold, else `inconclusive`."""
+
+    n: int
+    spearman: Estimate
+    per_quadrant: dict[Quadrant, QuadrantPanel]
+    q1_minus_q2: Estimate
+    verdicts: list[Verdict]
+    outcome: Outcome
+
+    @classmethod
+    def load(cls, path: Path) -> CPTGate:
+        return cls.model_validate(read_json(path))
 
 
-def spearman_summary(x: np.ndarray, y: np.ndarray, seed: int, resamples: int) -> dict:
-    """Spearman's rho of x and y with its p-value and a percentile bootstrap interval over
-    paired resamples; resamples with a constant side have no rho and are left out (their share
-    is `undefined_resamples`)."""
-    rho = _spearman(x, y)
-    summary = {"rho": _number(rho), "p_value": None, "ci_low": None, "ci_high": None}
-    summary |= {"confidence": CONFIDENCE, "n": len(x), "undefined_resamples": None}
-    if np.isnan(rho):
-        return summary
-    with warnings.catch_warnings():  # resamples with a constant side are expected here
-        warnings.simplefilter("ignore", stats.ConstantInputWarning)
-        warnings.simplefilter("ignore", stats.DegenerateDataWarning)
-        summary["p_value"] = _number(stats.spearmanr(x, y).pvalue)
-        boot = stats.bootstrap(
-            (x, y),
-            _spearman,
-            paired=True,
-            vectorized=False,
-            n_resamples=resamples,
-            method="percentile",
-            rng=np.random.default_rng(seed),
-        )
-    distribution = boot.bootstrap_distribution
-    defined = distribution[~np.isnan(distribution)]
-    tail = (1 - CONFIDENCE) / 2 * 100
-    if len(defined):
-        low, high = np.percentile(defined, [tail, 100 - tail])
-        summary["ci_low"], summary["ci_high"] = _number(low), _number(high)
-    summary["undefined_resamples"] = round(1 - len(defined) / len(distribution), 4)
-    return summary
+def _deltas(frame: pd.DataFrame, quadrant: Quadrant) -> np.ndarray:
+    return frame.loc[frame["quadrant"] == quadrant, "delta"].to_numpy(float)
 
 
-def q1_vs_q2(frame: pd.DataFrame) -> dict:
-    """Mean delta of Q1 minus that of Q2, with a one-sided Mann-Whitney U test (Q1 greater)."""
-    q1 = frame.loc[frame["quadrant"] == "Q1_highU_highL", "delta"].to_numpy(float)
-    q2 = frame.loc[frame["quadrant"] == "Q2_highU_lowL", "delta"].to_numpy(float)
-    comparison = {"n_Q1": len(q1), "n_Q2": len(q2), "difference": None}
-    comparison |= {"mann_whitney_U": None, "p_value": None}
-    if len(q1) and len(q2):
-        test = stats.mannwhitneyu(q1, q2, alternative="greater")
-        comparison["difference"] = _number(q1.mean() - q2.mean())
-        comparison["mann_whitney_U"] = _number(test.statistic)
-        comparison["p_value"] = _number(test.pvalue)
-    return comparison
-
-
-def gate(frame: pd.DataFrame, seed: int, resamples: int = 1000) -> dict:
-    """The `cpt_correlation.json` verdict from a panel (columns quadrant, ELP_net, delta):
-    `passed` when Spearman's rho of ELP_net and delta is at least 0.3 and the mean delta of
-    Q1 exceeds that of Q2; `reasons` says what failed."""
+def gate(frame: pd.DataFrame, seed: int, resamples: int = 1000) -> CPTGate:
+    """The gate on a panel (columns quadrant, ELP_net, delta): Spearman's rho of ELP_net and
+    delta must reach 0.3, and the mean delta of Q1 must exceed Q2's; each criterion is judged
+    on its interval."""
     x, y = frame["ELP_net"].to_numpy(float), frame["delta"].to_numpy(float)
-    overall = spearman_summary(x, y, seed, resamples)
-    per_quadrant = {}
-    for quadrant in QUADRANTS:
-        part = frame[frame["quadrant"] == quadrant]
-        summary = spearman_summary(
-            part["ELP_net"].to_numpy(float), part["delta"].to_numpy(float), seed, resamples
+    rho = spearman(x, y, resamples, seed)
+    per_quadrant = {
+        quadrant: QuadrantPanel(
+            spearman=spearman(
+                frame.loc[frame["quadrant"] == quadrant, "ELP_net"].to_numpy(float),
+                _deltas(frame, quadrant),
+                resamples,
+                seed,
+            ),
+            mean_delta=hierarchical_bootstrap(_deltas(frame, quadrant), resamples, seed),
         )
-        per_quadrant[quadrant] = {
-            **summary,
-            "mean_delta": _number(part["delta"].mean()) if len(part) else None,
-        }
-    comparison = q1_vs_q2(frame)
-    reasons = []
-    if overall["rho"] is None:
-        reasons.append(f"Spearman's rho is undefined on {len(frame)} point(s)")
-    elif overall["rho"] < SPEARMAN_TARGET:
-        reasons.append(f"Spearman's rho {overall['rho']:.3f} < {SPEARMAN_TARGET}")
-    if comparison["difference"] is None:
-        reasons.append("Q1 or Q2 has no panel snapshot: their mean deltas cannot be compared")
-    elif comparison["difference"] <= 0:
-        reasons.append(f"mean delta of Q1 does not exceed Q2's ({comparison['difference']:+.3f})")
-    return {
-        "n": len(frame),
-        "spearman": overall,
-        "mean_delta": {q: summary["mean_delta"] for q, summary in per_quadrant.items()},
-        "per_quadrant": per_quadrant,
-        "q1_vs_q2": comparison,
-        "spearman_target": SPEARMAN_TARGET,
-        "passed": not reasons,
-        "reasons": reasons,
+        for quadrant in QUADRANTS
     }
+    q1_minus_q2 = difference_of_means(
+        _deltas(frame, "Q1_highU_highL"), _deltas(frame, "Q2_highU_lowL"), resamples, seed
+    )
+    rho_claim = f"Spearman rho(ELP_net, delta) >= {SPEARMAN_TARGET}"
+    verdicts = [
+        judge(PHASE, "rho", rho_claim, rho, ">=", SPEARMAN_TARGET),
+        judge(PHASE, "q1_minus_q2", "mean delta of Q1 - Q2 > 0", q1_minus_q2, ">", 0.0),
+    ]
+    return CPTGate(
+        n=len(frame),
+        spearman=rho,
+        per_quadrant=per_quadrant,
+        q1_minus_q2=q1_minus_q2,
+        verdicts=verdicts,
+        outcome=combined(verdicts),
+    )

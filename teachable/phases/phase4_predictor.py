@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -24,16 +24,18 @@ import torch
 import torch.nn.functional as F
 from pydantic import BaseModel
 from sklearn.feature_extraction.text import CountVectorizer, HashingVectorizer
-from sklearn.metrics import accuracy_score, f1_score, ndcg_score, r2_score
 from torch import nn
 from tqdm.auto import tqdm
 
+from teachable.measure.intervals import RESAMPLES, Estimate, bootstrap_rows, wilson
+from teachable.measure.verdicts import judge
 from teachable.parameters import Phase4Parameters
 from teachable.records.labeled import LabeledSnapshot, load_labeled
 from teachable.records.layout import Phase1Layout, Phase4Layout
 from teachable.records.quadrants import QUADRANTS
 from teachable.records.snapshot import Snapshot
 from teachable.records.store import read_json, write_json
+from teachable.records.verdicts import Verdict, save_phase_verdicts
 from teachable.world.splits import Task, assign_tasks
 
 REGRESSION_TARGETS = ("U", "L_local", "ELP_net")
@@ -48,19 +50,21 @@ SPLITS = ("train", "validation", "test")
 MINILM_DIM = 384
 
 
-REQUIRED_R2 = {"U": 0.6, "L_local": 0.5}
+PHASE = "phase4"  # the verdicts' phase in the run's verdicts.json
 
 
-REQUIRED_ACCURACY = 0.7
+RANKING_METRICS = ("ndcg", "precision")
 
 
 RANKING_DEFINITION = (
     "Test snapshots with a true ELP_net and U are ranked by a score, ties broken by row order. "
     "A snapshot is relevant when its true ELP_net > 0 (the best patch beats the placebo). "
-    "precision = share of relevant snapshots among the top K; ndcg = sklearn ndcg_score@K with "
-    "gains max(ELP_net, 0). predictor ranks by predicted ELP_net, entropy by the student's "
-    "measured U, random is the expected value under a uniformly random order. K is capped at "
-    "the number of ranked snapshots."
+    "precision = share of relevant snapshots among the top K; ndcg = NDCG@K as sklearn's "
+    "ndcg_score defines it (tied scores share their mean gain), with gains max(ELP_net, 0). "
+    "predictor ranks by predicted ELP_net, entropy by the student's measured U, random is the "
+    "expected value under a uniformly random order. K is capped at the number of ranked "
+    "snapshots. Intervals resample the ranked snapshots, the same rows for every ranking, so "
+    "the predictor's gain over entropy is a paired difference."
 )
 
 
@@ -346,16 +350,61 @@ def _fit(
     return {"best_epoch": best_epoch, "best_validation_loss": best_loss, "history": history}
 
 
+def precision_curve(true_elp: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Precision@1..n: the share of the top k by `scores` (ties in row order) whose true
+    ELP_net > 0."""
+    order = np.argsort(-np.asarray(scores, dtype=float), kind="stable")
+    hits = np.cumsum(np.asarray(true_elp)[order] > 0)
+    return hits / np.arange(1, len(hits) + 1)
+
+
+def _dcg_curve(gains: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """DCG@1..n of `scores` with `gains`; tied scores share their mean gain, as sklearn's
+    `ndcg_score` counts them."""
+    order = np.argsort(-scores, kind="stable")
+    ranked = gains[order]
+    starts = np.flatnonzero(np.diff(scores[order], prepend=np.inf))
+    if len(starts) < len(ranked):  # ties: each run of equal scores shares its mean gain
+        counts = np.diff(starts, append=len(ranked))
+        ranked = np.repeat(np.add.reduceat(ranked, starts) / counts, counts)
+    return np.cumsum(ranked / np.log2(np.arange(2, len(ranked) + 2)))
+
+
+def _gains(true_elp: np.ndarray) -> np.ndarray:
+    """NDCG's gains: max(ELP_net, 0), as NDCG needs gains >= 0."""
+    return np.clip(np.asarray(true_elp, dtype=float), 0.0, None)
+
+
+def ndcg_curve(true_elp: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """NDCG@1..n of `scores` with gains max(ELP_net, 0), as sklearn's `ndcg_score` defines it
+    (0 where no gain is positive), in one sort: fast enough to bootstrap."""
+    gains = _gains(true_elp)
+    ideal = _dcg_curve(gains, gains)
+    dcg = _dcg_curve(gains, np.asarray(scores, dtype=float))
+    return np.divide(dcg, ideal, out=np.zeros_like(dcg), where=ideal > 0)
+
+
+def random_ndcg_curve(true_elp: np.ndarray) -> np.ndarray:
+    """Expected NDCG@1..n of a uniformly random order: every position expects the mean gain."""
+    gains = _gains(true_elp)
+    ideal = _dcg_curve(gains, gains)
+    expected = gains.mean() * np.cumsum(1.0 / np.log2(np.arange(2, len(gains) + 2)))
+    return np.divide(expected, ideal, out=np.zeros_like(expected), where=ideal > 0)
+
+
+def at_k(curve: np.ndarray, k: int) -> float:
+    """A curve's value at K, with K capped at the number of ranked snapshots."""
+    return float(curve[min(k, len(curve)) - 1])
+
+
 def precision_at_k(true_elp: np.ndarray, scores: np.ndarray, k: int) -> float:
     """Share of the top-k by `scores` whose true ELP_net > 0."""
-    top = np.argsort(-np.asarray(scores), kind="stable")[:k]
-    return float(np.mean(np.asarray(true_elp)[top] > 0))
+    return at_k(precision_curve(true_elp, scores), k)
 
 
 def ndcg_at_k(true_elp: np.ndarray, scores: np.ndarray, k: int) -> float:
-    """sklearn's NDCG@k of `scores` with gains max(ELP_net, 0) (NDCG needs gains >= 0)."""
-    gains = np.clip(np.asarray(true_elp, dtype=float), 0.0, None)
-    return float(ndcg_score(gains[None], np.asarray(scores, dtype=float)[None], k=k))
+    """NDCG@k of `scores` with gains max(ELP_net, 0)."""
+    return at_k(ndcg_curve(true_elp, scores), k)
 
 
 def random_precision(true_elp: np.ndarray) -> float:
@@ -365,73 +414,167 @@ def random_precision(true_elp: np.ndarray) -> float:
 
 
 def random_ndcg_at_k(true_elp: np.ndarray, k: int) -> float:
-    """Expected NDCG@k of a uniformly random order: every position expects the mean gain."""
-    gains = np.clip(np.asarray(true_elp, dtype=float), 0.0, None)
-    discounts = 1.0 / np.log2(np.arange(2, min(k, len(gains)) + 2))
-    ideal = np.sort(gains)[::-1][: len(discounts)] @ discounts
-    return float(gains.mean() * discounts.sum() / ideal) if ideal > 0 else 0.0
+    """Expected NDCG@k of a uniformly random order."""
+    return at_k(random_ndcg_curve(true_elp), k)
+
+
+RANKERS = ("predictor", "entropy", "random")
+
+
+GAIN = "predictor_minus_entropy"  # the predictor's figure minus the entropy ranking's
+
+
+class Ranking(BaseModel):
+    """Precision@K and NDCG@K of the predictor, the entropy ranking and random, and the
+    predictor's gain over entropy, each with its interval over the ranked test rows:
+    `by_k[K][metric][ranker or GAIN]`."""
+
+    definition: str
+    n: int
+    n_relevant: int
+    by_k: dict[str, dict[str, dict[str, Estimate]]]
+
+
+def _ranking_figures(
+    true_elp: np.ndarray, predicted_elp: np.ndarray, entropy: np.ndarray, ks: Sequence[int]
+) -> Callable[[np.ndarray], dict[str, float]]:
+    """The ranking figures of the rows at some indices, named `K/metric/ranker`."""
+
+    def figures(rows: np.ndarray) -> dict[str, float]:
+        truth = true_elp[rows]
+        scored = {"predictor": predicted_elp[rows], "entropy": entropy[rows]}
+        curves = {
+            "ndcg": {name: ndcg_curve(truth, scores) for name, scores in scored.items()},
+            "precision": {name: precision_curve(truth, scores) for name, scores in scored.items()},
+        }
+        curves["ndcg"]["random"] = random_ndcg_curve(truth)
+        curves["precision"]["random"] = np.full(len(truth), random_precision(truth))
+        named = {}
+        for k in ks:
+            for metric, by_ranker in curves.items():
+                values = {ranker: at_k(curve, k) for ranker, curve in by_ranker.items()}
+                values[GAIN] = values["predictor"] - values["entropy"]
+                named |= {f"{k}/{metric}/{name}": value for name, value in values.items()}
+        return named
+
+    return figures
 
 
 def ranking_report(
-    true_elp: np.ndarray, predicted_elp: np.ndarray, entropy: np.ndarray, ks: Sequence[int]
-) -> dict:
-    """Precision@K and NDCG@K of the predictor next to the entropy ranking and random."""
-    if len(true_elp) < 2:
-        return {"definition": RANKING_DEFINITION, "n": len(true_elp), "by_k": {}, "passed": None}
-    by_k = {}
-    for k in ks:
-        by_k[str(k)] = {
-            "precision": {
-                "predictor": precision_at_k(true_elp, predicted_elp, k),
-                "entropy": precision_at_k(true_elp, entropy, k),
-                "random": random_precision(true_elp),
-            },
-            "ndcg": {
-                "predictor": ndcg_at_k(true_elp, predicted_elp, k),
-                "entropy": ndcg_at_k(true_elp, entropy, k),
-                "random": random_ndcg_at_k(true_elp, k),
-            },
+    true_elp: np.ndarray,
+    predicted_elp: np.ndarray,
+    entropy: np.ndarray,
+    ks: Sequence[int],
+    resamples: int = RESAMPLES,
+    seed: int = 0,
+) -> Ranking:
+    """Precision@K and NDCG@K of the predictor next to the entropy ranking and random, with
+    intervals from resampling the ranked rows (paired: the rankings score the same rows)."""
+    n = len(true_elp)
+    names = [
+        f"{k}/{metric}/{name}"
+        for k in ks
+        for metric in RANKING_METRICS
+        for name in (*RANKERS, GAIN)
+    ]
+    if n < 2:
+        estimates = {
+            name: Estimate(value=None, n=n, method="fewer than 2 ranked rows") for name in names
         }
-        for metric in ("precision", "ndcg"):
-            scores = by_k[str(k)][metric]
-            scores["beats_entropy"] = scores["predictor"] > scores["entropy"]
-    return {
-        "definition": RANKING_DEFINITION,
-        "n": len(true_elp),
-        "n_relevant": int(np.sum(np.asarray(true_elp) > 0)),
-        "required": "predictor NDCG@K > entropy NDCG@K at every K",
-        "by_k": by_k,
-        "passed": all(entry["ndcg"]["beats_entropy"] for entry in by_k.values()),
-    }
+    else:
+        figures = _ranking_figures(
+            np.asarray(true_elp, float),
+            np.asarray(predicted_elp, float),
+            np.asarray(entropy, float),
+            ks,
+        )
+        estimates = bootstrap_rows(n, figures, resamples, seed)
+    by_k: dict[str, dict[str, dict[str, Estimate]]] = {}
+    for name in names:
+        k, metric, ranker = name.split("/")
+        by_k.setdefault(k, {}).setdefault(metric, {})[ranker] = estimates[name]
+    relevant = int(np.sum(np.asarray(true_elp) > 0))
+    return Ranking(definition=RANKING_DEFINITION, n=n, n_relevant=relevant, by_k=by_k)
 
 
-def _metric(value: float | None, threshold: float | None) -> dict:
-    if threshold is None:
-        return {"value": value, "required": None, "passed": None}
-    passed = None if value is None else value > threshold
-    return {"value": value, "required": f"> {threshold}", "passed": passed}
+def r_squared(truth: np.ndarray, predicted: np.ndarray) -> float:
+    """The coefficient of determination; NaN on fewer than 2 rows or a constant truth."""
+    total = float(np.sum((truth - truth.mean()) ** 2)) if len(truth) >= 2 else 0.0
+    if total == 0.0:
+        return float("nan")
+    return 1.0 - float(np.sum((truth - predicted) ** 2)) / total
 
 
-def head_metrics(truth: np.ndarray, quadrants: np.ndarray, predicted: pd.DataFrame) -> dict:
-    """R² per regression head and quadrant accuracy / macro F1, over rows with a target."""
+def macro_f1(truth: np.ndarray, predicted: np.ndarray) -> float:
+    """Mean F1 over the labels in `truth` or `predicted`, as sklearn's macro F1 counts it."""
+    labels = np.union1d(truth, predicted)
+    if not len(labels):
+        return float("nan")
+    scores = []
+    for label in labels:
+        hits = np.sum((truth == label) & (predicted == label))
+        scores.append(2 * hits / (np.sum(truth == label) + np.sum(predicted == label)))
+    return float(np.mean(scores))
+
+
+def head_metrics(
+    truth: np.ndarray,
+    quadrants: np.ndarray,
+    predicted: pd.DataFrame,
+    resamples: int = RESAMPLES,
+    seed: int = 0,
+) -> dict[str, Estimate]:
+    """R² per regression head (a bootstrap over the test rows with that target), quadrant
+    accuracy (Wilson) and macro F1 (a bootstrap), each over the rows that carry its target."""
     metrics = {}
     for column, name in enumerate(REGRESSION_TARGETS):
         known = ~np.isnan(truth[:, column])
-        value = None
-        if known.sum() >= 2:
-            value = float(r2_score(truth[known, column], predicted[name].to_numpy()[known]))
-        metrics[f"{name}_r2"] = _metric(value, REQUIRED_R2.get(name))
-        metrics[f"{name}_r2"]["n"] = int(known.sum())
+        true, guess = truth[known, column].astype(float), predicted[name].to_numpy(float)[known]
+        metrics[f"{name}_r2"] = bootstrap_rows(
+            int(known.sum()),
+            lambda rows, t=true, g=guess: {"r2": r_squared(t[rows], g[rows])},
+            resamples,
+            seed,
+        )["r2"]
     known = quadrants >= 0
-    accuracy = f1 = None
-    if known.any():
-        true_labels = np.asarray(QUADRANTS)[quadrants[known]]
-        predicted_labels = predicted["quadrant"].to_numpy()[known]
-        accuracy = float(accuracy_score(true_labels, predicted_labels))
-        f1 = float(f1_score(true_labels, predicted_labels, average="macro", zero_division=0))
-    metrics["quadrant_accuracy"] = _metric(accuracy, REQUIRED_ACCURACY) | {"n": int(known.sum())}
-    metrics["quadrant_macro_f1"] = _metric(f1, None) | {"n": int(known.sum())}
+    true_labels = quadrants[known]
+    predicted_labels = np.array([QUADRANTS.index(q) for q in predicted["quadrant"]])[known]
+    metrics["quadrant_accuracy"] = wilson(
+        int(np.sum(true_labels == predicted_labels)), len(true_labels)
+    )
+    metrics["quadrant_macro_f1"] = bootstrap_rows(
+        len(true_labels),
+        lambda rows: {"f1": macro_f1(true_labels[rows], predicted_labels[rows])},
+        resamples,
+        seed,
+    )["f1"]
     return metrics
+
+
+TARGETS = {
+    "U_r2": ("R² of U", 0.6),
+    "L_local_r2": ("R² of L_local", 0.5),
+    "quadrant_accuracy": ("quadrant accuracy", 0.7),
+}
+
+
+def ndcg_criterion(k: str) -> str:
+    """The name of the verdict on the predictor's NDCG@k over the entropy ranking's."""
+    return f"ndcg@{k}_{GAIN}"
+
+
+def predictor_verdicts(metrics: Mapping[str, Estimate], ranking: Ranking) -> list[Verdict]:
+    """The plan's targets: R² of U > 0.6, R² of L_local > 0.5, quadrant accuracy > 0.7, each
+    on its interval; and at each K, the predictor's NDCG@K minus the entropy ranking's > 0 on
+    the interval of the paired difference (one verdict per K)."""
+    verdicts = [
+        judge(PHASE, name, f"{figure} > {threshold}", metrics[name], ">", threshold)
+        for name, (figure, threshold) in TARGETS.items()
+    ]
+    for k, entry in ranking.by_k.items():
+        claim = f"NDCG@{k} of the predictor - NDCG@{k} of entropy > 0"
+        verdicts.append(judge(PHASE, ndcg_criterion(k), claim, entry["ndcg"][GAIN], ">", 0.0))
+    return verdicts
 
 
 def _tasks(rows: Sequence[LabeledSnapshot], indices: list[int]) -> list[Task]:
@@ -452,8 +595,8 @@ def _counts(
 
 
 class PredictorResult(BaseModel):
-    """Phase 4's `training_result.json`: counts and tasks per split, the training curve, and
-    every test metric next to the plan's target."""
+    """Phase 4's `training_result.json`: counts and tasks per split, the training curve, every
+    test metric with its interval and n, the rankings, and the verdicts on the plan's targets."""
 
     parameters: Phase4Parameters
     embedder: dict[str, Any]
@@ -462,9 +605,9 @@ class PredictorResult(BaseModel):
     best_epoch: int
     best_validation_loss: float
     history: list[dict[str, Any]]
-    metrics: dict[str, dict[str, Any]]
-    ranking: dict[str, Any]
-    passed: bool
+    metrics: dict[str, Estimate]
+    ranking: Ranking
+    verdicts: list[Verdict]
 
     @classmethod
     def load(cls, path: Path) -> PredictorResult:
@@ -475,12 +618,17 @@ class PredictorResult(BaseModel):
 
 
 def train_predictor(
-    rows: Sequence[LabeledSnapshot], params: Phase4Parameters, out: Phase4Layout
+    rows: Sequence[LabeledSnapshot],
+    params: Phase4Parameters,
+    out: Phase4Layout,
+    verdicts: Path | None = None,
+    resamples: int = RESAMPLES,
 ) -> PredictorResult:
-    """Train on the train tasks, pick the epoch on validation, score the test tasks once.
+    """Train on the train tasks, pick the epoch on validation, score the test tasks once, with
+    `resamples` bootstrap resamples of the test rows behind every interval.
 
-    Writes the training result, the test predictions and the predictor into `out`; returns the
-    training result.
+    Writes the training result, the test predictions and the predictor into `out`, and the
+    verdicts into `verdicts`, the run's verdicts file, when given; returns the training result.
     """
     values, quadrants = targets_of(rows)
     texts = [observables(row) for row in rows]
@@ -515,12 +663,15 @@ def train_predictor(
     _test_predictions(test_rows, truth, true_quadrants, predicted).to_csv(
         out.test_predictions, index=False
     )
-    metrics = head_metrics(truth, true_quadrants, predicted)
+    metrics = head_metrics(truth, true_quadrants, predicted, resamples, params.seed)
     ranking = ranking_report(
-        true_elp[ranked], predicted["ELP_net"].to_numpy()[ranked], true_u[ranked], params.k
+        true_elp[ranked],
+        predicted["ELP_net"].to_numpy()[ranked],
+        true_u[ranked],
+        params.k,
+        resamples,
+        params.seed,
     )
-    required = ["U_r2", "L_local_r2", "quadrant_accuracy"]
-    flags = [metrics[name]["passed"] for name in required] + [ranking["passed"]]
     result = PredictorResult(
         parameters=params,
         embedder=embedder.config,
@@ -531,9 +682,11 @@ def train_predictor(
         history=fit["history"],
         metrics=metrics,
         ranking=ranking,
-        passed=all(flag is True for flag in flags),
+        verdicts=predictor_verdicts(metrics, ranking),
     )
     result.save(out.training_result)
+    if verdicts is not None:
+        save_phase_verdicts(verdicts, PHASE, result.verdicts)
     return result
 
 

@@ -1,10 +1,14 @@
-"""Artifact checks of a run folder: `python -m teachable check runs/<run>`.
+"""Checks of a run folder: `python -m teachable check runs/<run>` shows its artifacts and its
+science.
 
-The plan's pilot must leave Phase 1's labeled snapshots (non-empty), Phase 2's training summary,
-Phase 3's five CSVs and Phase 4's training result, each readable. Each check is one `RunCheck` in
-`CHECKS`: the artifact it looks at and how to inspect it. Checks of the parts a run may not have
-reached (Phase 5, the paper artifacts) apply only when the run holds their folder. These checks
-read no figure: whether a hypothesis of the plan holds is not theirs to say.
+Artifacts: the plan's pilot must leave Phase 1's labeled snapshots (non-empty), Phase 2's
+training summary, Phase 3's five CSVs, Phase 4's training result and the run's verdicts, each
+readable. Each check is one `RunCheck` in `CHECKS`: the artifact it looks at and how to inspect
+it. Checks of the parts a run may not have reached (Phase 5, the paper artifacts) apply only when
+the run holds their folder. An artifact that passes says nothing of the plan's hypotheses.
+
+Science: every verdict of `verdicts.json`, each criterion of the plan with its figure, interval,
+n and outcome (holds, fails or inconclusive).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from typing import Literal
 
 from teachable.records.layout import EvaluationLayout, RunLayout
 from teachable.records.store import BadFile, read_json, read_jsonl
+from teachable.records.verdicts import OUTCOMES, Verdict, Verdicts
 
 
 class CheckFailed(Exception):
@@ -93,6 +98,20 @@ def artifact_record(path: Path) -> str:
     return f"{built} artifacts built ({len(listed)} files), {skipped} skipped"
 
 
+def outcome_tally(verdicts: Sequence[Verdict]) -> str:
+    """`2 holds, 1 fails, 3 inconclusive`."""
+    return ", ".join(f"{sum(v.outcome == o for v in verdicts)} {o}" for o in OUTCOMES)
+
+
+def verdict_record(path: Path) -> str:
+    """The run's `verdicts.json`, every verdict in its schema."""
+    try:
+        verdicts = Verdicts.load(path).verdicts
+    except ValueError as error:  # not JSON, or a verdict out of its schema
+        raise CheckFailed(str(error)) from None
+    return f"{len(verdicts)} verdicts: {outcome_tally(verdicts)}"
+
+
 @dataclass(frozen=True)
 class RunCheck:
     """One criterion: the artifact at `path` of the run layout exists and passes `inspect`,
@@ -120,6 +139,7 @@ CHECKS: tuple[RunCheck, ...] = (
         for i, table in enumerate(EvaluationLayout(Path()).csvs())
     ),
     RunCheck("phase 4 training result", lambda run: run.phase4.training_result, json_document),
+    RunCheck("verdicts", lambda run: run.verdicts, verdict_record),
     RunCheck(
         "phase 5 selection summary",
         lambda run: run.phase5.summary,
@@ -154,10 +174,30 @@ def check_run(run_dir: Path, checks: Sequence[RunCheck] = CHECKS) -> list[CheckR
 
 
 def describe(results: Sequence[CheckResult]) -> str:
-    """One line per criterion (status, name, reason), then the tally."""
+    """One line per artifact check (status, name, reason), then the tally."""
     width = max(len(result.name) for result in results)
     lines = [f"{r.status.upper():4}  {r.name:<{width}}  {r.reason}" for r in results]
     tally = {status: sum(r.status == status for r in results) for status in ("pass", "fail")}
     skipped = len(results) - tally["pass"] - tally["fail"]
-    lines.append(f"{tally['pass']} passed, {tally['fail']} failed, {skipped} not applicable")
+    lines.append(
+        f"{tally['pass']} artifacts present, {tally['fail']} missing or unusable, "
+        f"{skipped} not applicable"
+    )
     return "\n".join(lines)
+
+
+def run_verdicts(run_dir: Path) -> list[Verdict]:
+    """The run's verdicts; none when no phase has judged a criterion, or when the file is
+    unreadable (its artifact check says why)."""
+    try:
+        return Verdicts.load(RunLayout(run_dir).verdicts).verdicts
+    except ValueError:
+        return []
+
+
+def describe_verdicts(verdicts: Sequence[Verdict]) -> str:
+    """One line per verdict (outcome, phase, criterion, figure with interval and n, threshold),
+    then the tally."""
+    if not verdicts:
+        return "no verdict: no phase has judged a criterion of the plan"
+    return "\n".join([*(verdict.line() for verdict in verdicts), outcome_tally(verdicts)])

@@ -34,6 +34,7 @@ from teachable.pipeline.provenance import PhaseRecord, Provenance, now
 from teachable.records.labeled import load_teacher_health
 from teachable.records.layout import RunLayout
 from teachable.records.store import BadFile, read_json, read_jsonl, write_json
+from teachable.records.verdicts import Verdict
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 
@@ -53,11 +54,11 @@ def nothing(run: RunLayout) -> tuple[Path, ...]:
 
 @dataclass(frozen=True)
 class Gate:
-    """A verdict a phase writes: the pipeline goes on only when `key` in the JSON file is true,
-    or when the phase's section sets `continue_on_failed_gate`."""
+    """The outcome a phase writes (`outcome` and its `verdicts` in a JSON file): `fails` stops
+    the pipeline unless the phase's section sets `continue_on_failed_gate`, `inconclusive` goes
+    on with a loud note, `holds` goes on quietly."""
 
     file: Callable[[RunLayout], Path]
-    key: str = "passed"
 
 
 @dataclass(frozen=True)
@@ -154,6 +155,7 @@ PHASES: tuple[Phase, ...] = (
         section="artifacts",
         outputs=lambda run: (run.artifacts,),
         optional_inputs=lambda run: (
+            run.verdicts,
             run.phase1.labeled_json,
             run.phase1b.correlation,
             run.phase3.overall,
@@ -171,7 +173,7 @@ class PhaseFailed(RuntimeError):
 
 
 class GateFailed(PhaseFailed):
-    """A gate phase finished, and its verdict says the pipeline must not go on."""
+    """A gate phase finished, and its outcome (`fails`) says the pipeline must not go on."""
 
 
 class PrerequisiteMissing(ValueError):
@@ -429,28 +431,39 @@ def teacher_lines(parameters: Parameters, phase: Phase) -> list[str]:
     return [load_teacher_health(path).line() for path in paths]
 
 
+def gate_banner(phase: Phase, path: Path, gate: dict, lines: Sequence[str]) -> str:
+    """The gate's outcome, each of its verdicts and what the run does next, framed in `!`."""
+    outcome = gate.get("outcome", "missing")
+    verdicts = [Verdict.model_validate(verdict).line() for verdict in gate.get("verdicts", [])]
+    heading = f"GATE {outcome.upper()}: phase {phase.name}: outcome {outcome} in {path}"
+    return "\n".join(["!" * 80, heading, *(f"  {line}" for line in verdicts), *lines, "!" * 80])
+
+
 def check_gate(parameters: Parameters, phase: Phase, record: PhaseRecord) -> None:
-    """Raise `GateFailed` when the phase's gate did not pass, unless its section sets
-    `continue_on_failed_gate`; then the failure is printed as a banner and kept in the record."""
+    """Act on the phase's gate: `holds` goes on; `inconclusive` goes on with a banner, noted in
+    the record; `fails` (or no outcome) raises `GateFailed`, unless the phase's section sets
+    `continue_on_failed_gate`: then the banner says so and the record keeps it."""
     if phase.gate is None:
         return
     path = phase.gate.file(parameters.layout)
-    verdict = read_json(path)
-    if verdict.get(phase.gate.key) is True:
+    gate = read_json(path)
+    outcome = gate.get("outcome")
+    if outcome == "holds":
+        return
+    if outcome == "inconclusive":
+        going_on = "THE RUN GOES ON: no criterion fails, but not every one holds"
+        print(gate_banner(phase, path, gate, [going_on]), file=sys.stderr)
+        record.reason = f"{record.reason}; gate inconclusive, continued"
         return
     going_on = bool(phase_parameters(parameters, phase).get("continue_on_failed_gate"))
-    lines = [f"GATE FAILED: phase {phase.name}: {phase.gate.key} is not true in {path}"]
-    lines += [f"  - {reason}" for reason in verdict.get("reasons", [])]
     if going_on:
-        lines.append(
+        then = (
             f"CONTINUING ANYWAY because {phase.section}.continue_on_failed_gate is true: "
-            "the later phases rest on a gate that did not pass"
+            "the later phases rest on a gate that failed"
         )
     else:
-        lines.append(
-            f"the pipeline stops here ({phase.section}.continue_on_failed_gate: true goes on)"
-        )
-    banner = "\n".join(["!" * 80, *lines, "!" * 80])
+        then = f"the pipeline stops here ({phase.section}.continue_on_failed_gate: true goes on)"
+    banner = gate_banner(phase, path, gate, [then])
     record.reason = f"{record.reason}; gate failed" + (", continued" if going_on else "")
     if not going_on:
         record.status = "gate failed"

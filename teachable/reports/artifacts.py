@@ -17,22 +17,26 @@ import altair as alt
 import pandas as pd
 
 from teachable.phases.phase1b_cpt_validation import (
+    CPTGate,
     MicroResult,
     result_frame,
 )
 from teachable.phases.phase3_evaluation import frontier
-from teachable.phases.phase4_predictor import REQUIRED_ACCURACY, REQUIRED_R2, PredictorResult
+from teachable.phases.phase4_predictor import PredictorResult
 from teachable.phases.phase5_selection import SelectionSummary
 from teachable.records.labeled import FORMATS, label_frame, load_labeled
 from teachable.records.layout import RunLayout
 from teachable.records.quadrants import QUADRANTS, load_thresholds
 from teachable.records.store import read_json, write_json
+from teachable.records.verdicts import OUTCOMES, Verdicts
 from teachable.reports.charts import save_chart
 from teachable.reports.phase1 import scatter_chart as quadrant_scatter_chart
+from teachable.reports.phase1b import panel_frame
 from teachable.reports.phase1b import scatter_chart as cpt_scatter_chart
 from teachable.reports.phase3 import frontier_chart, transfer_heatmap
 from teachable.reports.phase4 import metrics_table
 from teachable.reports.phase5 import selection_chart, selection_frame
+from teachable.reports.verdicts import verdict_frame
 
 TABLE_SUFFIXES = (".csv", ".md", ".tex")
 FIGURE_SUFFIXES = (".png", ".svg")
@@ -70,8 +74,8 @@ def cpt_results(run: RunLayout) -> pd.DataFrame:
 
 
 def cpt_figure(run: RunLayout) -> alt.TopLevelMixin:
-    """ELP_net against the micro-training delta, with Spearman's rho and the gate's verdict."""
-    return cpt_scatter_chart(cpt_results(run), read_json(run.phase1b.correlation))
+    """ELP_net against the micro-training delta, with Spearman's rho and the gate's outcome."""
+    return cpt_scatter_chart(cpt_results(run), CPTGate.load(run.phase1b.correlation))
 
 
 def training_matrix_frame(run: RunLayout) -> pd.DataFrame:
@@ -130,52 +134,39 @@ def frontier_figure(run: RunLayout) -> alt.TopLevelMixin:
     return frontier_chart(frontier_frame(run))
 
 
+OUTCOME_COLOURS = alt.Scale(domain=list(OUTCOMES), range=["#16a34a", "#dc2626", "#d97706"])
+
+
 def predictor_target_frame(run: RunLayout) -> pd.DataFrame:
-    """Each predictor metric that has a target in the plan, its value and the target: R² of
-    U and L_local, quadrant accuracy, and NDCG@K whose target is the entropy ranking's."""
-    result = PredictorResult.load(run.phase4.training_result)
-    targets = {
-        "U R²": ("U_r2", REQUIRED_R2["U"]),
-        "L_local R²": ("L_local_r2", REQUIRED_R2["L_local"]),
-        "quadrant accuracy": ("quadrant_accuracy", REQUIRED_ACCURACY),
-    }
-    rows = [
-        {"metric": name, "value": result.metrics[key]["value"], "target": target}
-        for name, (key, target) in targets.items()
-    ]
-    for k, entry in result.ranking["by_k"].items():
-        ndcg = entry["ndcg"]
-        rows.append({"metric": f"NDCG@{k}", "value": ndcg["predictor"], "target": ndcg["entropy"]})
-    frame = pd.DataFrame(rows).astype({"value": float, "target": float})
-    frame["verdict"] = [
-        "not measured" if pd.isna(value) else "pass" if value > target else "fail"
-        for value, target in zip(frame["value"], frame["target"], strict=True)
-    ]
-    return frame
+    """Phase 4's verdicts: R² of U and L_local, quadrant accuracy, and at each K the
+    predictor's NDCG@K over the entropy ranking's, each with its interval and threshold."""
+    return verdict_frame(PredictorResult.load(run.phase4.training_result).verdicts)
 
 
 def predictor_figure(run: RunLayout) -> alt.TopLevelMixin:
-    """Each metric as a bar (clipped to [-1, 1]) with its target as a black tick."""
+    """Each verdict's figure as a bar (clipped to [-1, 1]) coloured by its outcome, its 95%
+    interval as a line and its threshold as a black tick."""
     frame = predictor_target_frame(run).dropna(subset=["value"])
     if frame.empty:
         raise NothingToShow("the predictor's test split measured no metric with a target")
-    x = alt.X("metric:N", sort=list(frame["metric"]), axis=alt.Axis(labelAngle=-30), title=None)
+    x = alt.X(
+        "criterion:N", sort=list(frame["criterion"]), axis=alt.Axis(labelAngle=-30), title=None
+    )
     scale = alt.Scale(domain=[-1, 1], clamp=True)
-    base = alt.Chart(frame).encode(x=x, tooltip=["metric", "value", "target", "verdict"])
-    bars = base.mark_bar(size=28).encode(
+    tooltip = ["claim", "value", "low", "high", "n", "outcome"]
+    base = alt.Chart(frame).encode(x=x, tooltip=tooltip)
+    bars = base.mark_bar(size=28, opacity=0.7).encode(
         y=alt.Y("value:Q", scale=scale, title="test value (clipped to [-1, 1])"),
-        color=alt.Color(
-            "verdict:N", scale=alt.Scale(domain=["pass", "fail"], range=["#16a34a", "#dc2626"])
-        ),
+        color=alt.Color("outcome:N", scale=OUTCOME_COLOURS),
+    )
+    intervals = base.mark_rule(strokeWidth=2).encode(
+        y=alt.Y("low:Q", scale=scale), y2=alt.Y2("high:Q")
     )
     ticks = base.mark_tick(color="black", thickness=3, size=36).encode(
-        y=alt.Y("target:Q", scale=scale)
+        y=alt.Y("threshold:Q", scale=scale)
     )
-    labels = base.mark_text(dy=-8, fontSize=11).encode(
-        y=alt.Y("value:Q", scale=scale), text=alt.Text("value:Q", format=".2f")
-    )
-    return alt.layer(bars, ticks, labels).properties(
-        width=70 * len(frame), height=220, title="Predictor on its test tasks (tick: target)"
+    return alt.layer(bars, intervals, ticks).properties(
+        width=70 * len(frame), height=220, title="Predictor on its test tasks (tick: threshold)"
     )
 
 
@@ -206,17 +197,9 @@ def quadrant_table(run: RunLayout) -> pd.DataFrame:
 
 
 def cpt_table(run: RunLayout) -> pd.DataFrame:
-    """Spearman's rho of ELP_net and the micro-training delta, over the panel and per quadrant,
-    with its interval, p-value and the mean delta, and the gate's verdict."""
-    correlation = read_json(run.phase1b.correlation)
-    panels = {"all": correlation["spearman"] | {"mean_delta": None}}
-    panels |= correlation["per_quadrant"]
-    columns = ["n", "rho", "ci_low", "ci_high", "p_value", "mean_delta"]
-    table = pd.DataFrame(
-        [{"panel": name, **{c: panel[c] for c in columns}} for name, panel in panels.items()]
-    ).astype({column: float for column in columns[1:]})
-    table["gate_passed"] = [correlation["passed"]] + [None] * len(correlation["per_quadrant"])
-    return table
+    """Spearman's rho of ELP_net and the micro-training delta and the mean delta, over the
+    panel and per quadrant, and Q1 - Q2, each with its interval and n."""
+    return panel_frame(CPTGate.load(run.phase1b.correlation))
 
 
 def training_matrix_table(run: RunLayout) -> pd.DataFrame:
@@ -244,6 +227,14 @@ def predictor_table(run: RunLayout) -> pd.DataFrame:
 
 def selection_table(run: RunLayout) -> pd.DataFrame:
     return selection_frame(selection_summary_of(run))
+
+
+def verdicts_table(run: RunLayout) -> pd.DataFrame:
+    """Every verdict of the run's `verdicts.json`, in the order the phases wrote them."""
+    verdicts = Verdicts.load(run.verdicts).verdicts
+    if not verdicts:
+        raise NothingToShow("no phase has judged a criterion yet")
+    return verdict_frame(verdicts)
 
 
 @dataclass(frozen=True)
@@ -298,6 +289,10 @@ def selection_files(run: RunLayout) -> tuple[Path, ...]:
     return (run.phase5.summary,)
 
 
+def verdict_files(run: RunLayout) -> tuple[Path, ...]:
+    return (run.verdicts,)
+
+
 ARTIFACTS: tuple[Artifact, ...] = (
     Artifact("quadrant_scatter", "figure", labels_files, quadrant_figure),
     Artifact("cpt_validation", "figure", micro_training_files, cpt_figure),
@@ -313,6 +308,7 @@ ARTIFACTS: tuple[Artifact, ...] = (
     Artifact("reliability_retention_frontier", "table", frontier_files, frontier_frame),
     Artifact("predictor_metrics", "table", predictor_files, predictor_table),
     Artifact("selection", "table", selection_files, selection_table),
+    Artifact("verdicts", "table", verdict_files, verdicts_table),
 )
 
 

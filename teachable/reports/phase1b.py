@@ -1,13 +1,15 @@
-"""Phase 1B's charts and verdict: ELP_net against the micro-training's delta, delta per
-quadrant, and the gate's verdict as the notebook shows it.
+"""Phase 1B's charts and verdicts: ELP_net against the micro-training's delta, delta per
+quadrant, the gate's figures with their intervals, and its outcome as the notebook shows it.
 """
 
 from __future__ import annotations
 
+import html
+
 import altair as alt
 import pandas as pd
 
-from teachable.phases.phase1b_cpt_validation import SPEARMAN_TARGET
+from teachable.phases.phase1b_cpt_validation import CPTGate
 from teachable.records.quadrants import QUADRANTS
 from teachable.reports.phase1 import QUADRANT_COLOURS
 
@@ -17,14 +19,9 @@ def _quadrant_colour() -> alt.Color:
     return alt.Color("quadrant:N", scale=scale, title="quadrant")
 
 
-def scatter_chart(frame: pd.DataFrame, correlation: dict) -> alt.Chart:
+def scatter_chart(frame: pd.DataFrame, correlation: CPTGate) -> alt.Chart:
     """ELP_net (the cheap label) against delta (the micro-training utility); a dot's size is
     the number of snapshots at that point of its quadrant (rates take few distinct values)."""
-    rho = correlation["spearman"]
-    text = "undefined" if rho["rho"] is None else f"{rho['rho']:.2f}"
-    if rho["ci_low"] is not None:
-        text += f" [{rho['ci_low']:.2f}, {rho['ci_high']:.2f}]"
-    verdict = "passed" if correlation["passed"] else "FAILED"
     return (
         alt.Chart(frame)
         .mark_circle(opacity=0.75)
@@ -38,7 +35,7 @@ def scatter_chart(frame: pd.DataFrame, correlation: dict) -> alt.Chart:
         .properties(
             width=380,
             height=280,
-            title=f"Spearman rho {text}, n={correlation['n']}: gate {verdict}",
+            title=f"Spearman rho {correlation.spearman.text(2)}: gate {correlation.outcome}",
         )
     )
 
@@ -61,30 +58,49 @@ def delta_chart(frame: pd.DataFrame) -> alt.LayerChart:
     return alt.layer(points, means).properties(width=380, height=220, title="Delta by quadrant")
 
 
-def verdict_html(correlation: dict, continuing: bool) -> str:
-    """The gate's verdict as a banner for the report: green when it passed, red when it failed,
-    saying whether the run stops or goes on regardless."""
-    rho, means = correlation["spearman"]["rho"], correlation["mean_delta"]
-    q1, q2 = (means[q] for q in ("Q1_highU_highL", "Q2_highU_lowL"))
-    facts = (
-        f"Spearman rho {'undefined' if rho is None else f'{rho:.3f}'} "
-        f"(target {SPEARMAN_TARGET}), n={correlation['n']}; mean delta "
-        f"Q1 {'n/a' if q1 is None else f'{q1:+.3f}'}, Q2 {'n/a' if q2 is None else f'{q2:+.3f}'}"
-    )
-    if correlation["passed"]:
-        colour, title, outcome = "#16a34a", "CPT GATE PASSED", "Phase 2 may build on these labels."
+def panel_frame(correlation: CPTGate) -> pd.DataFrame:
+    """Spearman's rho and the mean delta, each with its interval and n, over the whole panel
+    and per quadrant, and Q1 - Q2."""
+    figures = {("all", "rho"): correlation.spearman}
+    for quadrant, panel in correlation.per_quadrant.items():
+        figures |= {(quadrant, "rho"): panel.spearman, (quadrant, "mean delta"): panel.mean_delta}
+    figures[("Q1 - Q2", "mean delta")] = correlation.q1_minus_q2
+    rows = [
+        [panel, figure, estimate.value, estimate.low, estimate.high, estimate.n]
+        for (panel, figure), estimate in figures.items()
+    ]
+    return pd.DataFrame(rows, columns=["panel", "figure", "value", "low", "high", "n"])
+
+
+BANNERS = {
+    "holds": ("#16a34a", "CPT GATE HOLDS", "Phase 2 may build on these labels."),
+    "inconclusive": (
+        "#d97706",
+        "CPT GATE INCONCLUSIVE: THE RUN GOES ON",
+        "No criterion fails, but not every one holds: the intervals are too wide to tell. "
+        "Every later result rests on CPT labels not yet shown to predict micro-training.",
+    ),
+}
+
+
+def verdict_html(correlation: CPTGate, continuing: bool) -> str:
+    """The gate as a banner for the report: green when it holds, amber when inconclusive (the
+    run goes on), red when it fails, saying whether the run stops or goes on regardless; each
+    verdict below it with its figure, interval and n."""
+    if correlation.outcome in BANNERS:
+        colour, title, outcome = BANNERS[correlation.outcome]
     elif continuing:
-        colour, title = "#dc2626", "CPT GATE FAILED: CONTINUING ANYWAY"
+        colour, title = "#dc2626", "CPT GATE FAILS: CONTINUING ANYWAY"
         outcome = (
             "phase1b.continue_on_failed_gate is true, so the run goes on; every later result "
             "rests on CPT labels that did not predict micro-training."
         )
     else:
-        colour, title = "#dc2626", "CPT GATE FAILED"
+        colour, title = "#dc2626", "CPT GATE FAILS"
         outcome = "The runner stops the pipeline after this phase (exit code 1)."
-    reasons = "".join(f"<li>{reason}</li>" for reason in correlation["reasons"])
+    lines = "".join(f"<li>{html.escape(verdict.line())}</li>" for verdict in correlation.verdicts)
     return (
         f'<div style="border:4px solid {colour};padding:12px;margin:8px 0">'
         f'<div style="color:{colour};font-size:1.6em;font-weight:bold">{title}</div>'
-        f"<p>{facts}</p><ul>{reasons}</ul><p><b>{outcome}</b></p></div>"
+        f"<ul>{lines}</ul><p><b>{outcome}</b></p></div>"
     )

@@ -1,5 +1,5 @@
-"""Phase 4's tables and charts: each metric against the plan's target, the ranking curves,
-predicted against true values, and the quadrant confusion matrix.
+"""Phase 4's tables and charts: each metric with its interval and n against the plan's target,
+the ranking curves, predicted against true values, and the quadrant confusion matrix.
 """
 
 from __future__ import annotations
@@ -8,7 +8,14 @@ import altair as alt
 import pandas as pd
 from sklearn.metrics import confusion_matrix
 
-from teachable.phases.phase4_predictor import REGRESSION_TARGETS, PredictorResult
+from teachable.measure.intervals import Estimate
+from teachable.phases.phase4_predictor import (
+    GAIN,
+    RANKERS,
+    REGRESSION_TARGETS,
+    PredictorResult,
+    ndcg_criterion,
+)
 from teachable.records.quadrants import QUADRANTS
 
 METRIC_NAMES = {
@@ -20,50 +27,54 @@ METRIC_NAMES = {
 }
 
 
-RANKING_METRICS = {"ndcg": "NDCG", "precision": "Precision"}
+RANKING_NAMES = {"ndcg": "NDCG", "precision": "Precision"}
 
 
-RANKINGS = ("predictor", "entropy", "random")
+COLUMNS = ["metric", "value", "low", "high", "n", "target", "outcome"]
 
 
-def _verdict(passed: bool | None, required: str | None) -> str:
-    if required is None:
-        return "no target"
-    if passed is None:
-        return "not measured"
-    return "pass" if passed else "fail"
+def _row(name: str, estimate: Estimate, target: str, outcome: str) -> list:
+    return [name, estimate.value, estimate.low, estimate.high, estimate.n, target, outcome]
 
 
 def metrics_table(result: PredictorResult) -> pd.DataFrame:
-    """Every test metric of a training result beside the plan's target and a verdict: R² per
-    head, quadrant accuracy and macro F1, then predictor NDCG@K and Precision@K against the
-    entropy ranking's."""
+    """Every test metric with its interval and n, beside the plan's target and the verdict's
+    outcome: R² per head, quadrant accuracy and macro F1, then at each K the predictor's NDCG@K
+    and Precision@K minus the entropy ranking's (paired over the same test rows)."""
+    verdicts = {verdict.criterion: verdict for verdict in result.verdicts}
+    figures = [(name, key, result.metrics[key]) for key, name in METRIC_NAMES.items()]
+    for k, entry in result.ranking.by_k.items():
+        for metric, name in RANKING_NAMES.items():
+            key = ndcg_criterion(k) if metric == "ndcg" else None
+            figures.append((f"{name}@{k} - entropy", key, entry[metric][GAIN]))
     rows = []
-    for key, name in METRIC_NAMES.items():
-        metric = result.metrics[key]
-        verdict = _verdict(metric["passed"], metric["required"])
-        rows.append([name, metric["value"], metric["required"] or "—", metric["n"], verdict])
-    ranking = result.ranking
-    for k, entry in ranking["by_k"].items():
-        for metric, name in RANKING_METRICS.items():
-            scores = entry[metric]
-            required = f"> entropy ({scores['entropy']:.3f})"
-            verdict = _verdict(scores["beats_entropy"], required)
-            rows.append([f"{name}@{k}", scores["predictor"], required, ranking["n"], verdict])
-    if not ranking["by_k"]:
-        rows.append(["ranking", None, "> entropy", ranking["n"], "not measured"])
-    return pd.DataFrame(rows, columns=["metric", "value", "required", "n", "verdict"])
+    for name, key, estimate in figures:
+        verdict = verdicts.get(key)
+        if verdict is None:
+            rows.append(_row(name, estimate, "—", "no target"))
+        else:
+            target = f"{verdict.side} {verdict.threshold:g}"
+            rows.append(_row(name, estimate, target, verdict.outcome))
+    return pd.DataFrame(rows, columns=COLUMNS)
 
 
 def ranking_frame(result: PredictorResult) -> pd.DataFrame:
-    """One line per (K, ranking metric, ranking): the predictor's, the entropy's and random."""
+    """One line per (K, ranking metric, ranking) with its interval: the predictor's, the
+    entropy's and random."""
     rows = [
-        {"K": int(k), "metric": f"{name}@K", "ranking": ranking, "value": entry[metric][ranking]}
-        for k, entry in result.ranking["by_k"].items()
-        for metric, name in RANKING_METRICS.items()
-        for ranking in RANKINGS
+        {
+            "K": int(k),
+            "metric": f"{name}@K",
+            "ranking": ranker,
+            "value": entry[metric][ranker].value,
+            "low": entry[metric][ranker].low,
+            "high": entry[metric][ranker].high,
+        }
+        for k, entry in result.ranking.by_k.items()
+        for metric, name in RANKING_NAMES.items()
+        for ranker in RANKERS
     ]
-    return pd.DataFrame(rows, columns=["K", "metric", "ranking", "value"])
+    return pd.DataFrame(rows, columns=["K", "metric", "ranking", "value", "low", "high"])
 
 
 def prediction_frame(predictions: pd.DataFrame) -> pd.DataFrame:
@@ -142,21 +153,24 @@ def confusion_chart(frame: pd.DataFrame) -> alt.LayerChart:
 
 
 def ranking_chart(frame: pd.DataFrame) -> alt.FacetChart:
-    """NDCG@K and Precision@K over K for the predictor's ranking, the entropy's and random."""
-    colours = alt.Scale(domain=list(RANKINGS), range=["#2563eb", "#f59e0b", "#9ca3af"])
+    """NDCG@K and Precision@K over K for the predictor's ranking, the entropy's and random,
+    each with its 95% interval as a vertical bar."""
+    colours = alt.Scale(domain=list(RANKERS), range=["#2563eb", "#f59e0b", "#9ca3af"])
+    base = alt.Chart().encode(
+        x=alt.X("K:Q", title="K"),
+        color=alt.Color("ranking:N", scale=colours, title="ranked by"),
+    )
+    lines = base.mark_line(point=True).encode(
+        y=alt.Y("value:Q", scale=alt.Scale(domain=[0, 1]), title=None),
+        tooltip=["K:Q", "metric:N", "ranking:N", alt.Tooltip("value:Q", format=".3f")],
+    )
+    intervals = base.mark_rule(opacity=0.5).encode(y="low:Q", y2="high:Q")
     return (
-        alt.Chart(frame)
-        .mark_line(point=True)
-        .encode(
-            x=alt.X("K:Q", title="K"),
-            y=alt.Y("value:Q", scale=alt.Scale(domain=[0, 1]), title=None),
-            color=alt.Color("ranking:N", scale=colours, title="ranked by"),
-            tooltip=["K:Q", "metric:N", "ranking:N", alt.Tooltip("value:Q", format=".3f")],
-        )
+        alt.layer(lines, intervals, data=frame)
         .properties(width=240, height=180)
         .facet(
             column=alt.Column(
-                "metric:N", title=None, sort=[f"{name}@K" for name in RANKING_METRICS.values()]
+                "metric:N", title=None, sort=[f"{name}@K" for name in RANKING_NAMES.values()]
             )
         )
     )

@@ -9,26 +9,27 @@ import pandas as pd
 
 from teachable.records.verdicts import Verdict
 
-COLUMNS = ["phase", "criterion", "outcome", "value", "low", "high", "n", "threshold", "claim"]
+COLUMNS = ["phase", "criterion", "claim", "value", "low", "high", "n", "side", "threshold"]
 
 
 def verdict_frame(verdicts: Sequence[Verdict]) -> pd.DataFrame:
-    """One line per verdict: phase, criterion, outcome, figure with its interval and n, the
-    threshold it is read against (`side threshold`), and the claim in words."""
-    return pd.DataFrame(
-        [
-            {
-                "phase": v.phase,
-                "criterion": v.criterion,
-                "outcome": v.outcome,
-                "value": v.estimate.value,
-                "low": v.estimate.low,
-                "high": v.estimate.high,
-                "n": v.estimate.n,
-                "threshold": f"{v.side} {v.threshold:g}",
-                "claim": v.claim + (f" ({v.note})" if v.note else ""),
-            }
-            for v in verdicts
-        ],
-        columns=COLUMNS,
-    ).astype({"value": float, "low": float, "high": float})
+    """One line per verdict: its phase, criterion and claim, the figure with its interval and
+    n, the side and threshold it is read against, the outcome and any note."""
+    rows = [
+        {
+            "phase": verdict.phase,
+            "criterion": verdict.criterion,
+            "claim": verdict.claim,
+            "value": verdict.estimate.value,
+            "low": verdict.estimate.low,
+            "high": verdict.estimate.high,
+            "n": verdict.estimate.n,
+            "side": verdict.side,
+            "threshold": verdict.threshold,
+            "outcome": verdict.outcome,
+            "note": verdict.note,
+        }
+        for verdict in verdicts
+    ]
+    frame = pd.DataFrame(rows, columns=[*COLUMNS, "outcome", "note"])
+    return frame.astype({"value": float, "low": float, "high": float})
