@@ -389,7 +389,7 @@ class Phase1BParameters(Section):
         1.0, ge=0.0, description="the student's sampling temperature in validation rollouts"
     )
     bootstrap_resamples: int = Field(
-        1000, ge=100, description="bootstrap resamples of the interval on Spearman's rho"
+        1000, ge=100, description="bootstrap resamples of the gate's intervals (rho, Q1 - Q2, per quadrant)"
     )
     continue_on_failed_gate: bool = Field(
         False,

@@ -331,6 +331,7 @@ def test_the_verdicts_table_is_skipped_until_a_phase_judges(tmp_path):
         "low": -0.1,
         "high": 0.5,
         "n": 12,
+        "side": ">=",
         "threshold": 0.3,
         "outcome": "inconclusive",
         "note": "",
