@@ -389,7 +389,9 @@ class Phase1BParameters(Section):
         1.0, ge=0.0, description="the student's sampling temperature in validation rollouts"
     )
     bootstrap_resamples: int = Field(
-        1000, ge=100, description="bootstrap resamples of the gate's intervals (rho, Q1 - Q2, per quadrant)"
+        1000,
+        ge=100,
+        description="bootstrap resamples of the gate's intervals (rho, Q1 - Q2, per quadrant)",
     )
     continue_on_failed_gate: bool = Field(
         False,
@@ -469,8 +471,7 @@ class Phase3Parameters(Section):
     retention_tasks: int = Field(
         50,
         ge=0,
-        description="retention tasks on the training levels, and as many on "
-        "`retention_levels`",
+        description="retention tasks on the training levels, and as many on `retention_levels`",
     )
     retention_levels: list[str] = Field(
         default_factory=lambda: ["GoToObj", "OpenRedDoor"],
