@@ -49,7 +49,7 @@ from teachable.records.quadrants import (
 )
 from teachable.records.snapshot import Snapshot, SnapshotError, save_snapshots
 from teachable.records.store import read_json, read_jsonl
-from teachable.reports.phase1 import write_plots
+from teachable.reports.phase1 import reliability_table, write_plots
 from teachable.world.replay import load_replayed_rows
 from teachable.world.text_world import env_id, expert_trajectory
 
@@ -399,6 +399,9 @@ def test_the_reliability_panel_is_labeled_again_on_its_own_streams_and_resumes(
     assert set(estimates) == {"U", "L_local", "ELP_net"}
     assert all(e.n == 3 for e in estimates.values())
     assert estimates["U"].value == 1.0 and "by construction" in record["notes"]["U"]
+    table = reliability_table(estimates)
+    assert list(table.index) == ["U", "L_local", "ELP_net"]
+    assert (table.loc["U", "r"], table.loc["U", "n"]) == (1.0, 3)
     retest = {row["id"]: row for row in read_jsonl(folder / "reliability.jsonl")}
     assert list(retest) == record["panel"]
     first = _rows_by_id(folder)

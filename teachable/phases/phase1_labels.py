@@ -614,8 +614,8 @@ def _groups(items: Sequence, size: int) -> list[Sequence]:
 def reliability_panel(
     rows: Sequence[LabeledSnapshot], size: int, seed: int
 ) -> list[LabeledSnapshot]:
-    """A seeded draw of `size` rows (all of them when fewer), in their order; a larger panel
-    holds every smaller one, so growing it keeps the retests already made."""
+    """A seeded draw of `size` rows (all of them when fewer), in their order; of the same rows,
+    a larger panel holds every smaller one, so growing it keeps the retests already made."""
     draw = np.random.default_rng((seed, stable_int("reliability panel")))
     picked = draw.permutation(len(rows))[:size]
     return [rows[i] for i in sorted(picked)]
