@@ -1,16 +1,17 @@
-"""Phase 1 labeling speed: every rollout of every snapshot batched, versus one rollout at a time.
+"""Phase 1 labeling speed: identical prompts scored once per batch, versus every prompt scored.
 
-Labels the same snapshots (the first 8 of `runs/pilot/phase0/failure_snapshots.json` when a
-pilot has run, else 8 failure snapshots collected here) with the labels of Phase 1 (leverage
-and the contextual patch test, with the pilot's counts) twice: through the batched labeler
-(one `run_episodes` call for all rollouts) and with `run_episodes` called once per rollout.
-Both use the same seeds, so the labels should agree; prints snapshots per hour for each and
-their ratio.
+Labels the same snapshots (the first N of `runs/pilot/phase0/failure_snapshots.json` when a
+pilot has run, else N failure snapshots collected here) with the labels of Phase 1 (leverage
+and the contextual patch test, with the pilot's counts) twice, each in one `run_episodes` call
+on the same paired streams: with shared scoring (each distinct prompt scored once; rollout i of
+every condition rejoins the base trajectory wherever its first action agrees) and without (every
+episode's prompt scored in the batch). Prints snapshots per hour of both and their ratio, the
+prompts each scored, and every label that differs, traced to the first step where an episode's
+actions part and the largest difference of the two distributions there (batch effects of
+floating point move probabilities by ~1e-6).
 
-    .venv/bin/python benchmarks/labeling.py [--params parameters/pilot.yaml] [--model tiny]
-        [--snapshots 8] [--sequential 8] [--threads N]
-
-`--sequential K` times the one-at-a-time loop on the first K snapshots only (it is slow).
+    .venv/bin/python benchmarks/labeling.py [--params parameters/pilot.yaml] [--model default]
+        [--snapshots 8] [--threads N]
 """
 
 from __future__ import annotations
@@ -18,16 +19,26 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 
+from teachable.models.rollouts import Episode
 from teachable.models.student import Student
 from teachable.models.teachers import make_teacher
-from teachable.parameters import Parameters, load_parameters
+from teachable.parameters import Parameters, Phase1Parameters, load_parameters
 from teachable.phases.phase0_snapshots import collect_student_failures
 from teachable.phases.phase0_warmup import load_prepared_student
-from teachable.phases.phase1_labels import measure, teacher_request
+from teachable.phases.phase1_labels import (
+    Measured,
+    measured_from,
+    rollout_plan,
+    run_conditions,
+    teacher_request,
+)
+from teachable.records.labeled import TeacherAnswer
 from teachable.records.layout import Phase0Layout
 from teachable.records.snapshot import Snapshot
 from teachable.world.replay import load_replayed_snapshots
@@ -63,23 +74,66 @@ def benchmark_snapshots(params: Parameters, student: Student, count: int) -> lis
     return snapshots
 
 
+class CountingStudent:
+    """Counts the prompts the wrapped student scores."""
+
+    def __init__(self, student: Student) -> None:
+        self.scored = 0
+        self._score = student.action_logprobs
+        student.action_logprobs = self
+
+    def __call__(self, prompts, *args, **kwargs) -> np.ndarray:
+        self.scored += len(prompts)
+        return self._score(prompts, *args, **kwargs)
+
+
+def labels(
+    student: Student,
+    snapshots: Sequence[Snapshot],
+    answers: Sequence[TeacherAnswer],
+    phase1: Phase1Parameters,
+    seed: int,
+    share_scores: bool,
+) -> tuple[dict[tuple[str, str], list[Episode]], list[Measured], float]:
+    """Every episode and label of the snapshots (their rollouts in one `run_episodes` call),
+    and the time they took."""
+    started = time.perf_counter()
+    plan = [
+        condition
+        for snapshot, answer in zip(snapshots, answers, strict=True)
+        for condition in rollout_plan(snapshot, answer, phase1, True, True)
+    ]
+    episodes = run_conditions(student, plan, phase1, seed, share_scores=share_scores)
+    measured = measured_from(snapshots, episodes, phase1, True, True)
+    return episodes, measured, time.perf_counter() - started
+
+
+def parting(first: Episode, second: Episode) -> tuple[int, float] | None:
+    """Where two episodes' actions part, and the largest probability difference there."""
+    for step, (a, b) in enumerate(zip(first.steps, second.steps, strict=False)):
+        if a.action != b.action:
+            gap = max(abs(p - q) for p, q in zip(a.distribution, b.distribution, strict=True))
+            return step, gap
+    return None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", type=Path, default=REPOSITORY / "parameters" / "pilot.yaml")
-    parser.add_argument("--model", help="student model instead of the pilot's (e.g. tiny)")
+    parser.add_argument("--model", help="student model instead of the pilot's (e.g. default)")
     parser.add_argument("--snapshots", type=int, default=8)
-    parser.add_argument("--sequential", type=int, help="snapshots timed one rollout at a time")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's own)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
 
     params = load_parameters(args.params)
-    phase1 = params.phase1
+    phase1, seed = params.phase1, params.run.seed
     student = benchmark_student(params, args.model)
     snapshots = benchmark_snapshots(params, student, args.snapshots)
     answers = make_teacher(params).advise([teacher_request(s) for s in snapshots])
-    rollouts = 2 * phase1.n_rollouts + 5 * phase1.n_per_condition
+    n_base = max(phase1.n_rollouts, phase1.n_per_condition)
+    rollouts = n_base + phase1.n_rollouts + 4 * phase1.n_per_condition
     print(
         f"student: {student.params.model_path or student.params.model}, threads: "
         f"{torch.get_num_threads()}, batch size {student.params.batch_size}\n"
@@ -87,20 +141,44 @@ def main() -> None:
         f"n_per_condition {phase1.n_per_condition}), max_steps {phase1.max_steps}"
     )
 
-    started = time.perf_counter()
-    batched = measure(student, snapshots, answers, phase1, params.run.seed)
-    batched_seconds = time.perf_counter() - started
-    k = args.sequential or len(snapshots)
-    started = time.perf_counter()
-    reference = measure(student, snapshots[:k], answers[:k], phase1, params.run.seed, batched=False)
-    sequential_seconds = time.perf_counter() - started
+    counter = CountingStudent(student)
+    shared_episodes, shared, shared_seconds = labels(
+        student, snapshots, answers, phase1, seed, share_scores=True
+    )
+    shared_prompts, counter.scored = counter.scored, 0
+    alone_episodes, alone, alone_seconds = labels(
+        student, snapshots, answers, phase1, seed, share_scores=False
+    )
+    alone_prompts = counter.scored
 
-    agree = sum(a == b for a, b in zip(batched, reference, strict=False))
-    batched_rate = 3600 * len(snapshots) / batched_seconds
-    sequential_rate = 3600 * k / sequential_seconds
-    print(f"batched:        {batched_seconds:8.1f} s for {len(snapshots)}: {batched_rate:8.1f} /h")
-    print(f"one at a time:  {sequential_seconds:8.1f} s for {k}: {sequential_rate:8.1f} /h")
-    print(f"ratio: {batched_rate / sequential_rate:.1f}x; identical labels: {agree} of {k}")
+    steps = sum(len(e.steps) for runs in alone_episodes.values() for e in runs)
+    shared_rate = 3600 * len(snapshots) / shared_seconds
+    alone_rate = 3600 * len(snapshots) / alone_seconds
+    print(
+        f"shared scoring: {shared_seconds:8.1f} s, {shared_prompts} prompts scored, "
+        f"{shared_rate:.1f} snapshots/h"
+    )
+    print(
+        f"every prompt:   {alone_seconds:8.1f} s, {alone_prompts} prompts scored "
+        f"({steps} episode steps), {alone_rate:.1f} snapshots/h"
+    )
+    print(f"ratio: {shared_rate / alone_rate:.2f}x")
+
+    differing = [s.id for s, a, b in zip(snapshots, shared, alone, strict=True) if a != b]
+    print(f"labels identical on {len(snapshots) - len(differing)} of {len(snapshots)} snapshots")
+    episodes = parted = 0
+    for (snapshot_id, condition), runs in shared_episodes.items():
+        reference = alone_episodes[snapshot_id, condition]
+        for index, (a, b) in enumerate(zip(runs, reference, strict=True)):
+            episodes += 1
+            where = parting(a, b)
+            if where is not None:
+                parted += 1
+                print(
+                    f"  {snapshot_id} {condition} rollout {index}: actions part at step "
+                    f"{where[0]}, max |dp| there {where[1]:.1e}"
+                )
+    print(f"episodes whose actions differ: {parted} of {episodes}")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
-"""Phase 1 labels: U, leverage, CPT arithmetic, quadrants, deterministic and resumable labeling,
-and the stepwise `label` commands, on the tiny student and the bot teacher."""
+"""Phase 1 labels: paired random streams, U, leverage, CPT arithmetic, quadrants, deterministic
+and resumable labeling, the reliability panel, and the stepwise `label` commands, on the tiny
+student and the bot teacher."""
 
 from __future__ import annotations
 
@@ -12,17 +13,24 @@ import pytest
 import yaml
 
 from teachable.__main__ import main
+from teachable.models.rollouts import run_episodes
 from teachable.models.student import Student
 from teachable.models.teachers import make_teacher
 from teachable.parameters import ParameterError, Parameters, StudentParameters, parse_parameters
 from teachable.phases.phase0_snapshots import expert_snapshots
 from teachable.phases.phase0_warmup import save_preparation
 from teachable.phases.phase1_labels import (
-    cpt_from_rates,
+    LABELS,
+    RETEST,
+    RolloutCondition,
+    cpt_from_outcomes,
     label_snapshots,
+    load_reliability,
     measure,
     phase1_snapshots,
     place_in_quadrants,
+    reliability_panel,
+    teacher_request,
     uncertainty,
 )
 from teachable.records.env_state import EnvState
@@ -41,7 +49,7 @@ from teachable.records.quadrants import (
 )
 from teachable.records.snapshot import Snapshot, SnapshotError, save_snapshots
 from teachable.records.store import read_json, read_jsonl
-from teachable.reports.phase1 import write_plots
+from teachable.reports.phase1 import reliability_table, write_plots
 from teachable.world.replay import load_replayed_rows
 from teachable.world.text_world import env_id, expert_trajectory
 
@@ -139,38 +147,113 @@ def test_U_is_zero_for_one_hot_and_one_for_uniform_under_every_method():
         uncertainty(uniform, "variance")
 
 
-def test_forcing_an_action_that_finishes_the_task_gives_p_forced_one(student, tmp_path):
+def test_ELP_ELP_net_and_route_are_means_of_paired_differences():
+    outcomes = {
+        "base": np.array([0, 1, 0, 0, 1.0]),  # a fifth base rollout for leverage: left out
+        "placebo": np.array([0, 1, 1, 0.0]),
+        "demo": np.array([1, 1, 1, 0.0]),
+        "hint": np.array([0, 1, 1, 0.0]),
+        "contrast": np.array([1, 1, 1, 1.0]),
+    }
+    cpt = cpt_from_outcomes(outcomes)
+    assert cpt.p == {"base": 0.25, "placebo": 0.5, "demo": 0.75, "hint": 0.5, "contrast": 1.0}
+    assert cpt.ELP == {"demo": 0.5, "hint": 0.25, "contrast": 0.75}
+    # demo - base = (1, 0, 1, 0): sd 0.577, se 0.289; contrast - placebo = (1, 0, 0, 1)
+    assert cpt.ELP_se["demo"] == pytest.approx(np.std([1, 0, 1, 0], ddof=1) / 2, abs=1e-6)
+    assert cpt.ELP_se["hint"] == 0.25  # (0, 0, 1, 0)
+    assert (cpt.ELP_net, cpt.route_net) == (0.5, "contrast")
+    assert cpt.ELP_net_se == pytest.approx(np.std([1, 0, 0, 1], ddof=1) / 2, abs=1e-6)
+    assert cpt.n_per_condition == 4
+    tie = cpt_from_outcomes({**outcomes, "contrast": outcomes["demo"]})
+    assert (tie.route_net, tie.ELP_net) == ("demo", 0.25)
+    with pytest.raises(ValueError, match="placebo"):
+        cpt_from_outcomes({c: v for c, v in outcomes.items() if c != "placebo"})
+
+
+# --- paired streams ----------------------------------------------------------------------------
+
+
+def _played(student: Student, conditions, family: str = LABELS, **settings):
+    """Each condition's action sequences, its rollouts in one `run_episodes` call."""
+    specs = [spec for condition in conditions for spec in condition.specs(1, family)]
+    episodes = run_episodes(student, specs, 5, 5.0, **settings)
+    actions = [tuple(episode.actions) for episode in episodes]
+    n = conditions[0].n
+    return [actions[k * n : (k + 1) * n] for k in range(len(conditions))]
+
+
+def test_conditions_with_one_intervention_follow_one_trajectory_per_stream(student, snapshots):
+    snapshot = snapshots[0]
+    base, renamed, patched, patched_again = _played(
+        student,
+        [
+            RolloutCondition(snapshot, "base", 6),
+            RolloutCondition(snapshot, "another name", 6),
+            RolloutCondition(snapshot, "placebo", 6, patch="A teacher is watching you."),
+            RolloutCondition(snapshot, "demo", 6, patch="A teacher is watching you."),
+        ],
+    )
+    assert base == renamed and patched == patched_again
+    assert len(set(base)) > 1  # the streams differ from one rollout to the next
+    (retest,) = _played(student, [RolloutCondition(snapshot, "base", 6)], RETEST)
+    assert retest != base  # another stream family draws anew
+
+
+def test_forcing_the_action_a_stream_would_take_changes_nothing(student, snapshots):
+    snapshot = snapshots[0]
+    (base,) = _played(student, [RolloutCondition(snapshot, "base", 6)])
+    for index, actions in enumerate(base):
+        same, other = (
+            RolloutCondition(snapshot, "forced", index + 1, forced_action=action)
+            for action in (actions[0], next(a for a in snapshot.valid_actions if a != actions[0]))
+        )
+        (forced_same, forced_other) = _played(student, [same, other])
+        assert forced_same[index] == actions  # the forced action still consumed its draw
+        assert forced_other[index][0] != actions[0]
+
+
+def test_identical_prompts_are_scored_once_across_conditions(
+    student, snapshots, tmp_path, monkeypatch
+):
+    scored = []
+    score = student.action_logprobs
+
+    def counting(prompts, *args, **kwargs):
+        scored.extend(prompts)
+        return score(prompts, *args, **kwargs)
+
+    monkeypatch.setattr(student, "action_logprobs", counting)
+    params = _params(tmp_path, n_rollouts=3, n_per_condition=3)
+    answer = make_teacher(params).advise([teacher_request(snapshots[1])])
+    shared = measure(student, snapshots[1:2], answer, params.phase1, params.run.seed)
+    assert len(scored) == len(set(scored))
+    once = len(scored)
+    scored.clear()
+    alone = measure(
+        student, snapshots[1:2], answer, params.phase1, params.run.seed, share_scores=False
+    )
+    assert len(scored) > 2 * once  # 18 rollouts, most rejoining the base trajectory
+    assert alone == shared
+
+
+def test_forcing_the_finishing_action_gives_leverage_whose_interval_excludes_zero(
+    student, tmp_path
+):
     states, actions = _bot_states("GoToLocal", 2)
     last, start = expert_snapshots(
         student, [(states[-1], actions[-1], True), (states[0], actions[0], True)]
     )
-    params = _params(tmp_path, n_rollouts=4, L_upper=True)
+    params = _params(tmp_path, n_rollouts=8, L_upper=True)
     near, far = measure(
         student, [last, start], [None, None], params.phase1, params.run.seed, cpt=False
     )
     assert near.cpt is None
     assert near.leverage.p_forced == 1.0
     assert near.leverage.L_local == pytest.approx(1.0 - near.leverage.p_student)
+    assert near.leverage.L_local - 1.96 * near.leverage.se > 0
     assert near.leverage.L_upper == 1.0
-    assert near.leverage.n == 4
+    assert near.leverage.n == 8
     assert far.leverage.p_forced < 1.0  # six bot actions away, five steps allowed
-
-
-def test_ELP_ELP_net_and_route_from_hand_made_rates():
-    cpt = cpt_from_rates(
-        {"base": 0.25, "placebo": 0.5, "demo": 0.75, "hint": 0.5, "contrast": 1.0}, n=4
-    )
-    assert cpt.ELP == {"demo": 0.5, "hint": 0.25, "contrast": 0.75}
-    assert cpt.ELP_net == 0.5
-    assert cpt.route_net == "contrast"
-    assert cpt.n_per_condition == 4
-    tie = cpt_from_rates(
-        {"base": 0.5, "placebo": 0.75, "demo": 0.5, "hint": 0.25, "contrast": 0.5}, 4
-    )
-    assert (tie.route_net, tie.ELP_net) == ("demo", -0.25)
-    assert tie.ELP == {"demo": 0.0, "hint": -0.25, "contrast": 0.0}
-    with pytest.raises(ValueError, match="placebo"):
-        cpt_from_rates({"base": 0, "demo": 0, "hint": 0, "contrast": 0}, 1)
 
 
 # --- quadrants ---------------------------------------------------------------------------------
@@ -297,6 +380,47 @@ def test_a_killed_run_resumes_to_the_same_files_without_duplicates(
     assert (truncated / "labeled_snapshots.jsonl").read_bytes() == (
         labeled / "labeled_snapshots.jsonl"
     ).read_bytes()
+
+
+def test_the_reliability_panel_is_labeled_again_on_its_own_streams_and_resumes(
+    labeled, snapshots, student, tmp_path
+):
+    folder = Path(shutil.copytree(labeled, tmp_path / "phase1"))
+    params = _params(tmp_path, reliability_panel=3)
+    report = _label(params, snapshots, Phase1Layout(folder), student)
+    assert report.newly_labeled == 0  # the panel's size does not shape the labels
+    record = read_json(folder / "reliability.json")
+    panel = reliability_panel(report.rows, 3, params.run.seed)
+    assert record["panel"] == [row.id for row in panel]
+    smaller = reliability_panel(report.rows, 2, params.run.seed)
+    assert {row.id for row in smaller} < set(record["panel"])  # growing keeps the retests
+    estimates = load_reliability(Phase1Layout(folder))
+    assert estimates == report.reliability
+    assert set(estimates) == {"U", "L_local", "ELP_net"}
+    assert all(e.n == 3 for e in estimates.values())
+    assert estimates["U"].value == 1.0 and "by construction" in record["notes"]["U"]
+    table = reliability_table(estimates)
+    assert list(table.index) == ["U", "L_local", "ELP_net"]
+    assert (table.loc["U", "r"], table.loc["U", "n"]) == (1.0, 3)
+    retest = {row["id"]: row for row in read_jsonl(folder / "reliability.jsonl")}
+    assert list(retest) == record["panel"]
+    first = _rows_by_id(folder)
+    for i, row in retest.items():
+        assert row["U"] == first[i]["U"] and row["teacher"] == first[i]["teacher"]
+        assert row["leverage"]["n"] == 2 and row["cpt"]["n_per_condition"] == 2
+
+    log = folder / "reliability.jsonl"
+    lines = log.read_text().splitlines(keepends=True)
+    log.write_text(lines[0] + lines[1][:30])  # a kill after the first row
+    (folder / "reliability.json").unlink()
+    again = _label(params, snapshots, Phase1Layout(folder), student)
+    assert read_jsonl(log) == list(retest.values())
+    assert again.reliability == report.reliability
+    assert read_json(folder / "reliability.json") == record
+
+    _label(_params(tmp_path), snapshots, Phase1Layout(folder), student)
+    assert not (folder / "reliability.json").exists()  # no panel, no stale figures
+    assert load_reliability(Phase1Layout(folder)) == {}
 
 
 def test_skipped_labels_are_null_and_a_parameter_change_starts_afresh(

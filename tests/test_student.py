@@ -118,11 +118,14 @@ def test_sample_actions_greedy_and_sampled():
     probs = np.array([[0.1, 0.6, 0.3], [0.7, 0.2, 0.1]])
     logprobs = np.log(probs)
     rngs = [np.random.default_rng(0), np.random.default_rng(1)]
-    assert sample_actions(logprobs, 0.0, rngs) == [1, 0]
-    picks = np.array([sample_actions(logprobs, 1.0, rngs) for _ in range(4000)])
+    assert sample_actions(logprobs, 0.0, [0.05, 0.99]) == [1, 0]
+    picks = np.array(
+        [sample_actions(logprobs, 1.0, [rng.random() for rng in rngs]) for _ in range(4000)]
+    )
     for row in range(2):
         frequencies = np.bincount(picks[:, row], minlength=3) / len(picks)
         np.testing.assert_allclose(frequencies, probs[row], atol=0.03)
+    assert sample_actions(logprobs, 1.0, [0.65, 0.65]) == [1, 0]  # first cumulative p > 0.65
 
 
 def test_tiny_checkpoint_is_built_once():

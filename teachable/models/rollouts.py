@@ -3,6 +3,13 @@
 Every phase that lets the student act (Phase 0 episodes, Phase 1 label rollouts, Phase 1B
 validation, Phase 3 evaluation) goes through `run_episodes`. Each episode owns its random
 stream, so an episode's outcome does not depend on which other episodes share its batch.
+
+Sampling is inverse-CDF coupling: every episode draws exactly one uniform per step from its
+stream (a forced first action too), and takes the first action whose cumulative probability
+exceeds it. Two episodes on one stream that meet the same distribution at a step therefore take
+the same action: conditions that share streams differ only by their intervention, and their
+trajectories rejoin wherever the intervention did not change the action. Identical prompts are
+scored once per call, so rejoined trajectories cost no scoring.
 """
 
 from __future__ import annotations
@@ -24,7 +31,8 @@ class EpisodeSpec:
 
     `patch` is supervision text shown in the prompt at the first step only (the student then
     continues unpatched); `forced_action` replaces the student's first choice (leverage).
-    `seed` feeds the episode's own random stream (an int or a tuple of ints).
+    `seed` feeds the episode's own random stream (an int or a tuple of ints); episodes with
+    one seed draw the same uniforms.
     """
 
     start: EnvState
@@ -88,20 +96,27 @@ def prompt_for(world: TextWorld, history: int = 0, patch: str | None = None) -> 
 
 
 def sample_actions(
-    logprobs: np.ndarray, temperature: float, rngs: Sequence[np.random.Generator]
+    logprobs: np.ndarray, temperature: float, uniforms: Sequence[float]
 ) -> list[int]:
-    """One action index per row: argmax at temperature 0, else a draw from each row's rng."""
-    if temperature == 0:
-        return [int(i) for i in logprobs.argmax(axis=1)]
+    """One action index per row by inverse CDF: the first action whose cumulative probability
+    exceeds the row's uniform, so rows with one distribution and one uniform agree; at
+    temperature 0 the policy is one-hot and every uniform gives the argmax."""
     policy = softmax_policy(logprobs, temperature)
-    return [int(rng.choice(len(row), p=row)) for rng, row in zip(rngs, policy, strict=True)]
+    cumulative = np.cumsum(policy, axis=1)
+    cumulative /= cumulative[:, -1:]
+    chosen = (cumulative <= np.asarray(uniforms)[:, None]).sum(axis=1)
+    return [int(i) for i in np.minimum(chosen, policy.shape[1] - 1)]
 
 
 def scores_of(
-    student: Student, prompts: Sequence[Prompt], memo: dict[Prompt, np.ndarray]
+    student: Student, prompts: Sequence[Prompt], memo: dict[Prompt, np.ndarray] | None
 ) -> np.ndarray:
-    """Action log-probabilities per prompt, each prompt scored once per `memo`: rollouts from
-    one state share their first prompt and often meet again in later states."""
+    """Action log-probabilities per prompt. With a `memo`, each distinct prompt is scored once
+    per memo: episodes on shared streams often meet the same prompt (rollout i of two conditions
+    whose first actions agree stays on one trajectory); without one, every prompt is scored in
+    the batch as given."""
+    if memo is None:
+        return student.action_logprobs(list(prompts))
     new = [prompt for prompt in dict.fromkeys(prompts) if prompt not in memo]
     if new:
         memo.update(zip(new, student.action_logprobs(new), strict=True))
@@ -116,12 +131,16 @@ def run_episodes(
     history: int = 0,
     record_expert: bool = False,
     progress: bool = False,
+    share_scores: bool = True,
 ) -> list[Episode]:
-    """Run every episode for at most `max_steps` student steps, all worlds stepped together."""
+    """Run every episode for at most `max_steps` student steps, all worlds stepped together.
+
+    `share_scores` scores each distinct prompt once for the whole call; `False` scores every
+    episode's prompt itself (the reference: equal up to the scorer's batch effects, ~1e-6)."""
     worlds = [TextWorld.restore(spec.start) for spec in specs]
     rngs = [np.random.default_rng(spec.seed) for spec in specs]
     episodes = [Episode(spec, world.mission) for spec, world in zip(specs, worlds, strict=True)]
-    memo: dict[Prompt, np.ndarray] = {}
+    memo: dict[Prompt, np.ndarray] | None = {} if share_scores else None
     for t in tqdm(range(max_steps), desc="rollouts", leave=False, disable=not progress):
         active = [i for i, world in enumerate(worlds) if not world.done]
         if not active:
@@ -132,7 +151,8 @@ def run_episodes(
         logprobs = scores_of(student, prompts, memo)
         distributions = softmax_policy(logprobs)
         entropies = normalized_entropy(distributions)
-        choices = sample_actions(logprobs, temperature, [rngs[i] for i in active])
+        uniforms = np.array([rngs[i].random() for i in active])
+        choices = sample_actions(logprobs, temperature, uniforms)
         for row, i in enumerate(active):
             world, spec = worlds[i], specs[i]
             action = ACTIONS[choices[row]]

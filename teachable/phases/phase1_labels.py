@@ -5,10 +5,19 @@ action changes the outcome (leverage), and how much a teacher's patch in the pro
 Every rollout restores the snapshot and lets the student act, sampling at `phase1.temperature`,
 for at most `phase1.max_steps` steps; success is the level's reward > 0. The rollouts of a group
 of snapshots (every condition, every repetition) go through one `run_episodes` call, so the
-scorer always sees large batches. Each rollout's random stream is seeded from (run seed,
-snapshot id, condition, rollout index), so a label does not depend on the group, the order or a
-resumption. Batched scoring itself moves log-probabilities by ~1e-6 with the make-up of a batch,
-which can flip a sampled action only with a probability of that order.
+scorer always sees large batches.
+
+Common random numbers: rollout i's random stream is seeded from (run seed, snapshot id, stream
+family, i), never from the condition, so rollout i of `base`, `forced`, `placebo` and every
+format draws the same uniforms and the conditions differ only by their intervention. `base` (the
+student on its own) is the baseline of both leverage and CPT; `L_local`, `ELP` and `ELP_net` are
+means of paired differences, stored with their standard errors. A label does not depend on the
+group, the order or a resumption. Batched scoring moves log-probabilities by ~1e-6 with the
+make-up of a batch, which can flip a sampled action only with a probability of that order.
+
+Label reliability: `phase1.reliability_panel` labeled snapshots (a seeded draw) are labeled a
+second time on the independent `retest` streams (`reliability.jsonl`, resumable), and the
+test-retest correlation of U, L_local and ELP_net goes to `reliability.json`.
 
 Rows go to `labeled_snapshots.jsonl` as each group completes; a rerun skips finished ids, and
 a change of any parameter that shapes the labels (recorded in `labeling.json`) starts afresh.
@@ -34,7 +43,9 @@ from typing import Literal
 import numpy as np
 from tqdm.auto import tqdm
 
-from teachable.models.rollouts import EpisodeSpec, run_episodes, success_rate
+from teachable.measure.intervals import RESAMPLES, Estimate, mean_and_se
+from teachable.measure.reliability import test_retest
+from teachable.models.rollouts import Episode, EpisodeSpec, run_episodes
 from teachable.models.student import Student, normalized_entropy
 from teachable.models.supervision import PLACEBO, patch_text
 from teachable.models.teachers import Teacher, TeacherMonitor, TeacherRequest
@@ -107,9 +118,23 @@ def stable_int(text: str) -> int:
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big")
 
 
-def rollout_seed(run_seed: int, snapshot_id: str, condition: str, index: int) -> tuple[int, ...]:
-    """The seed of one rollout's random stream."""
-    return (run_seed, stable_int(snapshot_id), stable_int(condition), index)
+LABELS = "labels"  # the stream family of the labels
+
+
+RETEST = "retest"  # the stream family of the reliability panel's second labeling
+
+
+STREAMS = (
+    "paired: rollout i of every condition of a snapshot shares the stream (run seed, snapshot, "
+    "family, i); inverse-CDF sampling; base serves leverage and CPT"
+)
+
+
+def rollout_seed(run_seed: int, snapshot_id: str, index: int, family: str) -> tuple[int, ...]:
+    """The seed of one rollout's random stream: common to rollout `index` of every condition
+    at the snapshot, so conditions differ by their intervention alone; `family` keeps
+    independent measurements (the labels, their retest, Phase 1B's validation) apart."""
+    return (run_seed, stable_int(snapshot_id), stable_int(family), index)
 
 
 @dataclass(frozen=True)
@@ -123,11 +148,11 @@ class RolloutCondition:
     patch: str | None = None
     forced_action: str | None = None
 
-    def specs(self, run_seed: int) -> list[EpisodeSpec]:
+    def specs(self, run_seed: int, family: str) -> list[EpisodeSpec]:
         return [
             EpisodeSpec(
                 self.snapshot.state,
-                rollout_seed(run_seed, self.snapshot.id, self.name, index),
+                rollout_seed(run_seed, self.snapshot.id, index, family),
                 self.patch,
                 self.forced_action,
             )
@@ -135,45 +160,77 @@ class RolloutCondition:
         ]
 
 
-def leverage_conditions(snapshot: Snapshot, n: int) -> list[RolloutCondition]:
-    """The student on its own, and the student after the expert's action is forced."""
-    return [
-        RolloutCondition(snapshot, "student", n),
-        RolloutCondition(snapshot, "forced", n, forced_action=snapshot.expert_action),
-    ]
+def rollout_plan(
+    snapshot: Snapshot,
+    answer: TeacherAnswer | None,
+    phase1: Phase1Parameters,
+    leverage: bool,
+    cpt: bool,
+) -> list[RolloutCondition]:
+    """The snapshot's conditions: `base` (the student on its own, the baseline of both leverage
+    and CPT, with as many rollouts as either needs), `forced` (the expert's first action) for
+    leverage, and the placebo and each format's patch for CPT."""
+    if cpt and answer is None:
+        raise ValueError(f"snapshot {snapshot.id}: CPT needs the teacher's answer")
+    n_base = max(phase1.n_rollouts if leverage else 0, phase1.n_per_condition if cpt else 0)
+    plan = [RolloutCondition(snapshot, "base", n_base)]
+    if leverage:
+        plan.append(
+            RolloutCondition(
+                snapshot, "forced", phase1.n_rollouts, forced_action=snapshot.expert_action
+            )
+        )
+    if cpt:
+        n = phase1.n_per_condition
+        plan.append(RolloutCondition(snapshot, "placebo", n, patch=PLACEBO))
+        plan += [RolloutCondition(snapshot, f, n, patch=patch_text(f, answer)) for f in FORMATS]
+    return plan
 
 
-def cpt_conditions(snapshot: Snapshot, answer: TeacherAnswer, n: int) -> list[RolloutCondition]:
-    """No patch, the placebo, and the teacher's answer in each supervision format."""
-    return [
-        RolloutCondition(snapshot, "base", n),
-        RolloutCondition(snapshot, "placebo", n, patch=PLACEBO),
-        *(RolloutCondition(snapshot, f, n, patch=patch_text(f, answer)) for f in FORMATS),
-    ]
-
-
-def success_rates(
+def run_conditions(
     student: Student,
     conditions: Sequence[RolloutCondition],
     phase1: Phase1Parameters,
     seed: int,
+    family: str = LABELS,
     progress: bool = False,
-    batched: bool = True,
-) -> dict[tuple[str, str], float]:
-    """Success rate per (snapshot id, condition), every rollout in one `run_episodes` call;
-    `batched=False` is the reference that runs one rollout per call."""
-    specs = [spec for condition in conditions for spec in condition.specs(seed)]
-    settings = (phase1.max_steps, phase1.temperature, student.params.history)
-    if batched:
-        episodes = run_episodes(student, specs, *settings, progress=progress)
-    else:
-        episodes = [run_episodes(student, [spec], *settings)[0] for spec in specs]
-    rates, start = {}, 0
+    share_scores: bool = True,
+) -> dict[tuple[str, str], list[Episode]]:
+    """The episodes of each (snapshot id, condition), every rollout in one `run_episodes`
+    call (`share_scores=False`: every prompt scored on its own, the reference)."""
+    specs = [spec for condition in conditions for spec in condition.specs(seed, family)]
+    episodes = run_episodes(
+        student,
+        specs,
+        phase1.max_steps,
+        phase1.temperature,
+        student.params.history,
+        progress=progress,
+        share_scores=share_scores,
+    )
+    by_condition, start = {}, 0
     for condition in conditions:
-        batch = episodes[start : start + condition.n]
-        rates[(condition.snapshot.id, condition.name)] = round(success_rate(batch), 6)
+        by_condition[(condition.snapshot.id, condition.name)] = episodes[
+            start : start + condition.n
+        ]
         start += condition.n
-    return rates
+    return by_condition
+
+
+def outcomes(episodes: Sequence[Episode]) -> np.ndarray:
+    """Success (1) or not (0) of each rollout, in stream order."""
+    return np.array([float(episode.success) for episode in episodes])
+
+
+def paired_difference(treated: np.ndarray, baseline: np.ndarray) -> tuple[float, float]:
+    """Mean and standard error of `treated[i] - baseline[i]` over the streams both have."""
+    n = min(len(treated), len(baseline))
+    mean, se = mean_and_se(treated[:n] - baseline[:n])
+    return round(mean, 6), round(se, 6)
+
+
+def rate(successes: np.ndarray) -> float:
+    return round(float(successes.mean()), 6)
 
 
 def expert_reach(snapshot: Snapshot, max_steps: int) -> float:
@@ -181,30 +238,40 @@ def expert_reach(snapshot: Snapshot, max_steps: int) -> float:
     return float(expert_trajectory(snapshot.state, max_steps)[1])
 
 
-def leverage_from_rates(
-    p_student: float, p_forced: float, n: int, l_upper: float | None = None
+def leverage_from_outcomes(
+    base: np.ndarray, forced: np.ndarray, l_upper: float | None = None
 ) -> Leverage:
+    """`L_local` as the mean of paired differences forced_i - base_i over the forced rollouts,
+    with its standard error; `p_student` is the base rate over the same streams."""
+    n = len(forced)
+    l_local, se = paired_difference(forced, base)
     return Leverage(
-        L_local=round(p_forced - p_student, 6),
-        p_student=p_student,
-        p_forced=p_forced,
+        L_local=l_local,
+        se=se,
+        p_student=rate(base[:n]),
+        p_forced=rate(forced),
         n=n,
         L_upper=l_upper,
     )
 
 
-def cpt_from_rates(p: dict[str, float], n: int) -> CPT:
-    """ELP per format, and the best format over the placebo (the first of demo, hint,
-    contrast on a tie)."""
-    missing = [c for c in CPT_CONDITIONS if c not in p]
+def cpt_from_outcomes(by_condition: dict[str, np.ndarray]) -> CPT:
+    """ELP per format (paired with base) and the best format over the placebo (paired with
+    it; the first of demo, hint, contrast on a tie), each with its standard error. Rates are
+    over the `n_per_condition` streams every condition has."""
+    missing = [c for c in CPT_CONDITIONS if c not in by_condition]
     if missing:
-        raise ValueError(f"CPT rates lack condition(s) {missing}")
-    net = {f: p[f] - p["placebo"] for f in FORMATS}
-    route = max(FORMATS, key=lambda f: net[f])
+        raise ValueError(f"CPT outcomes lack condition(s) {missing}")
+    n = len(by_condition["placebo"])
+    elp = {f: paired_difference(by_condition[f], by_condition["base"]) for f in FORMATS}
+    net = {f: paired_difference(by_condition[f], by_condition["placebo"]) for f in FORMATS}
+    route = max(FORMATS, key=lambda f: net[f][0])
     return CPT(
-        p={c: p[c] for c in CPT_CONDITIONS},
-        ELP={f: round(p[f] - p["base"], 6) for f in FORMATS},
-        ELP_net=round(net[route], 6),
+        p={c: rate(by_condition[c][:n]) for c in CPT_CONDITIONS},
+        ELP={f: mean for f, (mean, _) in elp.items()},
+        ELP_se={f: se for f, (_, se) in elp.items()},
+        ELP_net=net[route][0],
+        ELP_net_se=net[route][1],
         route_net=route,
         n_per_condition=n,
     )
@@ -229,6 +296,26 @@ class Measured:
     cpt: CPT | None
 
 
+def measured_from(
+    snapshots: Sequence[Snapshot],
+    episodes: dict[tuple[str, str], list[Episode]],
+    phase1: Phase1Parameters,
+    leverage: bool,
+    cpt: bool,
+) -> list[Measured]:
+    """Leverage and/or CPT of each snapshot from its conditions' episodes."""
+    measured = []
+    for snapshot in snapshots:
+        result = {name: outcomes(runs) for (i, name), runs in episodes.items() if i == snapshot.id}
+        lever = None
+        if leverage:
+            upper = expert_reach(snapshot, phase1.max_steps) if phase1.L_upper else None
+            lever = leverage_from_outcomes(result["base"], result["forced"], upper)
+        patch = cpt_from_outcomes(result) if cpt else None
+        measured.append(Measured(lever, patch))
+    return measured
+
+
 def measure(
     student: Student,
     snapshots: Sequence[Snapshot],
@@ -238,36 +325,18 @@ def measure(
     leverage: bool = True,
     cpt: bool = True,
     progress: bool = False,
-    batched: bool = True,
+    family: str = LABELS,
+    share_scores: bool = True,
 ) -> list[Measured]:
-    """Leverage and/or CPT for each snapshot, from one batched run of all their rollouts
-    (`batched=False`: one rollout at a time, the reference)."""
-    conditions: list[RolloutCondition] = []
-    for snapshot, answer in zip(snapshots, answers, strict=True):
-        if leverage:
-            conditions += leverage_conditions(snapshot, phase1.n_rollouts)
-        if cpt:
-            if answer is None:
-                raise ValueError(f"snapshot {snapshot.id}: CPT needs the teacher's answer")
-            conditions += cpt_conditions(snapshot, answer, phase1.n_per_condition)
-    rates = success_rates(student, conditions, phase1, seed, progress, batched)
-    measured = []
-    for snapshot in snapshots:
-        lever = None
-        if leverage:
-            upper = expert_reach(snapshot, phase1.max_steps) if phase1.L_upper else None
-            lever = leverage_from_rates(
-                rates[(snapshot.id, "student")],
-                rates[(snapshot.id, "forced")],
-                phase1.n_rollouts,
-                upper,
-            )
-        patch = None
-        if cpt:
-            by_condition = {c: rates[(snapshot.id, c)] for c in CPT_CONDITIONS}
-            patch = cpt_from_rates(by_condition, phase1.n_per_condition)
-        measured.append(Measured(lever, patch))
-    return measured
+    """Leverage and/or CPT for each snapshot, from one batched run of all their rollouts on
+    the streams of `family` (`share_scores=False`: every prompt scored itself, the reference)."""
+    conditions = [
+        condition
+        for snapshot, answer in zip(snapshots, answers, strict=True)
+        for condition in rollout_plan(snapshot, answer, phase1, leverage, cpt)
+    ]
+    episodes = run_conditions(student, conditions, phase1, seed, family, progress, share_scores)
+    return measured_from(snapshots, episodes, phase1, leverage, cpt)
 
 
 def label_group(
@@ -476,9 +545,11 @@ def labeling_parameters(
     phase1: Phase1Parameters, seed: int, student: StudentParameters, teacher: TeacherParameters
 ) -> dict:
     """Every parameter that shapes a label: a change means the labels must be made again.
-    Batch sizes are left out on purpose: labels do not depend on them."""
+    Batch sizes are left out on purpose: labels do not depend on them; `streams` names how
+    rollouts draw their randomness, so labels drawn otherwise are made again."""
     return {
         "seed": seed,
+        "streams": STREAMS,
         "student": student.model_dump(mode="json", exclude={"batch_size"}),
         "teacher": teacher.model_dump(
             mode="json", include={"backend", "model", "temperature", "max_tokens", "base_url"}
@@ -507,7 +578,7 @@ def open_labeling(out: Phase1Layout, made_with: dict) -> list[str]:
     if path.is_file() and read_json(path).get("parameters") != made_with:
         notes.append(f"{out.folder}: the labeling parameters changed; labeling starts afresh")
         warnings.warn(notes[-1], stacklevel=2)
-        for labeled in (out.labeled_jsonl, out.labeled_json):
+        for labeled in (out.labeled_jsonl, out.labeled_json, out.reliability_log, out.reliability):
             labeled.unlink(missing_ok=True)
         shutil.rmtree(out.step_logs, ignore_errors=True)
     if not path.is_file() or notes:
@@ -540,6 +611,114 @@ def _groups(items: Sequence, size: int) -> list[Sequence]:
     return [items[start : start + size] for start in range(0, len(items), size)]
 
 
+def reliability_panel(
+    rows: Sequence[LabeledSnapshot], size: int, seed: int
+) -> list[LabeledSnapshot]:
+    """A seeded draw of `size` rows (all of them when fewer), in their order; of the same rows,
+    a larger panel holds every smaller one, so growing it keeps the retests already made."""
+    draw = np.random.default_rng((seed, stable_int("reliability panel")))
+    picked = draw.permutation(len(rows))[:size]
+    return [rows[i] for i in sorted(picked)]
+
+
+def retest_panel(
+    student: Student,
+    panel: Sequence[LabeledSnapshot],
+    phase1: Phase1Parameters,
+    seed: int,
+    out: Phase1Layout,
+    progress: bool = False,
+) -> list[LabeledSnapshot]:
+    """The panel labeled a second time, on the `retest` streams with the same teacher answers,
+    resumable: each row goes to `reliability.jsonl` as its group completes, and a logged row is
+    kept unless its teacher answer has since changed a patch."""
+    logged = {
+        row["id"]: LabeledSnapshot.model_validate(row) for row in read_jsonl(out.reliability_log)
+    }
+    pending = [
+        row
+        for row in panel
+        if row.id not in logged or not same_patches(logged[row.id].teacher, row.teacher)
+    ]
+    with tqdm(total=len(pending), desc="retest", unit="snapshot", disable=not progress) as bar:
+        for group in _groups(pending, phase1.batch_snapshots):
+            answers = [row.teacher for row in group]
+            leverage, cpt = not phase1.skip_leverage, not phase1.skip_cpt
+            measured = measure(
+                student, group, answers, phase1, seed, leverage, cpt, progress, RETEST
+            )
+            for row, result in zip(group, measured, strict=True):
+                retest = row.model_copy(
+                    update={
+                        "U": snapshot_uncertainty(row, phase1.U_method),
+                        "leverage": result.leverage,
+                        "cpt": result.cpt,
+                        "quadrant": None,
+                    }
+                )
+                append_jsonl(out.reliability_log, retest.model_dump(mode="json"))
+                logged[row.id] = retest
+            bar.update(len(group))
+    return [logged[row.id] for row in panel]
+
+
+RELIABLE_LABELS = {
+    "U": lambda row: row.U,
+    "L_local": lambda row: row.L,
+    "ELP_net": lambda row: None if row.cpt is None else row.cpt.ELP_net,
+}
+
+
+U_BY_CONSTRUCTION = (
+    "U is read from the distribution recorded at the snapshot, not from rollouts: its retest "
+    "is the same number, so r = 1 by construction (wherever U varies over the panel)"
+)
+
+
+def label_reliability(
+    first: Sequence[LabeledSnapshot],
+    second: Sequence[LabeledSnapshot],
+    resamples: int = RESAMPLES,
+    seed: int = 0,
+) -> dict[str, Estimate]:
+    """Test-retest r of U, L_local and ELP_net over the panel rows that carry the label in
+    both labelings, each with its bootstrap interval and n."""
+    estimates = {}
+    for name, label in RELIABLE_LABELS.items():
+        pairs = [
+            (label(a), label(b))
+            for a, b in zip(first, second, strict=True)
+            if label(a) is not None and label(b) is not None
+        ]
+        x, y = [a for a, _ in pairs], [b for _, b in pairs]
+        estimates[name] = test_retest(x, y, resamples, seed)
+    return estimates
+
+
+def save_reliability(
+    out: Phase1Layout, panel: Sequence[LabeledSnapshot], estimates: dict[str, Estimate]
+) -> None:
+    write_json(
+        out.reliability,
+        {
+            "panel": [row.id for row in panel],
+            "stream_family": RETEST,
+            "estimates": {name: e.model_dump(mode="json") for name, e in estimates.items()},
+            "notes": {"U": U_BY_CONSTRUCTION},
+        },
+    )
+
+
+def load_reliability(out: Phase1Layout) -> dict[str, Estimate]:
+    """The test-retest r of each label (U, L_local, ELP_net) from `reliability.json`: the
+    share of a label's variance that is not rollout noise, the ceiling of a predictor's R² on
+    it. Empty when no panel was labeled (`phase1.reliability_panel` 0)."""
+    if not out.reliability.is_file():
+        return {}
+    data = read_json(out.reliability)
+    return {name: Estimate.model_validate(e) for name, e in data["estimates"].items()}
+
+
 @dataclass
 class LabelingReport:
     """What `label_snapshots` did: the rows, the quadrants and what to look at."""
@@ -553,6 +732,7 @@ class LabelingReport:
     teacher_health: TeacherHealth
     notes: list[str] = field(default_factory=list)
     asked_again: int = 0
+    reliability: dict[str, Estimate] = field(default_factory=dict)
 
 
 def label_snapshots(
@@ -563,6 +743,7 @@ def label_snapshots(
     teacher: Teacher,
     out: Phase1Layout,
     progress: bool = True,
+    resamples: int = RESAMPLES,
 ) -> LabelingReport:
     """All of Phase 1 labeling for `snapshots`, resumable, into `out`.
 
@@ -570,7 +751,9 @@ def label_snapshots(
     time (a kill loses at most one group), then assigns quadrants with the thresholds the
     parameters name and writes `labeled_snapshots.json`, the threshold files and
     `labeling.json`, and the teacher's health in `teacher_health.json`. Every rollout's stream
-    derives from the run's `seed`.
+    derives from the run's `seed`. With `phase1.reliability_panel`, that many labeled rows are
+    labeled again on the `retest` streams and `reliability.json` gets their test-retest r
+    (`resamples` bootstrap resamples each).
 
     Finished rows whose teacher answer fell back to the bot are asked again first. When more
     than `teacher.max_invalid_fraction` of the answers the rows hold are invalid or failed,
@@ -616,6 +799,19 @@ def label_snapshots(
     health = monitor.finish()
     assignment = place_in_quadrants([done[s.id] for s in snapshots], out, phase1)
     save_teacher_health(out.teacher_health, health)
+    reliability = {}
+    if phase1.reliability_panel:
+        panel = reliability_panel(assignment.rows, phase1.reliability_panel, seed)
+        retest = retest_panel(student, panel, phase1, seed, out, progress)
+        reliability = label_reliability(panel, retest, resamples, seed)
+        save_reliability(out, panel, reliability)
+        if len(panel) < phase1.reliability_panel:
+            notes.append(
+                f"the reliability panel holds all {len(panel)} labeled snapshots, fewer than "
+                f"phase1.reliability_panel={phase1.reliability_panel}"
+            )
+    else:
+        out.reliability.unlink(missing_ok=True)
     report = LabelingReport(
         rows=assignment.rows,
         thresholds=assignment.thresholds,
@@ -626,6 +822,7 @@ def label_snapshots(
         teacher_health=health,
         notes=notes + assignment.warnings,
         asked_again=len(fell_back),
+        reliability=reliability,
     )
     write_json(
         out.record,

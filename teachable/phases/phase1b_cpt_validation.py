@@ -45,7 +45,7 @@ from teachable.records.quadrants import QUADRANTS, Quadrant
 from teachable.records.store import append_jsonl, read_json, read_jsonl, write_json
 from teachable.records.verdicts import Outcome, Verdict, save_phase_verdicts
 
-CONDITION = "validation"  # the rollout streams' name, the same before and after training
+CONDITION = "validation"  # the rollouts' stream family, the same before and after training
 
 
 PHASE = "phase1b"  # the verdicts' phase in the run's verdicts.json
@@ -133,7 +133,7 @@ def validation_success(
 ) -> dict[str, float]:
     """Success rate of the student from each snapshot, every rollout in one batched call."""
     conditions = [RolloutCondition(row, CONDITION, phase1b.n_validation_rollouts) for row in rows]
-    specs = [spec for condition in conditions for spec in condition.specs(seed)]
+    specs = [spec for condition in conditions for spec in condition.specs(seed, CONDITION)]
     episodes = run_episodes(
         student, specs, phase1b.rollout_max_steps, phase1b.temperature, student.params.history
     )

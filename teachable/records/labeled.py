@@ -102,8 +102,10 @@ def load_teacher_health(path: Path) -> TeacherHealth:
 
 
 class Leverage(BaseModel):
-    """`L_local = p_forced - p_student` over `n` rollouts each; `L_upper` is the bot's own
-    success from the snapshot (0 or 1): whether the task can still be finished at all."""
+    """`L_local = mean_i(forced_i - base_i)` over `n` paired rollouts (rollout i of both on one
+    random stream), so `L_local = p_forced - p_student`; `se` is its standard error (None where
+    not measured from rollouts). `L_upper` is the bot's own success from the snapshot (0 or 1):
+    whether the task can still be finished at all."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -111,12 +113,16 @@ class Leverage(BaseModel):
     p_student: float
     p_forced: float
     n: int
+    se: float | None = None
     L_upper: float | None = None
 
 
 class CPT(BaseModel):
-    """Success rate per patch condition; `ELP[f] = p[f] - p[base]`, `ELP_net` is the best
-    format's gain over the placebo and `route_net` that format."""
+    """Success rate per patch condition over `n_per_condition` paired rollouts (rollout i of
+    every condition on one random stream; `base` is the student on its own, as in leverage);
+    `ELP[f] = mean_i(f_i - base_i)`, `ELP_net = max_f mean_i(f_i - placebo_i)` and `route_net`
+    that format; `ELP_se` and `ELP_net_se` are their standard errors (None where not measured
+    from rollouts)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -125,6 +131,8 @@ class CPT(BaseModel):
     ELP_net: float
     route_net: Format
     n_per_condition: int
+    ELP_se: dict[Format, float] | None = None
+    ELP_net_se: float | None = None
 
 
 class LabeledSnapshot(Snapshot):

@@ -132,6 +132,16 @@ class Phase1Layout(FolderLayout):
     def quantiles(self) -> Path:
         return self.threshold_plots / "quantiles.json"
 
+    @property
+    def reliability_log(self) -> Path:
+        """The append-only log of the reliability panel's second labels, one row per snapshot."""
+        return self.folder / "reliability.jsonl"
+
+    @property
+    def reliability(self) -> Path:
+        """The test-retest r of U, L_local and ELP_net over the reliability panel."""
+        return self.folder / "reliability.json"
+
 
 @dataclass(frozen=True)
 class Phase1BLayout(FolderLayout):

@@ -1,6 +1,7 @@
 """Phase 1's tables and charts: U and L histograms and the U x L scatter with the thresholds
-(redrawn by the picker as its sliders move, saved as the threshold plots), and what each patch
-format does (ELP per format, the routes chosen).
+(redrawn by the picker as its sliders move, saved as the threshold plots), what each patch
+format does (ELP per format, the routes chosen), and how reliable the labels are (test-retest r
+of the reliability panel).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Literal
 import altair as alt
 import pandas as pd
 
+from teachable.measure.intervals import Estimate
 from teachable.records.labeled import FORMATS, LabeledSnapshot, label_frame
 from teachable.records.layout import Phase1Layout
 from teachable.records.quadrants import (
@@ -152,3 +154,14 @@ def route_chart(labels: pd.DataFrame) -> alt.Chart:
         )
         .properties(width=260, height=160, title="Best format over the placebo, per quadrant")
     )
+
+
+def reliability_table(estimates: dict[str, Estimate]) -> pd.DataFrame:
+    """Test-retest r per label with its 95% interval and n (the panel rows carrying it)."""
+    return pd.DataFrame(
+        [
+            {"label": name, "r": e.value, "low": e.low, "high": e.high, "n": e.n}
+            for name, e in estimates.items()
+        ],
+        columns=["label", "r", "low", "high", "n"],
+    ).set_index("label")
