@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from teachable.measure.intervals import Estimate
 from teachable.phases.phase4_predictor import (
     REGRESSION_TARGETS,
     head_metrics,
@@ -110,6 +111,15 @@ def test_metrics_table_gives_each_target_the_outcome_of_its_interval() -> None:
     assert table.loc["U R²", "target"] == "> 0.6"
     assert table.loc["NDCG@2 - entropy", "target"] == "> 0"
     assert (table["n"] > 0).all()
+
+
+def test_r2_rows_carry_the_labels_test_retest_ceiling() -> None:
+    result = result_of(sample_predictions(), ks=[2])
+    reliability = {"L_local": Estimate(value=0.42, low=0.2, high=0.6, n=30)}
+    table = metrics_table(result, reliability).set_index("metric")
+    assert table.loc["L_local R²", "ceiling"] == "0.42 [0.20, 0.60], n=30"
+    assert table.loc["U R²", "ceiling"] == "—" and table.loc["quadrant accuracy", "ceiling"] == "—"
+    assert set(metrics_table(result)["ceiling"]) == {"—"}
 
 
 def test_a_metric_without_rows_is_not_measured() -> None:

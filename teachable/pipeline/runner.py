@@ -135,6 +135,7 @@ PHASES: tuple[Phase, ...] = (
             run.phase4.test_predictions,
         ),
         inputs=lambda run: (run.phase1.labeled_jsonl,),
+        optional_inputs=lambda run: (run.phase1.reliability,),  # the R² ceilings
     ),
     Phase(
         name="5",
@@ -157,9 +158,11 @@ PHASES: tuple[Phase, ...] = (
         optional_inputs=lambda run: (
             run.verdicts,
             run.phase1.labeled_json,
+            run.phase1.reliability,
             run.phase1b.correlation,
             run.phase3.overall,
             run.phase3.transfer,
+            run.phase3.transfer_summary,
             run.phase3.retention,
             run.phase4.training_result,
             run.phase5.summary,

@@ -16,6 +16,7 @@ from typing import Literal
 import altair as alt
 import pandas as pd
 
+from teachable.phases.phase1_labels import load_reliability
 from teachable.phases.phase1b_cpt_validation import (
     CPTGate,
     MicroResult,
@@ -222,7 +223,8 @@ def transfer_table(run: RunLayout) -> pd.DataFrame:
 
 
 def predictor_table(run: RunLayout) -> pd.DataFrame:
-    return metrics_table(PredictorResult.load(run.phase4.training_result))
+    result = PredictorResult.load(run.phase4.training_result)
+    return metrics_table(result, load_reliability(run.phase1))
 
 
 def selection_table(run: RunLayout) -> pd.DataFrame:

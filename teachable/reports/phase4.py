@@ -30,17 +30,29 @@ METRIC_NAMES = {
 RANKING_NAMES = {"ndcg": "NDCG", "precision": "Precision"}
 
 
-COLUMNS = ["metric", "value", "low", "high", "n", "target", "outcome"]
+COLUMNS = ["metric", "value", "low", "high", "n", "target", "outcome", "ceiling"]
 
 
-def _row(name: str, estimate: Estimate, target: str, outcome: str) -> list:
-    return [name, estimate.value, estimate.low, estimate.high, estimate.n, target, outcome]
+def _row(name: str, estimate: Estimate, target: str, outcome: str, ceiling: str) -> list:
+    values = [estimate.value, estimate.low, estimate.high, estimate.n]
+    return [name, *values, target, outcome, ceiling]
 
 
-def metrics_table(result: PredictorResult) -> pd.DataFrame:
+def ceiling_of(key: str | None, reliability: dict[str, Estimate]) -> str:
+    """The test-retest r of the label an R² metric predicts, with its interval: no predictor
+    can explain more of a label's variance than its labels repeat."""
+    label = key.removesuffix("_r2") if key and key.endswith("_r2") else None
+    return reliability[label].text(2) if label in reliability else "—"
+
+
+def metrics_table(
+    result: PredictorResult, reliability: dict[str, Estimate] | None = None
+) -> pd.DataFrame:
     """Every test metric with its interval and n, beside the plan's target and the verdict's
-    outcome: R² per head, quadrant accuracy and macro F1, then at each K the predictor's NDCG@K
-    and Precision@K minus the entropy ranking's (paired over the same test rows)."""
+    outcome: R² per head (with the label's test-retest ceiling from `reliability`, where a
+    panel was labeled twice), quadrant accuracy and macro F1, then at each K the predictor's
+    NDCG@K and Precision@K minus the entropy ranking's (paired over the same test rows)."""
+    reliability = reliability or {}
     verdicts = {verdict.criterion: verdict for verdict in result.verdicts}
     figures = [(name, key, result.metrics[key]) for key, name in METRIC_NAMES.items()]
     for k, entry in result.ranking.by_k.items():
@@ -50,11 +62,12 @@ def metrics_table(result: PredictorResult) -> pd.DataFrame:
     rows = []
     for name, key, estimate in figures:
         verdict = verdicts.get(key)
+        ceiling = ceiling_of(key, reliability)
         if verdict is None:
-            rows.append(_row(name, estimate, "—", "no target"))
+            rows.append(_row(name, estimate, "—", "no target", ceiling))
         else:
             target = f"{verdict.side} {verdict.threshold:g}"
-            rows.append(_row(name, estimate, target, verdict.outcome))
+            rows.append(_row(name, estimate, target, verdict.outcome, ceiling))
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
