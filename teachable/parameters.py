@@ -303,14 +303,14 @@ class Phase1Parameters(Section):
     n_rollouts: int = Field(
         8,
         ge=1,
-        description="rollouts per leverage condition (student alone, expert action forced) at "
-        "each snapshot",
+        description="rollouts with the expert's action forced at each snapshot, each paired "
+        "with the base rollout on its stream (L_local)",
     )
     n_per_condition: int = Field(
         8,
         ge=1,
         description="rollouts per CPT condition (base, placebo, demo, hint, contrast) at each "
-        "snapshot",
+        "snapshot; rollout i of every condition shares its random stream",
     )
     max_steps: int = Field(15, ge=1, description="step limit of each labeling rollout")
     temperature: float = Field(
