@@ -176,7 +176,7 @@ def test_params_command_prints_the_tables(tmp_path: Path, capsys: pytest.Capture
     out = capsys.readouterr().out
     assert "#### `phase1`" in out
     assert "| `phase1.n_rollouts`" in out
-    assert "rollouts per leverage condition (student alone, expert action forced)" in out
+    assert "rollouts with the expert's action forced at each snapshot" in out
     path = _write(tmp_path, "phase1:\n  n_rollouts: 3\n")
     assert main(["params", str(path)]) == 0
     out = capsys.readouterr().out
