@@ -25,6 +25,9 @@ CONFIDENCE = 0.95
 RESAMPLES = 2000
 
 
+BOOTSTRAP_CELLS = 4_000_000  # resampled cells held in memory at once by the bootstrap
+
+
 class Estimate(BaseModel):
     """A figure with its interval and the number of units it rests on; `low`/`high` are None
     where no interval exists (no data, or an undefined statistic)."""
@@ -107,14 +110,17 @@ def hierarchical_bootstrap(
     if present == 0:
         return Estimate(value=None, n=0, confidence=confidence, method=method)
     rng = np.random.default_rng(seed)
-    draws = np.empty(resamples)
+    chunk = max(1, BOOTSTRAP_CELLS // cube.size)
+    parts = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # a resample of NaN cells only
-        for b in range(resamples):
-            s = rng.integers(0, seeds, seeds)
-            i = rng.integers(0, items, items)
-            e = rng.integers(0, episodes, (items, episodes))
-            draws[b] = np.nanmean(cube[s][:, i[:, None], e])
+        for start in range(0, resamples, chunk):
+            r = min(chunk, resamples - start)
+            s = rng.integers(0, seeds, (r, seeds))[:, :, None, None]
+            i = rng.integers(0, items, (r, items))
+            e = rng.integers(0, episodes, (r, items, episodes))[:, None]
+            parts.append(np.nanmean(cube[s, i[:, None, :, None], e], axis=(1, 2, 3)))
+    draws = np.concatenate(parts)
     draws = draws[~np.isnan(draws)]
     tail = (1 - confidence) / 2 * 100
     low, high = np.percentile(draws, [tail, 100 - tail])
