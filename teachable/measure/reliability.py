@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from teachable.measure.intervals import CONFIDENCE, RESAMPLES, Estimate, number
+from teachable.measure.intervals import CONFIDENCE, RESAMPLES, Estimate, bootstrap_rows
 
 
 def test_retest(
@@ -21,17 +21,11 @@ def test_retest(
     """Pearson's r between two labelings of the same snapshots, with a percentile bootstrap
     interval over snapshots; None where a side is constant."""
     x, y = np.asarray(first, dtype=float), np.asarray(second, dtype=float)
+    r = bootstrap_rows(
+        len(x), lambda rows: {"r": _pearson(x[rows], y[rows])}, resamples, seed, confidence
+    )
     method = "test-retest pearson r, percentile bootstrap over snapshots"
-    r = _pearson(x, y)
-    estimate = Estimate(value=number(r), n=len(x), confidence=confidence, method=method)
-    if np.isnan(r):
-        return estimate
-    rng = np.random.default_rng(seed)
-    draws = np.array([_pearson(x[i], y[i]) for i in rng.integers(0, len(x), (resamples, len(x)))])
-    draws = draws[~np.isnan(draws)]
-    tail = (1 - confidence) / 2 * 100
-    low, high = np.percentile(draws, [tail, 100 - tail])
-    return estimate.model_copy(update={"low": number(low), "high": number(high)})
+    return r["r"].model_copy(update={"method": method})
 
 
 test_retest.__test__ = False  # a function of the package, not a pytest test
