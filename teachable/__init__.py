@@ -35,6 +35,7 @@ _EXPORTS = {
     # Phase 1 and 1B
     "phase1_snapshots": "teachable.phases.phase1_labels",
     "label_snapshots": "teachable.phases.phase1_labels",
+    "label_test_snapshots": "teachable.phases.phase1_labels",
     "validate_cpt": "teachable.phases.phase1b_cpt_validation",
     # Phases 2 to 5
     "train_matrix": "teachable.phases.phase2_matrix",

@@ -285,6 +285,32 @@ class Phase0Parameters(Section):
     )
 
 
+class SplitParameters(Section):
+    """The run's one split of the Phase 0 snapshots by task, made by Phase 1: `test_share` of
+    the tasks go to `test`, `pool_share` to `pool`, the rest to `labeled`."""
+
+    test_share: float = Field(
+        0.2,
+        ge=0.0,
+        lt=1.0,
+        description="share of the snapshots' tasks whose snapshots are held out for Phases 3 "
+        "and 5 to play from",
+    )
+    pool_share: float = Field(
+        0.4,
+        ge=0.0,
+        lt=1.0,
+        description="share of the snapshots' tasks whose snapshots stay unlabeled, the pool "
+        "Phase 5 selects from",
+    )
+
+    @model_validator(mode="after")
+    def _room_to_label(self) -> SplitParameters:
+        if self.test_share + self.pool_share >= 1.0:
+            raise ValueError("test_share + pool_share must leave tasks to label")
+        return self
+
+
 class Phase1Parameters(Section):
     """Labeling: which snapshots, how many rollouts per label, and how quadrants are cut.
 
@@ -297,8 +323,21 @@ class Phase1Parameters(Section):
         description="Phase 0 snapshots to label: experiment A's failures, experiment B's "
         "expert states, or both",
     )
+    split: SplitParameters = Field(
+        default_factory=SplitParameters,
+        description="the run's split of the Phase 0 snapshots by task: labeled, pool and test",
+    )
     max_snapshots: int | None = Field(
-        None, ge=1, description="snapshots labeled at most (a seeded draw); null: all"
+        None,
+        ge=1,
+        description="snapshots of the split's labeled part labeled at most (a seeded draw); "
+        "null: all",
+    )
+    max_test_snapshots: int | None = Field(
+        None,
+        ge=0,
+        description="test snapshots given U and leverage (their quadrant, for Phase 3) at most "
+        "(a seeded draw); null: all",
     )
     n_rollouts: int = Field(
         8,
@@ -408,20 +447,17 @@ def distinct_seeds(seeds: list[int]) -> list[int]:
 
 
 class Phase2Parameters(LoraOverrides):
-    """Training matrix: a test split by task, then one LoRA run per quadrant x format and two
-    baselines per seed of `seeds`, all with the `lora` hyperparameters; a value set here
+    """Training matrix: on the split's labeled snapshots, one LoRA run per quadrant x format
+    and two baselines per seed of `seeds`, all with the `lora` hyperparameters; a value set here
     overrides `lora`'s for every run (the plan's --batch-size and
     --gradient-accumulation-steps). Every cell trains on `n_train` snapshots for the same
     number of steps, so a quadrant's cell differs from another's by what it trains on, not by
     how much."""
 
-    test_fraction: float = Field(
-        0.3, gt=0.0, lt=1.0, description="share of tasks whose snapshots go to the test side"
-    )
     n_train: int = Field(
         20,
         ge=1,
-        description="train snapshots of every quadrant cell and of the random baseline, drawn "
+        description="labeled snapshots of every quadrant cell and of the random baseline, drawn "
         "anew per seed; a quadrant with fewer is skipped",
     )
     seeds: list[int] = Field(
@@ -527,12 +563,20 @@ SELECTION_METHODS: tuple[SelectionMethod, ...] = get_args(SelectionMethod)
 
 
 class Phase5Parameters(LoraOverrides):
-    """Selection (H7): `budget` train snapshots chosen by each of `methods` (random once per
-    seed of `random_seeds`), each trained in `format` with the `lora` hyperparameters (a value
-    set here overrides `lora`'s) and evaluated with the `phase3` counts."""
+    """Selection (H7): `budget` snapshots of the split's unlabeled pool chosen by each of
+    `methods`, once per seed of `seeds`, each trained in `format` with the `lora`
+    hyperparameters (a value set here overrides `lora`'s) and evaluated with the `phase3`
+    counts. `oracle` and `learnability` rank by a measured label: they buy it, with Phase 1's
+    rollout counts, for `candidates` pool snapshots only."""
 
     budget: int = Field(
-        500, ge=1, description="train snapshots each method picks (K); a smaller pool lowers it"
+        500, ge=1, description="pool snapshots each method picks (K); a smaller pool lowers it"
+    )
+    candidates: int | None = Field(
+        None,
+        ge=1,
+        description="pool snapshots (a seeded draw) that oracle and learnability label and "
+        "rank; null: the whole pool",
     )
     methods: list[SelectionMethod] = Field(
         default_factory=lambda: list(SELECTION_METHODS),
@@ -555,6 +599,12 @@ class Phase5Parameters(LoraOverrides):
         return methods
 
     _distinct_seeds = field_validator("seeds")(distinct_seeds)
+
+    @model_validator(mode="after")
+    def _candidates_cover_the_budget(self) -> Phase5Parameters:
+        if self.candidates is not None and self.candidates < self.budget:
+            raise ValueError("candidates must be at least the budget (K)")
+        return self
 
 
 class Parameters(Section):

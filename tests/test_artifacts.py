@@ -40,11 +40,13 @@ from teachable.phases.phase3_evaluation import (
 )
 from teachable.phases.phase4_predictor import train_predictor
 from teachable.phases.phase5_selection import (
+    Bought,
     SelectionSummary,
-    labeled_pool,
+    learnability,
     plan_selections,
     predicted_scores,
     selection_summary,
+    training_runs,
 )
 from teachable.pipeline.runner import (
     NOTEBOOKS_DIR,
@@ -61,7 +63,7 @@ from teachable.records.store import read_json, write_json
 from teachable.records.training_summary import BASE, RunEntry
 from teachable.records.verdicts import Verdicts, save_phase_verdicts
 from teachable.reports.artifacts import ARTIFACTS, build_artifacts
-from teachable.world.splits import save_split, split_by_task
+from teachable.world.splits import split_snapshots
 
 TASKS = [("GoToLocal", seed) for seed in (2, 3, 4, 5, 6, 10)] + [("PickupLoc", 2), ("PickupLoc", 3)]
 SUCCESS = {"random": 0.4, "entropy": 0.5, "predictor": 0.7, "oracle": 0.8, "learnability": 0.5}
@@ -203,19 +205,27 @@ def run_dir(tmp_path_factory) -> Path:
     correlation = gate(result_frame(results), 0, 200)
     write_json(run_dir / "phase1b" / "cpt_correlation.json", correlation.model_dump(mode="json"))
     save_phase_verdicts(run.verdicts, "phase1b", correlation.verdicts)
-    split = split_by_task(rows, 0.3, seed=0)
-    save_split(run_dir / "phase2" / "split.json", split, 0.3, 0)
-    matrix = plan_matrix(split.train, params.phase2, seed=0)
+    split = split_snapshots(rows, 0.3, 0.25, 0, ["failure"])
+    split.save(run.split)
+    test = split.rows("test", rows)
+    matrix = plan_matrix(split.rows("labeled", rows), params.phase2, seed=0)
     entries = [trained_entry(cell) for cell in matrix]
-    save_summary(run.phase2, params.phase2.over(params.lora), run.phase2.split, entries)
-    evaluation = evaluate(params, matrix, split.test, lambda _: rng.uniform(0.3, 0.9), rng)
+    save_summary(run.phase2, params.phase2.over(params.lora), run.split, entries)
+    evaluation = evaluate(params, matrix, test, lambda _: rng.uniform(0.3, 0.9), rng)
     save_evaluation(evaluation, run.phase3)
     save_phase_verdicts(run.verdicts, "phase3", phase3_verdicts(evaluation))
     train_predictor(rows, params.phase4, run.phase4, run.verdicts, resamples=200)
-    pool, _ = labeled_pool(split.train)
-    plans = plan_selections(params.phase5, pool, 0, predicted_scores(run.phase4, pool))
+    pool = split.rows("pool", rows)
+    scores = {
+        "entropy": {row.id: row.U for row in pool},
+        "predictor": predicted_scores(run.phase4, pool),
+        "oracle": {row.id: row.cpt.ELP_net for row in pool},
+        "learnability": {row.id: learnability(row.leverage.p_student) for row in pool},
+    }
+    picks = plan_selections(params.phase5, pool, pool, scores, 0)
+    plans = training_runs(params.phase5, picks, {row.id: row for row in pool})
     evaluations = {
-        method: evaluate(params, runs, split.test, lambda _, m=method: SUCCESS[m], rng)
+        method: evaluate(params, runs, test, lambda _, m=method: SUCCESS[m], rng)
         for method, runs in plans.items()
     }
     lora = params.phase5.over(params.lora)
@@ -224,11 +234,10 @@ def run_dir(tmp_path_factory) -> Path:
         params.evaluation,
         lora,
         0,
-        run.phase4,
         plans,
         evaluations,
-        len(split.train),
-        pool,
+        len(pool),
+        Bought(candidates=pool, labels={}, costs={}),
     )
     write_json(run.phase5.summary, summary.model_dump(mode="json"))
     save_phase_verdicts(run.verdicts, "phase5", summary.verdicts)

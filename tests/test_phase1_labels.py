@@ -25,6 +25,7 @@ from teachable.phases.phase1_labels import (
     RolloutCondition,
     cpt_from_outcomes,
     label_snapshots,
+    label_test_snapshots,
     load_reliability,
     measure,
     phase1_snapshots,
@@ -43,14 +44,17 @@ from teachable.records.labeled import (
 from teachable.records.layout import Phase1Layout, RunLayout
 from teachable.records.quadrants import (
     QUADRANTS,
+    Thresholds,
     auto_thresholds,
     load_thresholds,
     quadrant_counts,
+    save_thresholds,
 )
 from teachable.records.snapshot import Snapshot, SnapshotError, save_snapshots
-from teachable.records.store import read_json, read_jsonl
+from teachable.records.store import read_json, read_jsonl, write_jsonl
 from teachable.reports.phase1 import reliability_table, write_plots
 from teachable.world.replay import load_replayed_rows
+from teachable.world.splits import Split
 from teachable.world.text_world import env_id, expert_trajectory
 
 PHASE1 = {
@@ -502,17 +506,53 @@ def test_label_steps_from_the_command_line_match_one_labeling_run(
 # --- inputs ------------------------------------------------------------------------------------
 
 
-def test_phase1_reads_the_named_phase0_snapshots_up_to_the_cap(snapshots, tmp_path):
-    params = _params(tmp_path, snapshots="both", max_snapshots=4)
+def test_phase1_splits_the_named_phase0_snapshots_once_and_draws_its_parts(snapshots, tmp_path):
+    shares = {"test_share": 0.34, "pool_share": 0.34}
+    params = _params(
+        tmp_path, snapshots="both", split=shares, max_snapshots=1, max_test_snapshots=1
+    )
     phase0 = params.layout.phase0
     save_snapshots(phase0.failure_snapshots, snapshots[:3])
     save_snapshots(phase0.expert_snapshots, snapshots[3:])
-    picked = [s.id for s in phase1_snapshots(params.phase1, params.run.seed, phase0)]
-    assert len(picked) == 4
-    assert picked == [s.id for s in snapshots if s.id in picked]  # file order kept
-    only_failures = _params(tmp_path, snapshots="failure")
-    chosen = phase1_snapshots(only_failures.phase1, only_failures.run.seed, phase0)
-    assert [s.id for s in chosen] == [s.id for s in snapshots[:3]]
+    chosen = phase1_snapshots(params.phase1, params.run.seed, phase0, params.layout.split)
+    saved = Split.load(params.layout.split)
+    assert saved == chosen.split and saved.sources == ["failure", "expert"]
+    assert {part: count["tasks"] for part, count in saved.counts().items()} == {
+        "labeled": 1,
+        "pool": 1,
+        "test": 1,
+    }
+    for part, picked in (("labeled", chosen.labeled), ("test", chosen.test)):
+        ids = saved.parts[part].snapshots
+        assert len(picked) == 1 and picked[0].id in ids  # capped at 1, from its own part
+    assert not {s.id for s in chosen.labeled + chosen.test} & set(saved.parts["pool"].snapshots)
+
+    only_failures = _params(tmp_path, snapshots="failure", split=shares)
+    again = phase1_snapshots(only_failures.phase1, 1, phase0, tmp_path / "failure_split.json")
+    listed = [i for part in again.split.parts.values() for i in part.snapshots]
+    assert sorted(listed) == sorted(s.id for s in snapshots[:3])
+    assert [s.id for s in again.labeled] == again.split.parts["labeled"].snapshots  # file order
+
+
+def test_test_snapshots_get_u_and_the_labels_leverage_and_nothing_else(
+    labeled, snapshots, student, tmp_path
+):
+    params = _params(tmp_path)
+    out = Phase1Layout(tmp_path / "phase1")
+    first = label_test_snapshots(snapshots[:2], params.phase1, 1, student, out, progress=False)
+    full = _rows_by_id(labeled)
+    for row in first:
+        assert row.teacher is None and row.cpt is None
+        assert full[row.id]["U"] == row.U
+        assert row.leverage.model_dump(mode="json") == full[row.id]["leverage"]  # same streams
+    edited = first[0].model_copy(update={"U": 0.123})
+    write_jsonl(out.test_labels, [edited.model_dump(mode="json")])
+    rows = label_test_snapshots(snapshots[:3], params.phase1, 1, student, out, progress=False)
+    assert [row.id for row in rows] == [s.id for s in snapshots[:3]]
+    assert rows[0].U == 0.123, "a logged row is kept, not labeled again"
+    assert [row["id"] for row in read_jsonl(out.test_labels)] == [row.id for row in rows]
+    save_thresholds(out.thresholds_auto, Thresholds(U=0.5, L=0.0, source="auto"))
+    assert all(row.quadrant in QUADRANTS for row in load_labeled(out, "test"))
 
 
 def test_bad_rows_and_bad_parameters_are_named(snapshots, tmp_path):

@@ -1,4 +1,5 @@
-"""Phase 2: the training matrix on smoke-sized inputs, its skips, and its resumption."""
+"""Phase 2: the training matrix on smoke-sized inputs, only on the split's labeled part, its
+skips, and its resumption."""
 
 from __future__ import annotations
 
@@ -12,10 +13,10 @@ from teachable.models.student import Student
 from teachable.parameters import Parameters, StudentParameters
 from teachable.phases.phase2_matrix import train_matrix
 from teachable.records.labeled import FORMATS
-from teachable.records.layout import Phase2Layout
+from teachable.records.layout import TrainingLayout
 from teachable.records.quadrants import QUADRANTS
 from teachable.records.store import read_json, write_json
-from teachable.world.splits import load_split
+from teachable.world.splits import split_snapshots
 
 TASKS = [("GoToLocal", seed) for seed in (2, 3, 4, 5, 6, 10)] + [("PickupLoc", 2), ("PickupLoc", 3)]
 CELLS = [f"{q}_{f}" for q in QUADRANTS for f in FORMATS] + [
@@ -33,7 +34,6 @@ def _params(root: Path) -> Parameters:
             "student": {"model": "tiny", "batch_size": 16},
             "lora": {"r": 4, "alpha": 8, "steps": 40, "batch_size": 8, "learning_rate": 1e-3},
             "phase2": {
-                "test_fraction": 0.25,
                 "n_train": 2,
                 "seeds": SEEDS,
                 "steps": 2,
@@ -58,17 +58,21 @@ def rows(student):
 
 
 def train(params: Parameters, rows, student: Student, out: Path):
-    """Phase 2 into `out`, as the notebook runs it."""
-    layout = Phase2Layout(out)
-    seed = params.run.seed
-    return train_matrix(rows, params.phase2, params.lora, seed, student, layout, "matrix", False)
+    """Phase 2 into `out`, as the notebook runs it, on the split saved beside it."""
+    layout = TrainingLayout(out)
+    seed, split = params.run.seed, out.parent / "split.json"
+    return train_matrix(
+        rows, params.phase2, params.lora, seed, student, layout, "matrix", split, False
+    )
 
 
 @pytest.fixture(scope="module")
 def matrix(tmp_path_factory, student, rows):
-    """A finished matrix: its folder and what `train_matrix` reported."""
+    """A finished matrix on the rows of the labeled part of a split (every task labeled):
+    its folder and what `train_matrix` reported."""
     out = tmp_path_factory.mktemp("matrix") / "phase2"
     params = _params(out.parent)
+    split_snapshots(rows, 0.0, 0.0, 0, ["expert"]).save(out.parent / "split.json")
     return (
         out,
         params,
@@ -83,10 +87,9 @@ def test_the_matrix_has_14_runs_per_seed_trained_or_skipped_with_a_reason(matrix
     assert summary["lora"] == params.phase2.over(params.lora).model_dump(mode="json")
     assert summary["lora"]["steps"] == 2 and summary["lora"]["batch_size"] == 2
     assert summary["lora"]["r"] == 4
-    split = load_split(out / "split.json", rows)
-    assert not set(split.train_tasks) & set(split.test_tasks)
-    train_ids = {row.id for row in split.train}
-    by_quadrant = {q: [row.id for row in split.train if row.quadrant == q] for q in QUADRANTS}
+    assert (out / summary["split"]).resolve() == (out.parent / "split.json").resolve()
+    train_ids = {row.id for row in rows}
+    by_quadrant = {q: [row.id for row in rows if row.quadrant == q] for q in QUADRANTS}
     for entry in report.entries:
         assert entry.id == f"{entry.cell}_seed{entry.seed}"
         assert set(entry.snapshots) <= train_ids, "only train snapshots are trained on"
@@ -103,7 +106,7 @@ def test_the_matrix_has_14_runs_per_seed_trained_or_skipped_with_a_reason(matrix
     entries = {entry.id: entry for entry in report.entries}
     for seed in SEEDS:
         assert {entries[f"Q3_lowU_lowL_{f}_seed{seed}"].status for f in FORMATS} == {"skipped"}
-        assert entries[f"baseline_all_demo_seed{seed}"].n_train == len(split.train)
+        assert entries[f"baseline_all_demo_seed{seed}"].n_train == len(rows)
         cells = [e for e in report.entries if e.seed == seed and e.cell != "baseline_all_demo"]
         assert {e.n_train for e in cells if e.status == "trained"} == {2}, "cells of equal size"
         for quadrant in QUADRANTS:  # the formats of a quadrant share the seed's draw
@@ -142,3 +145,16 @@ def test_a_killed_matrix_resumes_without_retraining_finished_runs(matrix, studen
 
 def _mtime(adapter: Path) -> int:
     return (adapter / "adapter_model.safetensors").stat().st_mtime_ns
+
+
+def test_a_snapshot_outside_the_labeled_part_is_refused_before_any_training(
+    student, rows, tmp_path
+):
+    out = tmp_path / "phase2"
+    split = split_snapshots(rows, 0.25, 0.25, 0, ["expert"])
+    split.save(tmp_path / "split.json")
+    outside = next(row for row in rows if row.id not in split.parts["labeled"].snapshots)
+    part = split.part_of[outside.task]
+    with pytest.raises(ValueError, match=f"snapshot {outside.id}.*lies in {part} of the split"):
+        train(_params(tmp_path), rows, student, out)
+    assert not out.exists()

@@ -6,6 +6,7 @@ and its verdicts, fails early on a missing adapter, and resumes per model."""
 
 from __future__ import annotations
 
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,18 +40,19 @@ from teachable.phases.phase3_evaluation import (
     phase3_verdicts,
     quadrant_comparison,
     retention_table,
+    snapshot_items,
     steps_without_progress,
     transfer_matrix,
     transfer_summary,
     units,
 )
 from teachable.records.labeled import LabeledSnapshot, Leverage, load_labeled, save_labeled
-from teachable.records.layout import EvaluationLayout, Phase2Layout, RunLayout
+from teachable.records.layout import EvaluationLayout, RunLayout, TrainingLayout
 from teachable.records.quadrants import QUADRANTS, Thresholds, save_thresholds
 from teachable.records.store import read_jsonl, write_jsonl
 from teachable.records.training_summary import BASE, RunEntry, TrainingSummary
 from teachable.records.verdicts import Verdicts, save_phase_verdicts
-from teachable.world.splits import TaskSplit, load_split, save_split, split_by_task
+from teachable.world.splits import Split, split_snapshots
 from teachable.world.tasks import task_suite
 from teachable.world.text_world import expert_trajectory
 
@@ -119,7 +121,8 @@ def labeled_rows(student: Student, params: Parameters) -> list[LabeledSnapshot]:
 
 @dataclass(frozen=True)
 class TinyRun:
-    """A run folder with phases 0-2 done on the tiny student: labels, split, four real
+    """A run folder with phases 0-2 done on the tiny student: the split (half the tasks
+    labeled, half test), the labeled and the test snapshots with their labels, four real
     one-step LoRA adapters (two seeds of a Q1 cell, a Q2 cell, a baseline), the baseline's
     adapter listed a second time under another cell, and one skipped run."""
 
@@ -133,15 +136,20 @@ def tiny_run(tmp_path_factory) -> TinyRun:
     run = RunLayout(params.run_dir)
     save_preparation(run.phase0, params.student, {"skipped": "the tiny student is used as is"})
     student = Student.load(params.student)
-    save_labeled(run.phase1, labeled_rows(student, params))
+    rows = labeled_rows(student, params)
+    split = split_snapshots(rows, 0.5, 0.0, params.run.seed, ["expert"])
+    split.save(run.split)
+    save_labeled(run.phase1, split.rows("labeled", rows))
+    write_jsonl(
+        run.phase1.test_labels, [r.model_dump(mode="json") for r in split.rows("test", rows)]
+    )
     save_thresholds(run.phase1.thresholds_auto, Thresholds(U=0.5, L=0.0, source="auto"))
-    split = split_by_task(load_labeled(run.phase1), 0.5, seed=0)
-    save_split(run.phase2.split, split, 0.5, 0)
+    train = load_labeled(run.phase1)
     lora = LoraParameters(r=2, alpha=4, steps=1, batch_size=2)
     entries = []
     for cell, quadrant, seed in RUNS:
         run_id = f"{cell}_seed{seed}"
-        rows = [row for row in split.train if quadrant in ("all", row.quadrant)]
+        rows = [row for row in train if quadrant in ("all", row.quadrant)]
         trained = train_lora(
             student,
             sft_examples(rows, "demo"),
@@ -176,16 +184,17 @@ def tiny_run(tmp_path_factory) -> TinyRun:
             reason="too few train snapshots",
         )
     )
-    TrainingSummary(lora=lora, split="split.json", runs=entries).save(run.phase2.training_summary)
+    split_path = os.path.relpath(run.split, run.phase2.folder)
+    TrainingSummary(lora=lora, split=split_path, runs=entries).save(run.phase2.training_summary)
     return TinyRun(params, run.phase2.training_summary)
 
 
-def evaluate(tiny_run: TinyRun, trained: Phase2Layout, out_dir: Path) -> Evaluation:
+def evaluate(tiny_run: TinyRun, trained: TrainingLayout, out_dir: Path) -> Evaluation:
     """Phase 3 over a training folder, as the notebook runs it."""
     params = tiny_run.params
     return evaluate_runs(
         trained,
-        load_labeled(params.layout.phase1),
+        load_labeled(params.layout.phase1, "test"),
         params.phase3,
         params.evaluation,
         params.env.levels,
@@ -199,7 +208,7 @@ def evaluate(tiny_run: TinyRun, trained: Phase2Layout, out_dir: Path) -> Evaluat
 @pytest.fixture(scope="module")
 def evaluated(tiny_run, tmp_path_factory):
     out_dir = tmp_path_factory.mktemp("phase3") / "v8"
-    return evaluate(tiny_run, Phase2Layout(tiny_run.summary.parent), out_dir), out_dir
+    return evaluate(tiny_run, TrainingLayout(tiny_run.summary.parent), out_dir), out_dir
 
 
 # --- held-out tasks ----------------------------------------------------------------------------
@@ -207,13 +216,15 @@ def evaluated(tiny_run, tmp_path_factory):
 
 def test_heldout_tasks_never_overlap_training_tasks(tiny_run):
     params = tiny_run.params
-    labeled = load_labeled(params.layout.phase1)
-    split = load_split(tiny_run.summary.parent / "split.json", labeled)
-    items = evaluation_items(params.phase3, params.env.levels, params.run.seed, split, labeled)
+    test = load_labeled(params.layout.phase1, "test")
+    split = Split.load(params.layout.split)
+    items = evaluation_items(params.phase3, params.env.levels, params.run.seed, split, test)
     heldout = {item.start.task for item in items if item.suite == "tasks"}
     retention = {item.start.task for item in items if item.suite == "retention"}
     assert len(heldout) == params.phase3.n_tasks
-    trained = set(split.train_tasks) | set(split.test_tasks) | {row.task for row in labeled}
+    played = {item.key for item in items if item.suite == "snapshots"}
+    assert played and played <= set(split.parts["test"].snapshots)
+    trained = split.tasks() | {row.task for row in load_labeled(params.layout.phase1)}
     others = {
         task.task
         for purpose, n in [("warmup", 20), ("warmup_eval", 10), ("rollouts", 20), ("expert", 20)]
@@ -223,21 +234,20 @@ def test_heldout_tasks_never_overlap_training_tasks(tiny_run):
     assert not retention & (trained | others | heldout)
 
 
-def test_a_heldout_task_found_in_training_is_an_error(tiny_run):
+def test_a_heldout_task_found_in_the_split_or_a_test_snapshot_outside_it_is_an_error(tiny_run):
     params = tiny_run.params
-    labeled = load_labeled(params.layout.phase1)
-    split = load_split(tiny_run.summary.parent / "split.json", labeled)
+    split = Split.load(params.layout.split)
     heldout = task_suite("heldout", 2, params.env.levels, params.run.seed).tasks
-    task = {"env_id": heldout[1].env_id, "seed": heldout[1].seed}
-    leaked = split.train[0].model_copy(
-        update={"env_state": split.train[0].env_state.model_copy(update=task)}
-    )
-    leaky = TaskSplit(train=[*split.train, leaked], test=split.test)
-    with pytest.raises(ValueError, match=f"{heldout[1].seed}.*Phase 2 split"):
-        check_unseen(heldout, "heldout", leaky, labeled)
+    leaky = split.model_copy(deep=True)
+    leaky.parts["pool"].tasks.append(heldout[1].task)
+    with pytest.raises(ValueError, match=f"{heldout[1].seed}.*the split's pool part"):
+        check_unseen(heldout, "heldout", leaky)
     rollout_task = task_suite("rollouts", 1, params.env.levels, params.run.seed).tasks
     with pytest.raises(ValueError, match="drawn for rollouts"):
-        check_unseen(rollout_task, "heldout", split, labeled)
+        check_unseen(rollout_task, "heldout", split)
+    trained_on = load_labeled(params.layout.phase1)[:1]
+    with pytest.raises(ValueError, match=f"snapshot {trained_on[0].id}.*lies in labeled"):
+        snapshot_items(split, trained_on, 1)
 
 
 # --- stuckness ---------------------------------------------------------------------------------
@@ -447,7 +457,7 @@ def test_a_missing_adapter_fails_before_any_work(tiny_run, tmp_path):
     shutil.rmtree(run_dir / TRAINED[2])
     out_dir = tmp_path / "v8"
     with pytest.raises(FileNotFoundError, match=TRAINED[2]) as error:
-        evaluate(tiny_run, Phase2Layout(run_dir), out_dir)
+        evaluate(tiny_run, TrainingLayout(run_dir), out_dir)
     assert str(run_dir / TRAINED[2]) in str(error.value)
     assert not out_dir.exists()
 
@@ -574,10 +584,10 @@ def test_a_rerun_evaluates_only_the_models_not_logged(evaluated, tiny_run):
     before = pd.read_csv(out_dir / "overall_task_results.csv")
     log = out_dir / "model_episodes.jsonl"
     write_jsonl(log, read_jsonl(log)[:-1])
-    again = evaluate(tiny_run, Phase2Layout(tiny_run.summary.parent), out_dir)
+    again = evaluate(tiny_run, TrainingLayout(tiny_run.summary.parent), out_dir)
     assert again.record["evaluated_now"] == [TRAINED[-1]]
     pd.testing.assert_frame_equal(pd.read_csv(out_dir / "overall_task_results.csv"), before)
     assert (
-        evaluate(tiny_run, Phase2Layout(tiny_run.summary.parent), out_dir).record["evaluated_now"]
+        evaluate(tiny_run, TrainingLayout(tiny_run.summary.parent), out_dir).record["evaluated_now"]
         == []
     )

@@ -1,4 +1,4 @@
-"""Supervision formats as SFT examples, and the split by task."""
+"""Supervision formats as SFT examples: their texts, their targets and their loss masks."""
 
 from __future__ import annotations
 
@@ -10,8 +10,6 @@ from teachable.models.student import Student
 from teachable.models.supervision import sft_example
 from teachable.parameters import StudentParameters
 from teachable.records.labeled import FORMATS
-from teachable.records.store import read_json
-from teachable.world.splits import load_split, save_split, split_by_task
 
 TASKS = [("GoToLocal", seed) for seed in (2, 3, 4, 5, 6, 10)] + [("PickupLoc", 2), ("PickupLoc", 3)]
 
@@ -66,29 +64,3 @@ def test_a_format_without_its_text_or_an_unknown_format_is_refused(rows):
         sft_example(bare, "hint")
     with pytest.raises(ValueError, match="unknown supervision format 'dpo'"):
         sft_example(rows[0], "dpo")
-
-
-def test_no_task_crosses_the_split(rows):
-    for seed in range(5):
-        for fraction in (0.2, 0.5, 0.8):
-            split = split_by_task(rows, fraction, seed)
-            train_tasks, test_tasks = set(split.train_tasks), set(split.test_tasks)
-            assert not train_tasks & test_tasks
-            assert train_tasks and test_tasks
-            assert {row.task for row in split.train} == train_tasks
-            assert sorted(row.id for row in split.train + split.test) == sorted(r.id for r in rows)
-            assert len(test_tasks) == round(fraction * len(TASKS))
-    assert split_by_task(rows, 0.5, 3) == split_by_task(rows, 0.5, 3)
-    draws = {tuple(split_by_task(rows, 0.5, seed).test_tasks) for seed in range(5)}
-    assert len(draws) > 1, "the seed must choose the test tasks"
-
-
-def test_the_saved_split_reloads_and_notices_changed_labels(rows, tmp_path):
-    split = split_by_task(rows, 0.3, 0)
-    save_split(tmp_path / "split.json", split, 0.3, 0)
-    saved = read_json(tmp_path / "split.json")
-    assert saved["test"]["tasks"] == [list(task) for task in split.test_tasks]
-    assert sum(saved["test"]["quadrant_counts"].values()) == len(split.test)
-    assert load_split(tmp_path / "split.json", rows) == split
-    with pytest.raises(ValueError, match="not among the labeled rows"):
-        load_split(tmp_path / "split.json", rows[1:])

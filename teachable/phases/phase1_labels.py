@@ -2,6 +2,10 @@
 action changes the outcome (leverage), and how much a teacher's patch in the prompt changes it
 (the contextual patch test, CPT).
 
+Phase 1 first splits the Phase 0 snapshots by task, once for the run (`world.splits`,
+`split.json`): it labels the `labeled` part fully, gives the `test` part U and leverage only
+(their quadrant, for Phase 3), and leaves the `pool` unlabeled for Phase 5.
+
 Every rollout restores the snapshot and lets the student act, sampling at `phase1.temperature`,
 for at most `phase1.max_steps` steps; success is the level's reward > 0. The rollouts of a group
 of snapshots (every condition, every repetition) go through one `run_episodes` call, so the
@@ -38,6 +42,7 @@ import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -75,6 +80,7 @@ from teachable.records.quadrants import (
 from teachable.records.snapshot import Snapshot
 from teachable.records.store import append_jsonl, read_json, read_jsonl, write_json, write_jsonl
 from teachable.world.replay import load_replayed_snapshots
+from teachable.world.splits import Split, split_snapshots
 from teachable.world.text_world import expert_trajectory
 
 Step = Literal["hints", "uncertainty", "leverage", "cpt"]
@@ -523,10 +529,8 @@ def place_in_quadrants(
     return QuadrantAssignment(assigned, thresholds, counts, problems)
 
 
-def phase1_snapshots(phase1: Phase1Parameters, seed: int, phase0: Phase0Layout) -> list[Snapshot]:
-    """The Phase 0 snapshots `phase1.snapshots` names, at most `phase1.max_snapshots` of them
-    (a seeded draw that keeps file order)."""
-    sources = ["failure", "expert"] if phase1.snapshots == "both" else [phase1.snapshots]
+def phase0_snapshots(sources: Sequence[str], phase0: Phase0Layout) -> list[Snapshot]:
+    """The Phase 0 snapshots of the named experiments, in file order, each replayed."""
     snapshots = []
     for source in sources:
         path = phase0.snapshots(source)
@@ -534,11 +538,90 @@ def phase1_snapshots(phase1: Phase1Parameters, seed: int, phase0: Phase0Layout) 
             raise FileNotFoundError(f"{path} is missing: run phase 0 first")
         snapshots += load_replayed_snapshots(path)
     _check_distinct(snapshots, phase0.folder)
-    cap = phase1.max_snapshots
-    if cap is not None and len(snapshots) > cap:
-        keep = np.random.default_rng(seed).choice(len(snapshots), cap, replace=False)
-        snapshots = [snapshots[i] for i in sorted(keep)]
     return snapshots
+
+
+def sources_of(phase1: Phase1Parameters) -> list[str]:
+    """The Phase 0 experiments whose snapshots the run uses: `failure`, `expert` or both."""
+    return ["failure", "expert"] if phase1.snapshots == "both" else [phase1.snapshots]
+
+
+def seeded_draw(snapshots: Sequence[Snapshot], cap: int | None, seed: tuple) -> list[Snapshot]:
+    """At most `cap` of the snapshots (all when null), a seeded draw that keeps their order."""
+    if cap is None or len(snapshots) <= cap:
+        return list(snapshots)
+    keep = np.random.default_rng(seed).choice(len(snapshots), cap, replace=False)
+    return [snapshots[i] for i in sorted(keep)]
+
+
+@dataclass(frozen=True)
+class SnapshotsToLabel:
+    """The run's split, and the snapshots Phase 1 labels: of the labeled part (every label)
+    and of the test part (U and leverage, for their quadrant)."""
+
+    split: Split
+    labeled: list[Snapshot]
+    test: list[Snapshot]
+
+
+def phase1_snapshots(
+    phase1: Phase1Parameters, seed: int, phase0: Phase0Layout, split_path: Path
+) -> SnapshotsToLabel:
+    """Split the Phase 0 snapshots `phase1.snapshots` names by task, once for the run (saved
+    at `split_path`; the same inputs always give the same split), and pick what Phase 1
+    labels: at most `phase1.max_snapshots` of the labeled part and `phase1.max_test_snapshots`
+    of the test part (seeded draws that keep file order). The pool stays unlabeled."""
+    snapshots = phase0_snapshots(sources_of(phase1), phase0)
+    shares = phase1.split
+    split = split_snapshots(
+        snapshots, shares.test_share, shares.pool_share, seed, sources_of(phase1)
+    )
+    split.save(split_path)
+    draws = {part: (seed, stable_int(f"{part} snapshots to label")) for part in ("labeled", "test")}
+    return SnapshotsToLabel(
+        split=split,
+        labeled=seeded_draw(
+            split.rows("labeled", snapshots), phase1.max_snapshots, draws["labeled"]
+        ),
+        test=seeded_draw(split.rows("test", snapshots), phase1.max_test_snapshots, draws["test"]),
+    )
+
+
+def label_test_snapshots(
+    snapshots: Sequence[Snapshot],
+    phase1: Phase1Parameters,
+    seed: int,
+    student: Student,
+    out: Phase1Layout,
+    progress: bool = True,
+) -> list[LabeledSnapshot]:
+    """The split's test snapshots with U and leverage (on the same streams as the labels), so
+    that Phase 3 can place each in a quadrant; no teacher and no CPT: they are played from,
+    never trained on or selected. Resumable: each row goes to `test_snapshots.jsonl` as its
+    group completes, and the log is rewritten with exactly `snapshots` at the end."""
+    done = {row["id"]: LabeledSnapshot.model_validate(row) for row in read_jsonl(out.test_labels)}
+    pending = [snapshot for snapshot in snapshots if snapshot.id not in done]
+    leverage = not phase1.skip_leverage
+    with tqdm(total=len(pending), desc="test labels", unit="snapshot", disable=not progress) as bar:
+        for group in in_groups(pending, phase1.batch_snapshots):
+            measured = [Measured(None, None)] * len(group)
+            if leverage:
+                answers = [None] * len(group)
+                measured = measure(student, group, answers, phase1, seed, True, False, progress)
+            for snapshot, result in zip(group, measured, strict=True):
+                row = LabeledSnapshot.of(snapshot).model_copy(
+                    update={
+                        "U": snapshot_uncertainty(snapshot, phase1.U_method),
+                        "U_method": phase1.U_method,
+                        "leverage": result.leverage,
+                    }
+                )
+                append_jsonl(out.test_labels, row.model_dump(mode="json"))
+                done[row.id] = row
+            bar.update(len(group))
+    rows = [done[snapshot.id] for snapshot in snapshots]
+    write_jsonl(out.test_labels, [row.model_dump(mode="json") for row in rows])
+    return rows
 
 
 def labeling_parameters(
@@ -578,7 +661,8 @@ def open_labeling(out: Phase1Layout, made_with: dict) -> list[str]:
     if path.is_file() and read_json(path).get("parameters") != made_with:
         notes.append(f"{out.folder}: the labeling parameters changed; labeling starts afresh")
         warnings.warn(notes[-1], stacklevel=2)
-        for labeled in (out.labeled_jsonl, out.labeled_json, out.reliability_log, out.reliability):
+        made = (out.labeled_jsonl, out.labeled_json, out.test_labels)
+        for labeled in (*made, out.reliability_log, out.reliability):
             labeled.unlink(missing_ok=True)
         shutil.rmtree(out.step_logs, ignore_errors=True)
     if not path.is_file() or notes:
@@ -607,7 +691,8 @@ def finished_rows(out: Phase1Layout, phase1: Phase1Parameters) -> dict[str, Labe
     return done
 
 
-def _groups(items: Sequence, size: int) -> list[Sequence]:
+def in_groups(items: Sequence, size: int) -> list[Sequence]:
+    """`items` in consecutive groups of `size` (the last may be smaller)."""
     return [items[start : start + size] for start in range(0, len(items), size)]
 
 
@@ -641,7 +726,7 @@ def retest_panel(
         if row.id not in logged or not same_patches(logged[row.id].teacher, row.teacher)
     ]
     with tqdm(total=len(pending), desc="retest", unit="snapshot", disable=not progress) as bar:
-        for group in _groups(pending, phase1.batch_snapshots):
+        for group in in_groups(pending, phase1.batch_snapshots):
             answers = [row.teacher for row in group]
             leverage, cpt = not phase1.skip_leverage, not phase1.skip_cpt
             measured = measure(
@@ -779,7 +864,7 @@ def label_snapshots(
         teacher, "phase 1", len(snapshots), teacher.params.max_invalid_fraction, progress
     )
     changed = 0
-    for group in _groups(fell_back, phase1.batch_snapshots):
+    for group in in_groups(fell_back, phase1.batch_snapshots):
         rows, different = reask_group(student, teacher, group, phase1, seed, progress, monitor)
         done.update((row.id, row) for row in rows)
         write_jsonl(out.labeled_jsonl, [row.model_dump(mode="json") for row in done.values()])
@@ -791,7 +876,7 @@ def label_snapshots(
             + ("" if phase1.skip_cpt else " and a new CPT")
         )
     with tqdm(total=len(pending), desc="labeling", unit="snapshot", disable=not progress) as bar:
-        for group in _groups(pending, phase1.batch_snapshots):
+        for group in in_groups(pending, phase1.batch_snapshots):
             for row in label_group(student, teacher, group, phase1, seed, progress, monitor):
                 append_jsonl(out.labeled_jsonl, row.model_dump(mode="json"))
                 done[row.id] = row
@@ -951,7 +1036,7 @@ def label_step(
         )
     changed = set()
     with tqdm(total=len(pending), desc=step, unit="snapshot", disable=not progress) as bar:
-        for group in _groups(pending, phase1.batch_snapshots):
+        for group in in_groups(pending, phase1.batch_snapshots):
             labels = _step_labels(step, group, phase1, seed, student, teacher, progress, monitor)
             for row, fields in zip(group, labels, strict=True):
                 append_jsonl(log, {"id": row.id, **fields})

@@ -1,15 +1,16 @@
 """Phase 2: the training matrix. One LoRA adapter per quadrant and supervision format, and two
 baselines, each trained once per seed of `phase2.seeds`, all with identical hyperparameters.
 
-The labeled snapshots are split by task first (`split.json`); only train snapshots are trained
-on. Every cell trains on `phase2.n_train` snapshots for the same number of steps, so cells
-differ in what they train on, not in how much:
+Phase 2 trains on the labeled snapshots, the `labeled` part of the run's split (`split.json`,
+made by Phase 1); it does not split again, and refuses a snapshot of a task outside that part.
+Phase 3 evaluates on the split's `test` part. Every cell trains on `phase2.n_train` snapshots
+for the same number of steps, so cells differ in what they train on, not in how much:
 
-- `<quadrant>_<format>`: `n_train` of the quadrant's train snapshots, drawn per seed; the three
+- `<quadrant>_<format>`: `n_train` of the quadrant's snapshots, drawn per seed; the three
   formats of a quadrant share the draw, so they differ only by format. A quadrant with fewer
-  train snapshots is skipped, with its reason;
-- `baseline_random_demo`: `n_train` of all train snapshots, drawn per seed;
-- `baseline_all_demo`: every train snapshot (the one cell that trains on more).
+  snapshots is skipped, with its reason;
+- `baseline_random_demo`: `n_train` of all labeled snapshots, drawn per seed;
+- `baseline_all_demo`: every labeled snapshot (the one cell that trains on more).
 
 A run is one cell at one seed (`<cell>_seed<seed>`); the seed sets the LoRA initialization, the
 data order and the draw. Each run is an independent unit (`train_run`): its adapter goes to
@@ -35,10 +36,10 @@ from teachable.models.student import Student
 from teachable.models.supervision import sft_examples
 from teachable.parameters import LoraParameters, Phase2Parameters
 from teachable.records.labeled import FORMATS, Format, LabeledSnapshot
-from teachable.records.layout import Phase2Layout, TrainingLayout
+from teachable.records.layout import TrainingLayout
 from teachable.records.quadrants import QUADRANTS
 from teachable.records.training_summary import Cell, RunEntry, TrainingSummary
-from teachable.world.splits import TaskSplit, save_split, split_by_task
+from teachable.world.splits import Split
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,7 @@ def plan_matrix(
             rows = [row for row in train if row.quadrant == quadrant]
             if len(rows) < n:
                 reason = (
-                    f"{len(rows)} train snapshot(s) in {quadrant}, fewer than phase2.n_train={n}"
+                    f"{len(rows)} labeled snapshot(s) in {quadrant}, fewer than phase2.n_train={n}"
                 )
                 runs += [
                     MatrixRun(f"{quadrant}_{f}", s, quadrant, f, tuple(rows), reason)
@@ -87,7 +88,7 @@ def plan_matrix(
             runs += [MatrixRun(f"{quadrant}_{f}", s, quadrant, f, drawn) for f in FORMATS]
         runs.append(MatrixRun("baseline_all_demo", s, "all", "demo", tuple(train)))
         if len(train) < n:
-            reason = f"{len(train)} train snapshot(s), fewer than phase2.n_train={n}"
+            reason = f"{len(train)} labeled snapshot(s), fewer than phase2.n_train={n}"
             runs.append(MatrixRun("baseline_random_demo", s, "random", "demo", (), reason))
         else:
             drawn = draw(train, n, (seed, s, len(QUADRANTS)))
@@ -178,9 +179,10 @@ def save_summary(
 
 @dataclass
 class MatrixReport:
-    """What `train_matrix` did: the split, one entry per run and how many it trained now."""
+    """What `train_matrix` did: the snapshots it trained on, one entry per run and how many it
+    trained now."""
 
-    split: TaskSplit
+    rows: list[LabeledSnapshot]
     entries: list[RunEntry]
     newly_trained: int
 
@@ -191,16 +193,17 @@ def train_matrix(
     lora: LoraParameters,
     seed: int,
     student: Student,
-    out: Phase2Layout,
+    out: TrainingLayout,
     run_name: str,
+    split: Path,
     progress: bool = True,
 ) -> MatrixReport:
     """All of Phase 2 for the labeled `rows`, resumable, into `out`: the shared `lora` settings
-    under Phase 2's overrides, the split and the random baseline drawn with `seed`, and the
-    losses logged under `run_name` where Weights & Biases is set up."""
-    split = split_by_task(rows, phase2.test_fraction, seed)
-    save_split(out.split, split, phase2.test_fraction, seed)
-    runs = plan_matrix(split.train, phase2, seed)
+    under Phase 2's overrides, the draws made with `seed`, and the losses logged under
+    `run_name` where Weights & Biases is set up. Every row must lie in the labeled part of the
+    run's split, saved at `split`, which the training summary names."""
+    Split.load(split).check_within("labeled", rows, "phase 2")
+    runs = plan_matrix(rows, phase2, seed)
     earlier = TrainingSummary.entries_in(out.training_summary)
     lora = phase2.over(lora)
     entries: dict[str, RunEntry] = {}
@@ -225,5 +228,5 @@ def train_matrix(
             entries[run.id] = train_run(student, run, lora, out, key, run_name)
             trained += 1
         known = earlier | entries  # earlier entries of runs not reached yet survive a kill now
-        save_summary(out, lora, out.split, [known[r.id] for r in runs if r.id in known])
-    return MatrixReport(split, [*entries.values()], trained)
+        save_summary(out, lora, split, [known[r.id] for r in runs if r.id in known])
+    return MatrixReport(list(rows), [*entries.values()], trained)

@@ -4,10 +4,11 @@ no run trained on.
 Each model plays, for at most `phase3.max_steps` steps, every item of three suites:
 
 - `tasks`: `n_tasks` held-out tasks (their own purpose in `world.tasks`, so no warm-up, rollout or
-  expert task can be among them; checked again against the Phase 2 split and the labeled
-  snapshots before any episode runs);
-- `snapshots`: up to `n_snapshots_per_quadrant` test snapshots of each quadrant (the test side
-  of the Phase 2 split), each episode starting at the snapshot's env state;
+  expert task can be among them; checked again against every task of the run's split before
+  any episode runs);
+- `snapshots`: up to `n_snapshots_per_quadrant` test snapshots of each quadrant: the `test` part
+  of the run's split, which Phase 1 gave U and leverage (and so a quadrant) and nothing else;
+  each episode starts at the snapshot's env state;
 - `retention`: a fixed set of retention-purpose tasks on the training levels and on
   `retention_levels` (levels outside training). Every model plays all of them, whether the base
   solves them or not, so a run can lose success there (a positive drop) or gain it (a negative
@@ -68,7 +69,7 @@ from teachable.records.snapshot import level_of
 from teachable.records.store import append_jsonl, read_jsonl, write_json, write_jsonl
 from teachable.records.training_summary import BASE, RunEntry, TrainingSummary
 from teachable.records.verdicts import Verdict
-from teachable.world.splits import TaskSplit, load_split
+from teachable.world.splits import Split
 from teachable.world.tasks import purpose_of, task_suite
 from teachable.world.text_world import TextWorld
 
@@ -192,30 +193,29 @@ class EvaluationItem:
         return self.snapshot_id or f"{self.start.env_id}:{self.start.seed}"
 
 
-def check_unseen(
-    tasks: Sequence[EnvState], purpose: str, split: TaskSplit, labeled: Sequence[LabeledSnapshot]
-) -> None:
-    """Every task must come from `purpose` and be no task of the split or the labeled snapshots
-    (the warm-up's tasks have purposes of their own)."""
-    seen = {task: "the Phase 2 split" for task in split.train_tasks + split.test_tasks}
-    seen.update({row.task: "the labeled snapshots" for row in labeled if row.task not in seen})
+def check_unseen(tasks: Sequence[EnvState], purpose: str, split: Split) -> None:
+    """Every task must come from `purpose` and be no task of the run's split (the warm-up's
+    tasks have purposes of their own)."""
+    part_of = split.part_of
     for task in tasks:
         if purpose_of(task) != purpose:
             raise ValueError(f"task {task.task} was drawn for {purpose_of(task)}, not {purpose}")
-        if task.task in seen:
-            raise ValueError(f"{purpose} task {task.task} is also a task of {seen[task.task]}")
+        if task.task in part_of:
+            raise ValueError(
+                f"{purpose} task {task.task} is also a task of the split's {part_of[task.task]} "
+                "part"
+            )
 
 
-def snapshot_items(split: TaskSplit, per_quadrant: int) -> list[EvaluationItem]:
-    """The first `per_quadrant` test snapshots of each quadrant, in the split's order; a test
-    snapshot whose task was trained on is an error."""
-    trained = set(split.train_tasks)
-    leaked = [row.id for row in split.test if row.task in trained]
-    if leaked:
-        raise ValueError(f"test snapshot(s) {leaked} belong to tasks of the training side")
+def snapshot_items(
+    split: Split, test: Sequence[LabeledSnapshot], per_quadrant: int
+) -> list[EvaluationItem]:
+    """The first `per_quadrant` test snapshots of each quadrant, in their order; a snapshot
+    of a task outside the split's test part is an error."""
+    split.check_within("test", test, "phase 3's test snapshots")
     items = []
     for quadrant in QUADRANTS:
-        rows = [row for row in split.test if row.quadrant == quadrant][:per_quadrant]
+        rows = [row for row in test if row.quadrant == quadrant][:per_quadrant]
         items += [EvaluationItem("snapshots", row.state, quadrant, row.id) for row in rows]
     return items
 
@@ -234,17 +234,17 @@ def evaluation_items(
     phase3: Phase3Parameters,
     levels: Sequence[str],
     seed: int,
-    split: TaskSplit,
-    labeled: Sequence[LabeledSnapshot],
+    split: Split,
+    test: Sequence[LabeledSnapshot],
 ) -> list[EvaluationItem]:
     """Everything every model plays: held-out tasks, test snapshots, retention tasks."""
     heldout = task_suite("heldout", phase3.n_tasks, levels, seed).tasks
     retention = retention_tasks(phase3, levels, seed)
-    check_unseen(heldout, "heldout", split, labeled)
-    check_unseen(retention, "retention", split, labeled)
+    check_unseen(heldout, "heldout", split)
+    check_unseen(retention, "retention", split)
     return [
         *(EvaluationItem("tasks", task) for task in heldout),
-        *snapshot_items(split, phase3.n_snapshots_per_quadrant),
+        *snapshot_items(split, test, phase3.n_snapshots_per_quadrant),
         *(EvaluationItem("retention", task) for task in retention),
     ]
 
@@ -883,7 +883,7 @@ def tabulate(
 
 def evaluate_runs(
     trained: TrainingLayout,
-    labeled: Sequence[LabeledSnapshot],
+    test: Sequence[LabeledSnapshot],
     phase3: Phase3Parameters,
     evaluation: EvaluationParameters,
     levels: Sequence[str],
@@ -893,15 +893,16 @@ def evaluate_runs(
     progress: bool = True,
 ) -> Evaluation:
     """Evaluate the `base` student and every trained run of a training folder's summary
-    (skipped runs are listed as such) on the held-out tasks of the training `levels`, the test
-    snapshots of the split the runs trained on, and the retention tasks, as `evaluation` says;
+    (skipped runs are listed as such) on the held-out tasks of the training `levels`, the `test`
+    snapshots (with their quadrants; all from the test part of the split the summary names), and
+    the retention tasks, as `evaluation` says;
     write the evaluation suite's tables and records into `out`. The verdicts are left to the
     caller (`phase3_verdicts`): Phase 5 evaluates its methods here too."""
     started = time.perf_counter()
     summary = TrainingSummary.load(trained.training_summary)
     adapters = adapter_folders(summary, trained)
-    split = load_split(trained.folder / summary.split, labeled)
-    items = evaluation_items(phase3, levels, seed, split, labeled)
+    split = Split.load(trained.folder / summary.split)
+    items = evaluation_items(phase3, levels, seed, split, test)
     play = Play(phase3.max_steps, evaluation, seed)
 
     log = out.episodes

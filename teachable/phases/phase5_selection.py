@@ -1,53 +1,85 @@
-"""Phase 5, the selection experiment (H7): which training data should a fixed budget buy?
+"""Phase 5, the selection experiment (H7): which unlabeled snapshots should a fixed budget buy
+the teacher's supervision for?
 
-From the train side of the Phase 2 split, each method picks `K = phase5.budget` snapshots:
+Each method picks `K` snapshots from the `pool` part of the run's split: snapshots Phase 1 never
+labeled, of tasks no other part holds, so the predictor (trained on the labeled part) never saw
+them. A pool row carries only what Phase 0 recorded (its state, the student's distribution, the
+expert's action); no label field is read.
 
 - `random`: a seeded uniform draw, drawn anew for every training seed;
-- `entropy`: the K with the highest U, the student's uncertainty;
-- `predictor`: the K with the highest ELP_net predicted by the Phase 4 predictor from the cheap
-  fields alone;
-- `oracle`: the K with the highest measured ELP_net (an upper bound: it needs the rollouts);
+- `entropy`: the K with the highest U, read from the student's distribution recorded at the
+  snapshot (`phase1.U_method`); no rollout;
+- `predictor`: the K with the highest ELP_net that the Phase 4 predictor predicts from cheap
+  observables; no rollout;
+- `oracle`: the K with the highest measured ELP_net (an upper bound): it buys the CPT (the
+  teacher's answer and Phase 1's CPT rollouts) for its candidates;
 - `learnability`: the K with the highest p(1 - p), p the student's own success rate from the
-  snapshot (`leverage.p_student`): the states it solves about half of the time, a baseline from
-  curriculum learning.
+  snapshot (Phase 1's `n_rollouts` base rollouts), a baseline from curriculum learning.
 
-Ties are broken by snapshot id. The pool is the train snapshots that carry every label (U,
-leverage, CPT), so all methods choose among the same snapshots; a pool smaller than the budget
-lowers K for every method, and the summary says so. Each method trains once per seed of
-`phase5.seeds` (LoRA initialization and data order; random also draws anew), with the same
-hyperparameters (`lora`, with any value `phase5` sets in its place) in `phase5.format`, and is
-evaluated like Phase 3 (`evaluate_runs`, with the `phase3` suites played as `evaluation` says)
-into `phase5/selection/<method>/`: its `training_summary.json`, its adapters and `eval/`. The
-base student's episodes are the same for every method: they are played once and shared between
-the methods' evaluation logs. A rerun keeps finished runs and logged episodes.
+The candidates of `oracle` and `learnability` are `phase5.candidates` pool snapshots (one seeded
+draw both share; the whole pool by default). Their labels are measured on the streams Phase 1
+uses (so they equal what Phase 1 would measure), logged per method in `candidate_labels.jsonl`
+(resumable while the labeling parameters stay the same), and their cost (rollouts, teacher
+answers, seconds) goes into the summary. K is `phase5.budget`, lowered for every method to the
+pool (or candidate) count when that is smaller, and the summary says so. Ties are broken by
+snapshot id.
+
+The teacher then answers every picked snapshot (its supervision), and each method trains once
+per seed of `phase5.seeds` (LoRA initialization and data order; random also draws anew), with
+the same hyperparameters (`lora`, with any value `phase5` sets in its place) in
+`phase5.format`, and is evaluated like Phase 3 (`evaluate_runs`, on the split's test snapshots
+and the `phase3` suites played as `evaluation` says) into `phase5/selection/<method>/`: its
+`training_summary.json`, its adapters and `eval/`. The base student's episodes are the same for
+every method: they are played once and shared between the methods' evaluation logs. A rerun
+keeps finished runs, bought labels and logged episodes.
 
 `selection_summary.json` gives each method's success gain over the base student on the held-out
 tasks (and on the test snapshots) and its retention drop, each with a 95% hierarchical bootstrap
 interval (seeds, items, episodes: every model played the same episodes), the paired differences
-between methods (seed by seed), and the plan's verdicts, three-way: predictor > entropy,
-entropy > random on gain, and every method's retention drop below the 10-point limit.
+between methods (seed by seed), what the labels cost, and the plan's verdicts, three-way:
+predictor > entropy, entropy > random on gain, and every method's retention drop below the
+10-point limit.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import hashlib
+import json
+import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 from tqdm.auto import tqdm
 
 from teachable.measure.intervals import Estimate, number, wilson
 from teachable.measure.verdicts import judge
 from teachable.models.student import Student
+from teachable.models.teachers import Teacher
 from teachable.parameters import (
     EvaluationParameters,
     LoraParameters,
+    Phase1Parameters,
     Phase3Parameters,
     Phase5Parameters,
     SelectionMethod,
+)
+from teachable.phases.phase1_labels import (
+    RolloutCondition,
+    cpt_from_outcomes,
+    in_groups,
+    labeling_parameters,
+    outcomes,
+    phase0_snapshots,
+    rate,
+    rollout_plan,
+    run_conditions,
+    snapshot_uncertainty,
+    stable_int,
+    teacher_request,
 )
 from teachable.phases.phase2_matrix import (
     MatrixRun,
@@ -63,23 +95,19 @@ from teachable.phases.phase3_evaluation import (
     outcome_cube,
     paired_gain,
 )
-from teachable.phases.phase4_predictor import Predictor, PredictorResult
-from teachable.records.labeled import LabeledSnapshot, load_labeled
+from teachable.phases.phase4_predictor import Predictor
+from teachable.records.labeled import CPT, LabeledSnapshot, load_labeled
 from teachable.records.layout import MethodLayout, Phase4Layout, RunLayout
-from teachable.records.store import read_json, read_jsonl, write_json, write_jsonl
+from teachable.records.snapshot import Snapshot
+from teachable.records.store import append_jsonl, read_json, read_jsonl, write_json, write_jsonl
 from teachable.records.training_summary import BASE, RunEntry, TrainingSummary
 from teachable.records.verdicts import Verdict, save_phase_verdicts
-from teachable.world.splits import load_split
+from teachable.world.splits import Split
 
 ORDER = (("predictor", "entropy"), ("entropy", "random"))  # the plan's order on gain
 
 
-def labeled_pool(train: Sequence[LabeledSnapshot]) -> tuple[list[LabeledSnapshot], list[str]]:
-    """The train snapshots every method can rank (U, leverage and CPT measured), in id order,
-    and the ids of those left out."""
-    complete = [row for row in train if None not in (row.U, row.leverage, row.cpt)]
-    kept = {row.id for row in complete}
-    return sorted(complete, key=lambda row: row.id), [row.id for row in train if row.id not in kept]
+BUYS_LABELS: tuple[SelectionMethod, ...] = ("oracle", "learnability")  # rank by measured labels
 
 
 def learnability(p_student: float) -> float:
@@ -87,78 +115,199 @@ def learnability(p_student: float) -> float:
     return p_student * (1.0 - p_student)
 
 
-RANKED_BY = {  # the label each ranking method sorts by, None when the row lacks it
-    "entropy": lambda row: row.U,
-    "oracle": lambda row: None if row.cpt is None else row.cpt.ELP_net,
-    "learnability": lambda row: (
-        None if row.leverage is None else learnability(row.leverage.p_student)
-    ),
-}
+def candidate_draw(pool: Sequence[Snapshot], size: int | None, seed: int) -> list[Snapshot]:
+    """The pool snapshots the label-buying methods label and rank, in id order: a seeded draw
+    of `size` (the whole pool when null or no smaller than it)."""
+    ordered = sorted(pool, key=lambda row: row.id)
+    if size is None or size >= len(ordered):
+        return ordered
+    draw = np.random.default_rng((seed, stable_int("phase5 candidates")))
+    return [ordered[i] for i in sorted(draw.choice(len(ordered), size, replace=False))]
 
 
-def method_scores(
+class CandidateLabel(BaseModel):
+    """A label a method bought for one pool snapshot, the score it ranks by, and its cost:
+    the rollouts, teacher answers and seconds (its share of its group's) it took."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    key: str
+    score: float
+    cpt: CPT | None = None
+    p_student: float | None = None
+    rollouts: int
+    teacher_answers: int
+    seconds: float
+
+
+class LabelingCost(BaseModel):
+    """What a label-buying method's labels cost: over all its candidates (`rollouts`,
+    `teacher_answers`, `seconds`, whenever they were bought), and how many were bought now."""
+
+    candidates: int
+    bought_now: int
+    rollouts: int
+    teacher_answers: int
+    seconds: float
+
+
+def labeling_key(phase1: Phase1Parameters, seed: int, student: Student, teacher: Teacher) -> str:
+    """Everything that shapes a bought label, hashed: a logged label with another key is
+    bought again."""
+    made_with = labeling_parameters(phase1, seed, student.params, teacher.params)
+    return hashlib.sha256(json.dumps(made_with, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def measure_candidates(
     method: SelectionMethod,
-    rows: Sequence[LabeledSnapshot],
-    predictions: pd.DataFrame | None = None,
-) -> np.ndarray:
-    """What a ranking method sorts the rows by, highest first: the predictor's ELP_net (from
-    `predictions`, columns id and ELP_net) or a label; an error names a row without a score."""
-    if method == "predictor":
-        if predictions is None:
-            raise ValueError("the predictor method needs the predictor's scores (predictions)")
-        predicted = predictions.set_index("id")["ELP_net"]
-        scores = [predicted.get(row.id) for row in rows]
-    elif method in RANKED_BY:
-        scores = [RANKED_BY[method](row) for row in rows]
+    group: Sequence[Snapshot],
+    phase1: Phase1Parameters,
+    seed: int,
+    student: Student,
+    teacher: Teacher,
+    key: str,
+    progress: bool,
+) -> list[CandidateLabel]:
+    """One group's labels, from one batched rollout run: the CPT (with the teacher's answers)
+    for `oracle`, the base success rate for `learnability`."""
+    started = time.perf_counter()
+    if method == "oracle":
+        answers = teacher.advise([teacher_request(snapshot) for snapshot in group])
+        plans = [
+            rollout_plan(s, a, phase1, False, True) for s, a in zip(group, answers, strict=True)
+        ]
+    elif method == "learnability":
+        plans = [[RolloutCondition(snapshot, "base", phase1.n_rollouts)] for snapshot in group]
     else:
-        raise ValueError(
-            f"{method!r} is no ranking method; known: {', '.join(RANKED_BY)}, predictor"
-        )
-    missing = [row.id for row, score in zip(rows, scores, strict=True) if score is None]
-    if missing:
-        raise ValueError(f"the {method} method has no score for snapshot(s) {missing[:3]}")
-    return np.asarray(scores, dtype=float)
+        raise ValueError(f"{method!r} buys no label; the methods that do: {', '.join(BUYS_LABELS)}")
+    conditions = [condition for plan in plans for condition in plan]
+    episodes = run_conditions(student, conditions, phase1, seed, progress=progress)
+    seconds = (time.perf_counter() - started) / len(group)
+    labels = []
+    for snapshot, plan in zip(group, plans, strict=True):
+        results = {c.name: outcomes(episodes[(snapshot.id, c.name)]) for c in plan}
+        cost = {
+            "rollouts": sum(c.n for c in plan),
+            "teacher_answers": int(method == "oracle"),
+            "seconds": round(seconds, 3),
+        }
+        if method == "oracle":
+            cpt = cpt_from_outcomes(results)
+            labels.append(
+                CandidateLabel(id=snapshot.id, key=key, score=cpt.ELP_net, cpt=cpt, **cost)
+            )
+        else:
+            p = rate(results["base"])
+            score = learnability(p)
+            labels.append(CandidateLabel(id=snapshot.id, key=key, score=score, p_student=p, **cost))
+    return labels
+
+
+def buy_labels(
+    method: SelectionMethod,
+    candidates: Sequence[Snapshot],
+    phase1: Phase1Parameters,
+    seed: int,
+    student: Student,
+    teacher: Teacher,
+    log: Path,
+    progress: bool = False,
+) -> tuple[dict[str, CandidateLabel], LabelingCost]:
+    """The method's label of every candidate, resumable: labels logged with the same labeling
+    parameters are kept, the rest measured `phase1.batch_snapshots` at a time and appended as
+    each group completes; the log is rewritten with the candidates' labels alone at the end.
+    Returns the labels by id and what they cost."""
+    key = labeling_key(phase1, seed, student, teacher)
+    logged = {}
+    for row in read_jsonl(log):
+        label = CandidateLabel.model_validate(row)
+        if label.key == key:
+            logged[label.id] = label
+    pending = [snapshot for snapshot in candidates if snapshot.id not in logged]
+    with tqdm(total=len(pending), desc=f"{method} labels", disable=not progress) as bar:
+        for group in in_groups(pending, phase1.batch_snapshots):
+            for label in measure_candidates(
+                method, group, phase1, seed, student, teacher, key, progress
+            ):
+                append_jsonl(log, label.model_dump(mode="json"))
+                logged[label.id] = label
+            bar.update(len(group))
+    labels = {snapshot.id: logged[snapshot.id] for snapshot in candidates}
+    write_jsonl(log, [label.model_dump(mode="json") for label in labels.values()])
+    cost = LabelingCost(
+        candidates=len(labels),
+        bought_now=len(pending),
+        rollouts=sum(label.rollouts for label in labels.values()),
+        teacher_answers=sum(label.teacher_answers for label in labels.values()),
+        seconds=round(sum(label.seconds for label in labels.values()), 3),
+    )
+    return labels, cost
+
+
+def entropy_scores(pool: Sequence[Snapshot], phase1: Phase1Parameters) -> dict[str, float]:
+    """U of each pool snapshot, from the student's distribution recorded there."""
+    return {row.id: snapshot_uncertainty(row, phase1.U_method) for row in pool}
+
+
+def predicted_scores(phase4: Phase4Layout, pool: Sequence[Snapshot]) -> dict[str, float]:
+    """The ELP_net the Phase 4 predictor predicts for each pool snapshot from its cheap
+    observables."""
+    predictions = Predictor.load(phase4.predictor_model).predict(pool)
+    return dict(zip(predictions["id"], predictions["ELP_net"].astype(float), strict=True))
 
 
 def select(
     method: SelectionMethod,
-    rows: Sequence[LabeledSnapshot],
+    rows: Sequence[Snapshot],
     k: int,
-    predictions: pd.DataFrame | None = None,
+    scores: Mapping[str, float] | None = None,
     seed: int | tuple[int, ...] = 0,
-) -> list[LabeledSnapshot]:
-    """The `k` rows a method picks: the top k of its scores, ties broken by id (best first),
-    or for `random` a seeded draw without replacement from the rows in id order."""
+) -> list[Snapshot]:
+    """The `k` rows a method picks: the k with the highest `scores` (a score per row id), best
+    first, ties broken by id; for `random` a seeded draw without replacement from the rows in id
+    order."""
     if not 1 <= k <= len(rows):
         raise ValueError(f"cannot select {k} of {len(rows)} snapshots")
+    ordered = sorted(rows, key=lambda row: row.id)
     if method == "random":
-        ordered = sorted(rows, key=lambda row: row.id)
         drawn = np.random.default_rng(seed).choice(len(ordered), k, replace=False)
         return [ordered[index] for index in drawn]
-    scores = method_scores(method, rows, predictions)
-    ranking = sorted(range(len(rows)), key=lambda index: (-scores[index], rows[index].id))
-    return [rows[index] for index in ranking[:k]]
+    if scores is None:
+        raise ValueError(f"the {method} method needs its scores")
+    missing = [row.id for row in ordered if row.id not in scores]
+    if missing:
+        raise ValueError(f"the {method} method has no score for snapshot(s) {missing[:3]}")
+    return sorted(ordered, key=lambda row: -scores[row.id])[:k]
+
+
+def budget_k(phase5: Phase5Parameters, pool: int, candidates: int) -> int:
+    """K: the budget, lowered to the pool, and to the candidates when a method buys labels."""
+    buying = any(method in BUYS_LABELS for method in phase5.methods)
+    return min(phase5.budget, pool, candidates if buying else pool)
 
 
 def plan_selections(
     phase5: Phase5Parameters,
-    pool: Sequence[LabeledSnapshot],
+    pool: Sequence[Snapshot],
+    candidates: Sequence[Snapshot],
+    scores: Mapping[SelectionMethod, Mapping[str, float]],
     seed: int,
-    predictions: pd.DataFrame | None = None,
-) -> dict[SelectionMethod, list[MatrixRun]]:
-    """Each method's runs, one per training seed, each on exactly K = min(budget, pool)
-    snapshots in the chosen format; random draws from (run `seed`, training seed)."""
+) -> dict[SelectionMethod, list[list[Snapshot]]]:
+    """Each method's picks per training seed (random draws from (run `seed`, training seed);
+    the others pick the same at every seed): K each, the label-buying methods among their
+    candidates."""
     if not pool:
-        raise ValueError("no train snapshot carries U, leverage and CPT labels: nothing to select")
-    k = min(phase5.budget, len(pool))
+        raise ValueError("the split's pool holds no snapshot: nothing to select from")
+    k = budget_k(phase5, len(pool), len(candidates))
     return {
         method: [
-            MatrixRun(
+            select(
                 method,
-                s,
-                method,
-                phase5.format,
-                tuple(select(method, pool, k, predictions, (seed, s))),
+                candidates if method in BUYS_LABELS else pool,
+                k,
+                scores.get(method),
+                (seed, s),
             )
             for s in phase5.seeds
         ]
@@ -166,10 +315,41 @@ def plan_selections(
     }
 
 
-def predicted_scores(phase4: Phase4Layout, pool: Sequence[LabeledSnapshot]) -> pd.DataFrame:
-    """The Phase 4 predictor's predictions for the pool (id, U, L_local, ELP_net, quadrant)."""
-    predictor = Predictor.load(phase4.predictor_model)
-    return predictor.predict(pool)
+def supervised(
+    picks: Mapping[SelectionMethod, list[list[Snapshot]]],
+    teacher: Teacher,
+    phase1: Phase1Parameters,
+) -> dict[str, LabeledSnapshot]:
+    """Every picked snapshot with the teacher's answer (its supervision) and its recorded U,
+    by id; nothing else is measured."""
+    chosen = {row.id: row for seeds in picks.values() for rows in seeds for row in rows}
+    rows = list(chosen.values())
+    answers = teacher.advise([teacher_request(row) for row in rows])
+    return {
+        row.id: LabeledSnapshot.of(row).model_copy(
+            update={
+                "teacher": answer,
+                "U": snapshot_uncertainty(row, phase1.U_method),
+                "U_method": phase1.U_method,
+            }
+        )
+        for row, answer in zip(rows, answers, strict=True)
+    }
+
+
+def training_runs(
+    phase5: Phase5Parameters,
+    picks: Mapping[SelectionMethod, list[list[Snapshot]]],
+    rows: Mapping[str, LabeledSnapshot],
+) -> dict[SelectionMethod, list[MatrixRun]]:
+    """Each method's runs, one per training seed, on its picks with their supervision."""
+    return {
+        method: [
+            MatrixRun(method, s, method, phase5.format, tuple(rows[row.id] for row in picked))
+            for s, picked in zip(phase5.seeds, seeds, strict=True)
+        ]
+        for method, seeds in picks.items()
+    }
 
 
 def train_method(
@@ -209,12 +389,14 @@ def share_base_episodes(sources: Sequence[Path], log: Path) -> None:
 
 
 class PickedLabels(BaseModel):
-    """What a method picked, over its runs: mean U, measured ELP_net, p(1 - p), and the share
-    of its picks the oracle also picked."""
+    """What a method picked, over its runs: mean U, the mean bought ELP_net and p(1 - p) over
+    the picks that were candidates (`n_measured` of them), and the share of its picks the
+    oracle also picked (None without the oracle)."""
 
     mean_U: float | None
     mean_ELP_net: float | None
     mean_learnability: float | None
+    n_measured: int
     oracle_overlap: float | None
 
 
@@ -235,20 +417,20 @@ class MethodResult(BaseModel):
 
 
 class SelectionSummary(BaseModel):
-    """`selection_summary.json`: K and the pool, each method's result, the paired differences
-    between methods (`first-second`, seed by seed), and the verdicts."""
+    """`selection_summary.json`: K, the pool and the candidates, what the bought labels cost,
+    each method's result, the paired differences between methods (`first-second`, seed by
+    seed), and the verdicts."""
 
     budget: int
     k: int
     k_reduced: bool
     pool_size: int
-    train_snapshots: int
-    left_out_unlabeled: int
+    candidates: int
+    labeling_cost: dict[str, LabelingCost]
     format: str
     lora: dict
     seeds: list[int]
     evaluation: dict
-    predictor_seen_share: float | None
     methods: dict[str, MethodResult]
     differences: dict[str, Estimate]
     verdicts: list[Verdict]
@@ -268,42 +450,82 @@ class SelectionReport:
     summary: SelectionSummary
 
 
+@dataclass
+class Bought:
+    """The labels the label-buying methods bought for their candidates, and their cost."""
+
+    candidates: list[Snapshot]
+    labels: dict[SelectionMethod, dict[str, CandidateLabel]]
+    costs: dict[SelectionMethod, LabelingCost]
+
+
+def buy_all_labels(
+    phase5: Phase5Parameters,
+    phase1: Phase1Parameters,
+    pool: Sequence[Snapshot],
+    seed: int,
+    student: Student,
+    teacher: Teacher,
+    out: RunLayout,
+    progress: bool,
+) -> Bought:
+    """The candidates and the labels each label-buying method of `phase5.methods` buys."""
+    candidates = candidate_draw(pool, phase5.candidates, seed)
+    labels, costs = {}, {}
+    for method in (m for m in BUYS_LABELS if m in phase5.methods):
+        log = out.phase5.method(method).candidate_labels
+        labels[method], costs[method] = buy_labels(
+            method, candidates, phase1, seed, student, teacher, log, progress
+        )
+    return Bought(candidates, labels, costs)
+
+
 def run_selection(
     phase5: Phase5Parameters,
+    phase1: Phase1Parameters,
     phase3: Phase3Parameters,
     evaluation: EvaluationParameters,
     lora: LoraParameters,
     levels: Sequence[str],
     seed: int,
     student: Student,
+    teacher: Teacher,
     run: RunLayout,
     progress: bool = True,
 ) -> SelectionReport:
-    """All of Phase 5, resumable: select from the run's Phase 2 train side (ranked by the
-    Phase 4 predictor where asked), train each pick once per seed with the shared `lora`
-    settings under Phase 5's overrides, evaluate with Phase 3's suites as `evaluation` says,
-    and write everything into the run's Phase 5 folder and its verdicts into the run's
-    `verdicts.json`."""
+    """All of Phase 5, resumable: select from the pool of the run's split (entropy from the
+    recorded distributions, the predictor's scores, labels bought for the candidates), give the
+    picks the teacher's supervision, train each method once per seed with the shared `lora`
+    settings under Phase 5's overrides, evaluate on the split's test snapshots and Phase 3's
+    suites as `evaluation` says, and write everything into the run's Phase 5 folder and its
+    verdicts into the run's `verdicts.json`. Phase 1's parameters say how U is read and how
+    many rollouts a bought label takes."""
     out = run.phase5
-    split_path = run.phase2.split
-    labeled = load_labeled(run.phase1)
-    split = load_split(split_path, labeled)
-    pool, left_out = labeled_pool(split.train)
-    predictions = None
-    if pool and "predictor" in phase5.methods:
-        predictions = predicted_scores(run.phase4, pool)
-    runs = plan_selections(phase5, pool, seed, predictions)
+    split = Split.load(run.split)
+    pool = split.rows("pool", phase0_snapshots(split.sources, run.phase0))
+    bought = buy_all_labels(phase5, phase1, pool, seed, student, teacher, run, progress)
+    scores: dict[SelectionMethod, Mapping[str, float]] = {
+        method: {i: label.score for i, label in labels.items()}
+        for method, labels in bought.labels.items()
+    }
+    if "entropy" in phase5.methods:
+        scores["entropy"] = entropy_scores(pool, phase1)
+    if "predictor" in phase5.methods:
+        scores["predictor"] = predicted_scores(run.phase4, pool)
+    picks = plan_selections(phase5, pool, bought.candidates, scores, seed)
+    runs = training_runs(phase5, picks, supervised(picks, teacher, phase1))
+    test = load_labeled(run.phase1, "test")
     lora = phase5.over(lora)
     entries, evaluations, logs = {}, {}, []
     for method, method_runs in tqdm(runs.items(), desc="selection", disable=not progress):
         trained = out.method(method)
         entries[method] = train_method(
-            student, method_runs, lora, trained, split_path, run.folder.name
+            student, method_runs, lora, trained, run.split, run.folder.name
         )
         share_base_episodes(logs, trained.evaluation.episodes)
         evaluations[method] = evaluate_runs(
             trained,
-            labeled,
+            test,
             phase3,
             evaluation,
             levels,
@@ -314,7 +536,7 @@ def run_selection(
         )
         logs.append(trained.evaluation.episodes)
     summary = selection_summary(
-        phase5, evaluation, lora, seed, run.phase4, runs, evaluations, len(split.train), pool
+        phase5, evaluation, lora, seed, runs, evaluations, len(pool), bought
     )
     write_json(out.summary, summary.model_dump(mode="json"))
     save_phase_verdicts(run.verdicts, "phase5", summary.verdicts)
@@ -336,14 +558,25 @@ def negated(estimate: Estimate) -> Estimate:
     return estimate.model_copy(update={name: None if v is None else -v for name, v in flip.items()})
 
 
-def picked_labels(runs: Sequence[MatrixRun], oracle_ids: set[str]) -> PickedLabels:
-    """What a method's runs picked, averaged over the runs."""
+def mean_of(values: Sequence[float]) -> float | None:
+    return number(np.mean(values)) if len(values) else None
+
+
+def picked_labels(
+    runs: Sequence[MatrixRun], bought: Bought, oracle_ids: set[str] | None
+) -> PickedLabels:
+    """What a method's runs picked, averaged over the runs; the bought labels where known."""
     rows = [row for run in runs for row in run.rows]
+    oracle = bought.labels.get("oracle", {})
+    learn = bought.labels.get("learnability", {})
     return PickedLabels(
-        mean_U=number(np.mean([row.U for row in rows])),
-        mean_ELP_net=number(np.mean([row.cpt.ELP_net for row in rows])),
-        mean_learnability=number(np.mean([RANKED_BY["learnability"](row) for row in rows])),
-        oracle_overlap=number(np.mean([row.id in oracle_ids for row in rows])),
+        mean_U=mean_of([row.U for row in rows]),
+        mean_ELP_net=mean_of([oracle[row.id].score for row in rows if row.id in oracle]),
+        mean_learnability=mean_of([learn[row.id].score for row in rows if row.id in learn]),
+        n_measured=sum(row.id in oracle or row.id in learn for row in rows),
+        oracle_overlap=None
+        if oracle_ids is None
+        else number(np.mean([row.id in oracle_ids for row in rows])),
     )
 
 
@@ -351,7 +584,7 @@ def method_result(
     episodes: pd.DataFrame,
     runs: Sequence[MatrixRun],
     k: int,
-    oracle_ids: set[str],
+    picked: PickedLabels,
     resamples: int,
     seed: int,
 ) -> MethodResult:
@@ -370,7 +603,7 @@ def method_result(
         snapshot_gain=paired_gain(episodes, ids, [BASE], "snapshots", resamples, seed),
         retention_drop=negated(paired_gain(episodes, ids, [BASE], "retention", resamples, seed)),
         per_seed_gain=per_seed,
-        picked=picked_labels(runs, oracle_ids),
+        picked=picked,
     )
 
 
@@ -411,20 +644,28 @@ def selection_summary(
     evaluation: EvaluationParameters,
     lora: LoraParameters,
     seed: int,
-    phase4: Phase4Layout,
     runs: dict[SelectionMethod, list[MatrixRun]],
     evaluations: dict[SelectionMethod, Evaluation],
-    n_train: int,
-    pool: Sequence[LabeledSnapshot],
+    pool_size: int,
+    bought: Bought,
 ) -> SelectionSummary:
-    """The `selection_summary.json` record: K, each method's result, the paired differences
-    between methods and the verdicts."""
-    k = min(phase5.budget, len(pool))
-    oracle_ids = {row.id for row in select("oracle", pool, k)}
+    """The `selection_summary.json` record: K, the labels' cost, each method's result, the
+    paired differences between methods and the verdicts."""
+    k = budget_k(phase5, pool_size, len(bought.candidates))
+    oracle_ids = None
+    if "oracle" in runs:
+        oracle_ids = {row.id for row in runs["oracle"][0].rows}
     episodes = all_episodes(evaluations)
     resamples = evaluation.bootstrap_resamples
     methods = {
-        method: method_result(episodes, method_runs, k, oracle_ids, resamples, seed)
+        method: method_result(
+            episodes,
+            method_runs,
+            k,
+            picked_labels(method_runs, bought, oracle_ids),
+            resamples,
+            seed,
+        )
         for method, method_runs in runs.items()
     }
     differences = {
@@ -438,26 +679,14 @@ def selection_summary(
         budget=phase5.budget,
         k=k,
         k_reduced=k < phase5.budget,
-        pool_size=len(pool),
-        train_snapshots=n_train,
-        left_out_unlabeled=n_train - len(pool),
+        pool_size=pool_size,
+        candidates=len(bought.candidates),
+        labeling_cost=bought.costs,
         format=phase5.format,
         lora=lora.model_dump(mode="json"),
         seeds=phase5.seeds,
         evaluation=evaluation.model_dump(mode="json"),
-        predictor_seen_share=predictor_seen_share(phase4, pool),
         methods=methods,
         differences=differences,
         verdicts=selection_verdicts(methods, differences),
     )
-
-
-def predictor_seen_share(phase4: Phase4Layout, pool: Sequence[LabeledSnapshot]) -> float | None:
-    """Share of the pool from tasks the predictor trained or picked its epoch on: its scores
-    there are in-sample (None when Phase 4's result is not there)."""
-    path = phase4.training_result
-    if not path.is_file() or not pool:
-        return None
-    tasks = PredictorResult.load(path).tasks
-    seen = {tuple(task) for split in ("train", "validation") for task in tasks[split]}
-    return number(np.mean([row.task in seen for row in pool]))

@@ -95,8 +95,10 @@ PHASES: tuple[Phase, ...] = (
         notebook="01_labeling.ipynb",
         section="phase1",
         outputs=lambda run: (
+            run.split,
             run.phase1.labeled_jsonl,
             run.phase1.labeled_json,
+            run.phase1.test_labels,
             run.phase1.thresholds_auto,
             run.phase1.quantiles,
         ),
@@ -115,15 +117,15 @@ PHASES: tuple[Phase, ...] = (
         name="2",
         notebook="02_training_matrix.ipynb",
         section="phase2",
-        outputs=lambda run: (run.phase2.split, run.phase2.training_summary),
-        inputs=lambda run: (run.phase0.warmup, run.phase1.labeled_json),
+        outputs=lambda run: (run.phase2.training_summary,),
+        inputs=lambda run: (run.phase0.warmup, run.split, run.phase1.labeled_json),
     ),
     Phase(
         name="3",
         notebook="03_evaluation.ipynb",
         section="phase3",
         outputs=lambda run: run.phase3.csvs(),
-        inputs=lambda run: (run.phase2.training_summary,),
+        inputs=lambda run: (run.phase2.training_summary, run.split, run.phase1.test_labels),
     ),
     Phase(
         name="4",
@@ -144,8 +146,8 @@ PHASES: tuple[Phase, ...] = (
         outputs=lambda run: (run.phase5.summary,),
         inputs=lambda run: (
             run.phase0.warmup,
-            run.phase1.labeled_json,
-            run.phase2.split,
+            run.split,
+            run.phase1.test_labels,
             run.phase4.predictor_model,
         ),
         optional_inputs=lambda run: (run.phase3.record,),  # the evaluation counts are Phase 3's

@@ -210,9 +210,12 @@ def _check_distinct(snapshots: Sequence[Snapshot], where: Path | str) -> None:
         seen.add(snapshot.id)
 
 
-def load_labeled(phase1: Phase1Layout) -> list[LabeledSnapshot]:
-    """The labeled snapshots, in the quadrants of the chosen (else automatic) thresholds."""
-    rows = load_rows(phase1.labeled_json)
+def load_labeled(
+    phase1: Phase1Layout, part: Literal["labeled", "test"] = "labeled"
+) -> list[LabeledSnapshot]:
+    """The labeled snapshots (or, with `part="test"`, the split's test snapshots, which carry
+    U and leverage only), in the quadrants of the chosen (else automatic) thresholds."""
+    rows = load_rows(phase1.labeled_json if part == "labeled" else phase1.test_labels)
     thresholds = load_thresholds(phase1)
     if thresholds.L is None:
         return rows

@@ -117,6 +117,11 @@ class Phase1Layout(FolderLayout):
         return self.folder / "teacher_health.json"
 
     @property
+    def test_labels(self) -> Path:
+        """The split's test snapshots with U and leverage (for their quadrant), one row each."""
+        return self.folder / "test_snapshots.jsonl"
+
+    @property
     def thresholds_auto(self) -> Path:
         return self.folder / "quadrant_thresholds_auto.json"
 
@@ -169,13 +174,6 @@ class TrainingLayout(FolderLayout):
 
     def adapter(self, run_id: str) -> Path:
         return self.folder / run_id
-
-
-@dataclass(frozen=True)
-class Phase2Layout(TrainingLayout):
-    @property
-    def split(self) -> Path:
-        return self.folder / "split.json"
 
 
 @dataclass(frozen=True)
@@ -246,7 +244,12 @@ class Phase4Layout(FolderLayout):
 
 @dataclass(frozen=True)
 class MethodLayout(TrainingLayout):
-    """One Phase 5 method: its adapters, summary and evaluation."""
+    """One Phase 5 method: its adapters, summary and evaluation, and the labels it bought."""
+
+    @property
+    def candidate_labels(self) -> Path:
+        """The labels a method that ranks by a measured label bought, one row per candidate."""
+        return self.folder / "candidate_labels.jsonl"
 
     @property
     def evaluation(self) -> EvaluationLayout:
@@ -284,8 +287,8 @@ class RunLayout(FolderLayout):
         return Phase1BLayout(self.folder / "phase1b")
 
     @property
-    def phase2(self) -> Phase2Layout:
-        return Phase2Layout(self.folder / "phase2")
+    def phase2(self) -> TrainingLayout:
+        return TrainingLayout(self.folder / "phase2")
 
     @property
     def phase3(self) -> EvaluationLayout:
@@ -298,6 +301,11 @@ class RunLayout(FolderLayout):
     @property
     def phase5(self) -> Phase5Layout:
         return Phase5Layout(self.folder / "phase5" / "selection")
+
+    @property
+    def split(self) -> Path:
+        """The run's one split of the Phase 0 snapshots by task (labeled, pool, test)."""
+        return self.folder / "split.json"
 
     @property
     def teacher_cache(self) -> Path:
