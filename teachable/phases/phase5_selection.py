@@ -453,11 +453,10 @@ def selection_summary(
 
 
 def predictor_seen_share(phase4: Phase4Layout, pool: Sequence[LabeledSnapshot]) -> float | None:
-    """Share of the pool from tasks the predictor trained or picked its epoch on: its scores
-    there are in-sample (None when Phase 4's result is not there)."""
+    """Share of the pool from tasks the saved predictor trained on: its scores there are
+    in-sample (None when Phase 4's result is not there)."""
     path = phase4.training_result
     if not path.is_file() or not pool:
         return None
-    tasks = PredictorResult.load(path).tasks
-    seen = {tuple(task) for split in ("train", "validation") for task in tasks[split]}
+    seen = set(PredictorResult.load(path).tasks)
     return number(np.mean([row.task in seen for row in pool]))
