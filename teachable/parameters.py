@@ -518,7 +518,7 @@ class Phase3Parameters(Section):
 
 
 class Phase4Parameters(Section):
-    """Teachability predictor: features from cheap observables, a small MLP, a split by task."""
+    """Teachability predictor: cheap observables, a small MLP, grouped K-fold by task."""
 
     embedder: Literal["hashing", "minilm"] = Field(
         "hashing",
@@ -528,21 +528,30 @@ class Phase4Parameters(Section):
     embedding_dim: int = Field(256, ge=2, description="hashing width; minilm is 384 per text field")
     hidden: int = Field(128, ge=1, description="width of the MLP's hidden layers")
     epochs: int = Field(
-        30, ge=1, description="training epochs; the best validation loss picks the model"
+        30, ge=1, description="most training epochs of a fold; its validation loss picks the epoch"
     )
     learning_rate: float = Field(1e-3, gt=0, description="Adam learning rate")
     batch_size: int = Field(64, ge=1, description="rows per training batch")
-    validation_fraction: float = Field(
-        0.15, gt=0.0, lt=1.0, description="share of tasks in the validation split"
+    folds: int = Field(
+        5,
+        ge=2,
+        description="K of the grouped K-fold by task behind every reported metric (at most one "
+        "fold per labeled task)",
     )
-    test_fraction: float = Field(
-        0.2, gt=0.0, lt=1.0, description="share of tasks in the test split, scored once"
+    validation_fraction: float = Field(
+        0.15,
+        gt=0.0,
+        lt=1.0,
+        description="share of a fold's training tasks that picks its epoch; the saved predictor "
+        "trains on all labeled tasks for the median pick",
     )
     k: list[int] = Field(
         default_factory=lambda: [5, 10, 20],
         description="cut-offs K of Precision@K and NDCG@K",
     )
-    seed: int = Field(0, ge=0, description="seed of the split, the initialization and batches")
+    seed: int = Field(
+        0, ge=0, description="seed of the folds, the epoch-picking splits, initialization, batches"
+    )
 
     @field_validator("k")
     @classmethod
@@ -550,12 +559,6 @@ class Phase4Parameters(Section):
         if not k or min(k) < 1:
             raise ValueError("k needs at least one value, each >= 1")
         return k
-
-    @model_validator(mode="after")
-    def _room_for_training(self) -> Phase4Parameters:
-        if self.validation_fraction + self.test_fraction >= 1.0:
-            raise ValueError("validation_fraction + test_fraction must leave tasks to train on")
-        return self
 
 
 SelectionMethod = Literal["random", "entropy", "predictor", "oracle", "learnability"]

@@ -3,11 +3,14 @@ leave no doubt."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pytest
 
 from teachable.measure.intervals import (
     as_cube,
+    bootstrap_clusters,
     bootstrap_rows,
     difference_of_means,
     hierarchical_bootstrap,
@@ -113,3 +116,25 @@ def test_row_bootstrap_leaves_out_undefined_resamples_and_empty_rows() -> None:
     assert estimate.low > 0 and estimate.high <= 0.5
     empty = bootstrap_rows(0, lambda rows: {"mean": float("nan")})["mean"]
     assert (empty.value, empty.low, empty.n) == (None, None, 0)
+
+
+def test_cluster_bootstrap_resamples_whole_clusters() -> None:
+    """Ten clusters of ten identical rows hold ten independent draws, not a hundred: the
+    cluster interval is as wide as the bootstrap of the ten cluster values, and wider than
+    the row bootstrap that takes the copies for independent rows."""
+    values = np.random.default_rng(2).normal(size=10)
+    rows = np.repeat(values, 10)
+    clusters = np.repeat(np.arange(10), 10).tolist()
+
+    def mean_of(x: np.ndarray) -> Callable[[np.ndarray], dict[str, float]]:
+        return lambda index: {"mean": x[index].mean()}
+
+    by_cluster = bootstrap_clusters(clusters, mean_of(rows), 500, seed=1)["mean"]
+    by_value = bootstrap_rows(10, mean_of(values), 500, seed=1)["mean"]
+    by_row = bootstrap_rows(100, mean_of(rows), 500, seed=1)["mean"]
+    assert by_cluster.value == pytest.approx(values.mean(), abs=1e-6)  # rounded to 6 places
+    assert (by_cluster.low, by_cluster.high) == (by_value.low, by_value.high)
+    assert by_cluster.high - by_cluster.low > 2 * (by_row.high - by_row.low)
+    assert by_cluster.n == 100 and "10 clusters" in by_cluster.method
+    one = bootstrap_clusters([0, 0, 0], mean_of(rows), 50)["mean"]
+    assert one.value is not None and (one.low, one.high, one.n) == (None, None, 3)

@@ -1,6 +1,6 @@
-"""The Phase 4 report: every metric with its interval and n against the plan's targets, with
-the outcome its interval gives, the ranking curves, predicted-vs-true and confusion data built
-from the predictions, and charts that render offline."""
+"""The Phase 4 report: the folds, every metric with its interval and n against the plan's
+targets, with the outcome its interval gives, the ranking curves, predicted-vs-true and
+confusion data built from the out-of-fold predictions, and charts that render offline."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ import pytest
 from teachable.measure.intervals import Estimate
 from teachable.phases.phase4_predictor import (
     REGRESSION_TARGETS,
+    Fit,
+    Fold,
     head_metrics,
     labeled_rows,
     predictor_verdicts,
@@ -26,6 +28,7 @@ from teachable.reports.charts import chart_png
 from teachable.reports.phase4 import (
     confusion_chart,
     confusion_frame,
+    fold_frame,
     metrics_table,
     prediction_chart,
     prediction_frame,
@@ -38,11 +41,13 @@ NAN = np.nan
 
 
 def sample_predictions() -> pd.DataFrame:
-    """Five test snapshots as `test_predictions.csv` holds them: U predicted exactly, L_local
-    with its sign flipped, one row without CPT and one without a quadrant."""
+    """Five snapshots, each of its own task, as `test_predictions.csv` holds them: U predicted
+    exactly, L_local with its sign flipped, one row without CPT and one without a quadrant."""
     truth = pd.DataFrame(
         {
             "id": [f"s{i}" for i in range(5)],
+            "env_id": "BabyAI-GoToLocal-v0",
+            "seed": range(5),
             "true_U": [0.1, 0.3, 0.5, 0.7, 0.9],
             "true_L_local": [0.4, -0.2, 0.1, -0.3, 0.0],
             "true_ELP_net": [0.5, -0.1, 0.2, NAN, 0.3],
@@ -67,15 +72,17 @@ def result_of(predictions: pd.DataFrame, ks: list[int]) -> SimpleNamespace:
     quadrants = np.array(
         [QUADRANTS.index(q) if q in QUADRANTS else -1 for q in predictions["true_quadrant"]]
     )
+    tasks = list(zip(predictions["env_id"], predictions["seed"], strict=True))
     ranked = ~np.isnan(truth[:, 2])
     ranking = ranking_report(
         truth[ranked, 2],
         predictions["ELP_net"].to_numpy()[ranked],
         truth[ranked, 0],
+        [task for task, keep in zip(tasks, ranked, strict=True) if keep],
         ks,
         resamples=500,
     )
-    metrics = head_metrics(truth, quadrants, predictions, resamples=500)
+    metrics = head_metrics(truth, quadrants, predictions, tasks, resamples=500)
     verdicts = predictor_verdicts(metrics, ranking)
     return SimpleNamespace(metrics=metrics, ranking=ranking, verdicts=verdicts)
 
@@ -130,6 +137,24 @@ def test_a_metric_without_rows_is_not_measured() -> None:
     assert table.loc["NDCG@2 - entropy", "outcome"] == "inconclusive"
     notes = {verdict.criterion: verdict.note for verdict in result.verdicts}
     assert notes["U_r2"] == "not measured"
+
+
+def test_fold_frame_has_a_line_per_fold_and_one_for_the_saved_predictor() -> None:
+    tasks = [("BabyAI-GoToLocal-v0", seed) for seed in range(6)]
+    history = [{"epoch": 1, "train_loss": 1.0, "validation_loss": 0.5}]
+    fit = Fit(best_epoch=1, best_validation_loss=0.5, history=history)
+    folds = [
+        Fold(train=tasks[2:5], validation=tasks[5:], test=tasks[:2], snapshots=4, fit=fit),
+        Fold(train=tasks[:3], validation=tasks[5:], test=tasks[3:5], snapshots=3, fit=fit),
+    ]
+    final = Fit(best_epoch=1, best_validation_loss=None, history=history[:1])
+    frame = fold_frame(SimpleNamespace(folds=folds, tasks=tasks, final=final)).set_index("model")
+    assert list(frame.index) == ["fold 0", "fold 1", "saved (all labeled)"]
+    assert list(frame["held-out tasks"]) == [2, 2, 0]
+    assert list(frame["held-out snapshots"]) == [4, 3, 0]
+    assert list(frame["train tasks"]) == [3, 3, 6]
+    assert frame.loc["fold 1", "validation loss"] == 0.5
+    assert pd.isna(frame.loc["saved (all labeled)", "validation loss"])
 
 
 def test_ranking_frame_holds_every_k_metric_and_ranking() -> None:

@@ -6,14 +6,15 @@
   differences (common random numbers make episode e of item i the same draw for both sides);
 - rank correlation: Spearman's rho with a paired percentile bootstrap (`scipy.stats.bootstrap`);
 - figures of paired rows (R², a ranking metric, the difference of two rankers on the same rows):
-  a percentile bootstrap resampling the rows together;
+  a percentile bootstrap resampling the rows together, or whole clusters of rows (the
+  snapshots of one task) where rows are not independent;
 - a label's mean of paired differences: the mean and its standard error.
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 
 import numpy as np
 from pydantic import BaseModel
@@ -238,3 +239,31 @@ def bootstrap_rows(
             estimate = estimate.model_copy(update={"low": number(low), "high": number(high)})
         estimates[name] = estimate
     return estimates
+
+
+def bootstrap_clusters(
+    clusters: Sequence[Hashable],
+    figures: Callable[[np.ndarray], dict[str, float]],
+    resamples: int = RESAMPLES,
+    seed: int = 0,
+    confidence: float = CONFIDENCE,
+) -> dict[str, Estimate]:
+    """`bootstrap_rows` resampling whole clusters (row i belongs to `clusters[i]`): rows of one
+    cluster, such as the snapshots of one task, are not independent draws. `figures` gets row
+    indices in row order (a drawn cluster's rows repeat together); `n` counts the rows, and
+    fewer than 2 clusters give no interval."""
+    members: dict[Hashable, list[int]] = {}
+    for index, cluster in enumerate(clusters):
+        members.setdefault(cluster, []).append(index)
+    groups = [np.array(rows) for rows in members.values()]
+
+    def of_clusters(drawn: np.ndarray) -> dict[str, float]:
+        picked = [groups[i] for i in drawn]
+        return figures(np.sort(np.concatenate(picked)) if picked else np.zeros(0, dtype=int))
+
+    method = f"percentile bootstrap over {len(groups)} clusters ({len(clusters)} rows)"
+    update: dict[str, object] = {"n": len(clusters), "method": method}
+    if len(groups) < 2:
+        update |= {"low": None, "high": None}
+    estimates = bootstrap_rows(len(groups), of_clusters, resamples, seed, confidence)
+    return {name: estimate.model_copy(update=update) for name, estimate in estimates.items()}

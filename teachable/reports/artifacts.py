@@ -149,7 +149,7 @@ def predictor_figure(run: RunLayout) -> alt.TopLevelMixin:
     interval as a line and its threshold as a black tick."""
     frame = predictor_target_frame(run).dropna(subset=["value"])
     if frame.empty:
-        raise NothingToShow("the predictor's test split measured no metric with a target")
+        raise NothingToShow("the predictor measured no out-of-fold metric with a target")
     x = alt.X(
         "criterion:N", sort=list(frame["criterion"]), axis=alt.Axis(labelAngle=-30), title=None
     )
@@ -167,7 +167,7 @@ def predictor_figure(run: RunLayout) -> alt.TopLevelMixin:
         y=alt.Y("threshold:Q", scale=scale)
     )
     return alt.layer(bars, intervals, ticks).properties(
-        width=70 * len(frame), height=220, title="Predictor on its test tasks (tick: threshold)"
+        width=70 * len(frame), height=220, title="Predictor, out of fold (tick: threshold)"
     )
 
 

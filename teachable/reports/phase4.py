@@ -1,5 +1,6 @@
-"""Phase 4's tables and charts: each metric with its interval and n against the plan's target,
-the ranking curves, predicted against true values, and the quadrant confusion matrix.
+"""Phase 4's tables and charts: the folds, each out-of-fold metric with its interval and n
+against the plan's target, the ranking curves, predicted against true values, and the quadrant
+confusion matrix.
 """
 
 from __future__ import annotations
@@ -48,10 +49,11 @@ def ceiling_of(key: str | None, reliability: dict[str, Estimate]) -> str:
 def metrics_table(
     result: PredictorResult, reliability: dict[str, Estimate] | None = None
 ) -> pd.DataFrame:
-    """Every test metric with its interval and n, beside the plan's target and the verdict's
-    outcome: R² per head (with the label's test-retest ceiling from `reliability`, where a
-    panel was labeled twice), quadrant accuracy and macro F1, then at each K the predictor's
-    NDCG@K and Precision@K minus the entropy ranking's (paired over the same test rows)."""
+    """Every out-of-fold metric with its interval and n, beside the plan's target and the
+    verdict's outcome: R² per head (with the label's test-retest ceiling from `reliability`,
+    where a panel was labeled twice), quadrant accuracy and macro F1, then at each K the
+    predictor's NDCG@K and Precision@K minus the entropy ranking's (paired over the same
+    snapshots)."""
     reliability = reliability or {}
     verdicts = {verdict.criterion: verdict for verdict in result.verdicts}
     figures = [(name, key, result.metrics[key]) for key, name in METRIC_NAMES.items()]
@@ -69,6 +71,36 @@ def metrics_table(
             target = f"{verdict.side} {verdict.threshold:g}"
             rows.append(_row(name, estimate, target, verdict.outcome, ceiling))
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def fold_frame(result: PredictorResult) -> pd.DataFrame:
+    """One line per fold: how many tasks its model trained on, picked its epoch on and
+    predicted, its held-out snapshots, the picked epoch and its validation loss; then the
+    saved predictor, trained on every labeled task for the median picked epoch."""
+    rows = [
+        {
+            "model": f"fold {number}",
+            "train tasks": len(fold.train),
+            "validation tasks": len(fold.validation),
+            "held-out tasks": len(fold.test),
+            "held-out snapshots": fold.snapshots,
+            "epoch": fold.fit.best_epoch,
+            "validation loss": fold.fit.best_validation_loss,
+        }
+        for number, fold in enumerate(result.folds)
+    ]
+    rows.append(
+        {
+            "model": "saved (all labeled)",
+            "train tasks": len(result.tasks),
+            "validation tasks": 0,
+            "held-out tasks": 0,
+            "held-out snapshots": 0,
+            "epoch": result.final.best_epoch,
+            "validation loss": None,
+        }
+    )
+    return pd.DataFrame(rows)
 
 
 def ranking_frame(result: PredictorResult) -> pd.DataFrame:
@@ -91,8 +123,8 @@ def ranking_frame(result: PredictorResult) -> pd.DataFrame:
 
 
 def prediction_frame(predictions: pd.DataFrame) -> pd.DataFrame:
-    """Predicted against true value per regression head, from `test_predictions.csv`; rows
-    without a true value for a head are left out of that head."""
+    """Out-of-fold predicted against true value per regression head, from
+    `test_predictions.csv`; rows without a true value for a head are left out of that head."""
     frames = [
         pd.DataFrame(
             {"head": name, "true": predictions[f"true_{name}"], "predicted": predictions[name]}
@@ -103,8 +135,8 @@ def prediction_frame(predictions: pd.DataFrame) -> pd.DataFrame:
 
 
 def confusion_frame(predictions: pd.DataFrame) -> pd.DataFrame:
-    """sklearn's confusion matrix over the test rows with a true quadrant, one line per
-    (true, predicted) pair of quadrants, zeros included."""
+    """sklearn's confusion matrix over the snapshots with a true quadrant (out of fold), one
+    line per (true, predicted) pair of quadrants, zeros included."""
     known = predictions.dropna(subset=["true_quadrant"])
     counts = confusion_matrix(known["true_quadrant"], known["quadrant"], labels=list(QUADRANTS))
     return pd.DataFrame(
@@ -117,7 +149,7 @@ def confusion_frame(predictions: pd.DataFrame) -> pd.DataFrame:
 
 
 def _head_panel(frame: pd.DataFrame, head: str) -> alt.LayerChart:
-    """One head's test snapshots, predicted against true, over the y = x line."""
+    """One head's snapshots, predicted out of fold against true, over the y = x line."""
     points = frame[frame["head"] == head]
     values = points[["true", "predicted"]].to_numpy(dtype=float)
     low, high = (float(values.min()), float(values.max())) if len(points) else (0.0, 1.0)
@@ -144,7 +176,7 @@ def _head_panel(frame: pd.DataFrame, head: str) -> alt.LayerChart:
 
 
 def prediction_chart(frame: pd.DataFrame) -> alt.HConcatChart:
-    """Predicted against true on the test tasks, one panel per regression head; points on
+    """Out-of-fold predictions against true values, one panel per regression head; points on
     the dashed y = x line are exact."""
     return alt.hconcat(*(_head_panel(frame, head) for head in REGRESSION_TARGETS))
 
@@ -162,7 +194,9 @@ def confusion_chart(frame: pd.DataFrame) -> alt.LayerChart:
     labels = base.mark_text(fontSize=12).encode(
         text="count:Q", color=alt.condition(dark, alt.value("white"), alt.value("black"))
     )
-    return alt.layer(cells, labels).properties(width=220, height=220, title="Quadrants (test)")
+    return alt.layer(cells, labels).properties(
+        width=220, height=220, title="Quadrants (out of fold)"
+    )
 
 
 def ranking_chart(frame: pd.DataFrame) -> alt.FacetChart:
