@@ -7,8 +7,9 @@ the shared system prefix once per `Student`, each state once, and scores every c
 from that state's keys and values in the same forward pass.
 
 With weights in bfloat16 or float16 the transformer runs in that dtype, but the final
-projection (the LM head) and `log_softmax` run in float32 on a float32 copy of the head: rounding
-logits of magnitude ~10 to bfloat16 moves action probabilities by several hundredths.
+projection (the LM head) and `log_softmax` run in float32 on a float32 copy of the head, so the
+logits add no 16-bit rounding of their own; the transformer's own rounding remains
+(`benchmarks/RESULTS.md`, "bfloat16 scoring").
 """
 
 from __future__ import annotations
