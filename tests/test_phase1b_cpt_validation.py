@@ -18,6 +18,7 @@ from teachable.models.supervision import sft_example
 from teachable.parameters import Parameters, StudentParameters
 from teachable.phases.phase1b_cpt_validation import (
     CPTGate,
+    expert_logprobs,
     gate,
     micro_adapter,
     result_key,
@@ -30,6 +31,7 @@ from teachable.records.layout import Phase1BLayout, RunLayout
 from teachable.records.quadrants import QUADRANTS
 from teachable.records.store import read_json, read_jsonl, write_json, write_jsonl
 from teachable.records.verdicts import Verdicts
+from teachable.reports.phase1b import comparator_chart, comparator_frame
 
 FIXTURES = Path(__file__).parent / "notebooks" / "gate"
 TASKS = [("GoToLocal", 2), ("GoToLocal", 3), ("PickupLoc", 2), ("PickupLoc", 3)]
@@ -102,12 +104,14 @@ def test_phase1b_replays_the_same_streams_writes_its_files_and_resumes(student, 
     assert any(result.before > 0 for result in report.results), "no rollout succeeds: no test"
     assert [result.delta for result in report.results] == [0.0] * 4
     for result in report.results:
-        alone = validation_success(
-            student, [r for r in rows if r.id == result.id], params.phase1b, params.run.seed
-        )
+        (row,) = [r for r in rows if r.id == result.id]
+        alone = validation_success(student, [row], params.phase1b, params.run.seed)
         assert alone == {result.id: result.before}
         assert result.format == "demo"
         assert len(result.losses) == 1 and result.n_rollouts == 8
+        assert (result.U, result.L_local) == (row.U, row.L)
+        assert result.logp_before == expert_logprobs(student, [row], 0)[row.id] < 0
+        assert abs(result.delta_logp) < 1e-4  # the adapter barely moved the weights
     saved = read_json(out / "micro_training_results.json")
     assert saved == [result.model_dump(mode="json") for result in report.results]
     assert CPTGate.load(out / "cpt_correlation.json") == report.correlation
@@ -123,10 +127,34 @@ def test_phase1b_replays_the_same_streams_writes_its_files_and_resumes(student, 
     again = read_json(out / "micro_training_results.json")
     assert [{**r, "seconds": 0} for r in again] == [{**r, "seconds": 0} for r in saved]
     assert validate(params, rows, student, out).newly_trained == 0
+    measured_before = {**log[0], "key": "measured otherwise"}
+    for name in ("logp_before", "logp_after", "delta_logp"):
+        del measured_before[name]
+    write_jsonl(out / "micro_training.jsonl", [measured_before, *log[1:]])
+    assert validate(params, rows, student, out).newly_trained == 1, "a stale result is redone"
     changed = _params(tmp_path, n_steps=3)
     key = result_key(rows[0], params.phase1b, params.lora, params.run.seed, student)
     changed_key = result_key(rows[0], changed.phase1b, changed.lora, changed.run.seed, student)
     assert changed_key != key
+
+
+def test_micro_training_raises_log_pi_of_the_expert_action_and_reports_comparators(
+    student, rows, tmp_path
+):
+    params = _params(tmp_path, n_steps=3)
+    out = tmp_path / "phase1b"
+    report = validate(params, rows, student, out)
+    assert all(result.delta_logp > 0 for result in report.results)
+    for result in report.results:
+        assert result.delta_logp == pytest.approx(result.logp_after - result.logp_before, abs=2e-6)
+    correlation = report.correlation
+    assert correlation.mean_delta_logp.n == 4 and correlation.mean_delta_logp.low > 0
+    assert set(correlation.comparators) == {"L_local", "U", "delta_logp"}
+    assert all(estimate.n == 4 for estimate in correlation.comparators.values())
+    assert correlation.comparators["U"].value is None  # every row has U 0.5: no rho, no error
+    assert [v.criterion for v in correlation.verdicts] == ["rho", "q1_minus_q2"]
+    saved = read_json(out / "cpt_correlation.json")
+    assert saved["comparators"]["delta_logp"]["n"] == 4 and saved["mean_delta_logp"]["low"] > 0
 
 
 # --- the gate on synthetic panels ----------------------------------------------------------------
@@ -160,6 +188,37 @@ def test_a_strong_monotone_relation_holds_on_its_intervals():
     assert sum(panel.mean_delta.n for panel in verdict.per_quadrant.values()) == 40
     assert all(panel.mean_delta.known for panel in verdict.per_quadrant.values())
     assert gate(_panel(0.6), seed=0, resamples=500) == verdict, "seeded bootstrap"
+
+
+def test_comparators_say_which_label_tracks_delta_and_are_never_judged():
+    panel = _panel(0.0)  # ELP_net does not track delta
+    rng = np.random.default_rng(3)
+    n = len(panel)
+    panel = panel.assign(
+        L_local=panel["delta"] + rng.normal(0, 0.05, n),
+        U=rng.uniform(0, 1, n),
+        delta_logp=2 * panel["delta"] + rng.normal(0, 0.3, n),
+    )
+    panel.loc[:4, "L_local"] = np.nan  # five rows without leverage are left out of its rho
+    verdict = gate(panel, seed=0, resamples=500)
+    assert verdict.spearman.low < 0.3 and verdict.outcome != "holds"
+    comparators = verdict.comparators
+    assert comparators["L_local"].low > 0.5 and comparators["L_local"].n == n - 5
+    assert comparators["U"].low < 0 < comparators["U"].high and comparators["U"].n == n
+    assert comparators["delta_logp"].low > 0
+    mean = verdict.mean_delta_logp
+    assert mean.value == pytest.approx(panel["delta_logp"].mean(), abs=1e-5)
+    assert mean.low < mean.value < mean.high and mean.n == n
+    assert [v.criterion for v in verdict.verdicts] == ["rho", "q1_minus_q2"]
+
+    table = comparator_frame(verdict)
+    assert list(table["label"]) == ["ELP_net", "L_local", "U", "delta_logp", "delta_logp"]
+    assert list(table["role"]) == ["gate"] + ["reported"] * 4
+    assert table.iloc[0]["value"] == verdict.spearman.value
+    assert len(comparator_chart(verdict).to_dict()["layer"]) == 3
+    bare = gate(_panel(0.0), seed=0, resamples=200)  # a panel without comparator columns
+    assert bare.comparators == {} and bare.mean_delta_logp is None
+    assert list(comparator_frame(bare)["label"]) == ["ELP_net"]
 
 
 def test_an_anti_correlated_relation_fails_each_criterion():

@@ -5,6 +5,7 @@ import time
 
 import numpy as np
 import pytest
+import torch
 
 from teachable.models.rollouts import sample_actions
 from teachable.models.student import (
@@ -12,6 +13,7 @@ from teachable.models.student import (
     Prompt,
     Student,
     default_checkpoint,
+    float32_weight,
     normalized_entropy,
     softmax_policy,
     tiny_checkpoint,
@@ -20,6 +22,7 @@ from teachable.parameters import StudentParameters
 from teachable.records.env_state import ACTIONS
 
 TINY = StudentParameters(model="tiny", batch_size=3)
+BF16_TOLERANCE = 0.01  # largest |p_bfloat16 - p_float32| of an action probability
 PROMPTS = [
     Prompt(
         "go to the red ball",
@@ -88,6 +91,25 @@ def test_scoring_any_candidate_list(student):
     np.testing.assert_allclose(
         batched, student.action_logprobs(PROMPTS[:2])[:, [5, 2, 4]], atol=1e-5
     )
+
+
+def test_bfloat16_weights_score_through_a_float32_head_close_to_float32(student):
+    half = Student.load(TINY.model_copy(update={"dtype": "bfloat16"}))
+    assert half.base_model.dtype == torch.bfloat16
+    hidden = torch.ones(3, half.base_model.config.hidden_size, dtype=torch.bfloat16)
+    head = half.model.get_output_embeddings()
+    assert half.project(hidden).dtype == torch.float32
+    assert float32_weight(head.weight) is float32_weight(head.weight), "one copy, shared"
+    assert torch.equal(float32_weight(head.weight), head.weight.detach().float())
+    coarse = Student(half.model, half.tokenizer, half.params, float32_head=False)
+    assert coarse.project(hidden).dtype == torch.bfloat16
+    assert student.project(hidden.float()).dtype == torch.float32  # float32 weights: as is
+
+    # at temperature 5 the tiny student's policy is spread (at 1 it is nearly one-hot)
+    reference = student.action_probabilities(PROMPTS, temperature=5.0)
+    assert reference.max() < 0.95
+    difference = np.abs(half.action_probabilities(PROMPTS, temperature=5.0) - reference).max()
+    assert difference <= BF16_TOLERANCE
 
 
 def test_probabilities_sum_to_one_and_temperature_zero_is_argmax(student):

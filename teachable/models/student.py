@@ -5,6 +5,11 @@ the policy is the softmax, over the valid actions, of each action's summed token
 as the assistant's answer. Scoring is the hot path of every phase, so `action_logprobs` encodes
 the shared system prefix once per `Student`, each state once, and scores every candidate action
 from that state's keys and values in the same forward pass.
+
+With weights in bfloat16 or float16 the transformer runs in that dtype, but the final
+projection (the LM head) and `log_softmax` run in float32 on a float32 copy of the head, so the
+logits add no 16-bit rounding of their own; the transformer's own rounding remains
+(`benchmarks/RESULTS.md`, "bfloat16 scoring").
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import itertools
 import os
 import shutil
 import tempfile
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -52,6 +58,9 @@ CHATML_TEMPLATE = (
 
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+HALF_DTYPES = (torch.bfloat16, torch.float16)  # weights whose head is projected in float32
 
 
 _STATE_MARKER = "\x00STATE\x00"
@@ -236,11 +245,25 @@ def sharing_copy(model: PreTrainedModel) -> PreTrainedModel:
     return copy.deepcopy(model, memo)
 
 
+_FLOAT32_WEIGHTS: dict[int, torch.Tensor] = {}
+
+
+def float32_weight(weight: torch.Tensor) -> torch.Tensor:
+    """A float32 copy of `weight`, made once while `weight` lives: every Student over the same
+    base weights (each adapter, each micro-training) shares it."""
+    key = id(weight)
+    if key not in _FLOAT32_WEIGHTS:
+        _FLOAT32_WEIGHTS[key] = weight.detach().float()
+        weakref.finalize(weight, _FLOAT32_WEIGHTS.pop, key, None)
+    return _FLOAT32_WEIGHTS[key]
+
+
 class Student:
     """A causal LM and its tokenizer, acting by scoring the valid actions.
 
     A Student's weights are fixed: `with_adapter` and training return new Students that share
-    the base weights, so the cached prefix of each instance stays valid.
+    the base weights, so the cached prefix of each instance stays valid. `float32_head=False`
+    projects in the weights' own dtype (the coarser path the scoring benchmark compares with).
     """
 
     def __init__(
@@ -250,6 +273,7 @@ class Student:
         params: StudentParameters,
         base_model: PreTrainedModel | None = None,
         adapter: Path | None = None,
+        float32_head: bool = True,
     ):
         if not tokenizer.chat_template:
             raise ValueError(
@@ -260,6 +284,7 @@ class Student:
         self.params = params
         self.base_model = base_model if base_model is not None else model
         self.adapter = adapter
+        self.float32_head = float32_head
 
     @classmethod
     def load(cls, params: StudentParameters, adapter: str | Path | None = None) -> Student:
@@ -278,7 +303,9 @@ class Student:
         if not (adapter / "adapter_config.json").is_file():
             raise FileNotFoundError(f"student.adapter: {adapter} holds no adapter_config.json")
         model = PeftModel.from_pretrained(sharing_copy(self.base_model), adapter)
-        return Student(model, self.tokenizer, self.params, self.base_model, adapter)
+        return Student(
+            model, self.tokenizer, self.params, self.base_model, adapter, self.float32_head
+        )
 
     @property
     def device(self) -> torch.device:
@@ -330,7 +357,7 @@ class Student:
     def encode_prefix(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Keys and values of the shared prefix under the current weights, one pair per layer."""
         ids = torch.tensor([self.prefix_ids], device=self.device)
-        cache = self.model(input_ids=ids, use_cache=True).cache
+        cache = self.model.get_decoder()(input_ids=ids, use_cache=True).cache
         return [(layer.keys, layer.values) for layer in cache.layers]
 
     @cached_property
@@ -338,6 +365,17 @@ class Student:
         """The shared prefix, encoded once per Student (its weights are fixed)."""
         with torch.inference_mode():
             return self.encode_prefix()
+
+    def project(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Logits of final hidden states. Weights in a 16-bit dtype are projected in float32
+        by a float32 copy of the head (unless `float32_head` is off or an adapter replaced the
+        head), so the logits and their `log_softmax` keep float32 precision."""
+        head = self.model.get_output_embeddings()
+        plain = type(head) is torch.nn.Linear
+        if not (self.float32_head and plain and head.weight.dtype in HALF_DTYPES):
+            return head(hidden)
+        bias = None if head.bias is None else head.bias.float()
+        return torch.nn.functional.linear(hidden.float(), float32_weight(head.weight), bias)
 
     def continuation_logits(
         self,
@@ -350,7 +388,8 @@ class Student:
 
         Each row is [left padding, state tokens, continuation]; a 4D mask lets a continuation
         segment attend to the prefix, the state and its own earlier tokens only, and explicit
-        positions continue each state where it ends. Runs under the caller's grad mode.
+        positions continue each state where it ends. Only the kept positions are projected
+        (`project`). Runs under the caller's grad mode.
         """
         prefix_length = prefix[0][0].shape[-2]
         width = max(len(state) for state in states)
@@ -372,14 +411,14 @@ class Student:
                 for keys, values in prefix
             ]
         )
-        return self.model(
+        hidden = self.model.get_decoder()(
             input_ids=input_ids.to(self.device),
             attention_mask=self._segment_mask(segments, prefix_length).to(self.device),
             position_ids=positions.to(self.device),
             cache=cache,
             use_cache=True,
-            logits_to_keep=torch.arange(width - 1, length - 1, device=self.device),
-        ).logits
+        ).last_hidden_state
+        return self.project(hidden[:, width - 1 : length - 1])
 
     def _segment_mask(self, segments: torch.Tensor, prefix_length: int) -> torch.Tensor:
         """Additive attention mask (rows, 1, length, prefix + length): every token sees the
@@ -428,8 +467,9 @@ class Student:
             prompt_ids, action_ids = self.prompt_ids(prompts[row]), self.action_ids(actions[column])
             ids = torch.tensor([prompt_ids + action_ids], device=self.device)
             with torch.inference_mode():
-                logits = self.model(input_ids=ids, use_cache=False).logits[0]
-            logprobs = logits[len(prompt_ids) - 1 : -1].float().log_softmax(-1)
+                hidden = self.model.get_decoder()(input_ids=ids, use_cache=False).last_hidden_state
+                logits = self.project(hidden[0, len(prompt_ids) - 1 : -1])
+            logprobs = logits.float().log_softmax(-1)
             targets = torch.tensor(action_ids, device=self.device)
             scores[row, column] = logprobs[torch.arange(len(action_ids)), targets].sum().item()
         return scores

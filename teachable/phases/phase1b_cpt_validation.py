@@ -8,6 +8,11 @@ snapshot before and after. Before and after use the same seeded random streams, 
 Spearman correlation of ELP_net with delta must reach 0.3, and Q1 must gain more than Q2, each
 judged on its 95% interval (holds, fails or inconclusive); only a failed criterion stops a run.
 
+Beside the gate, and never judged, the comparators say which cheap label does track delta:
+Spearman's rho of L_local, of U, and of `delta_logp` (the change of log pi(a*), the policy's
+log-probability of the expert action at the snapshot's unpatched prompt, caused by the adapter)
+with delta, each with its interval, and the mean `delta_logp` with its interval.
+
 Results go to `micro_training.jsonl` as each snapshot finishes (a rerun skips finished ones),
 then to `micro_training_results.json` and `cpt_correlation.json`, and the gate's verdicts to the
 run's `verdicts.json`.
@@ -20,10 +25,12 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pandas as pd
 from pydantic import BaseModel
+from scipy.special import log_softmax
 from tqdm.auto import tqdm
 
 from teachable.measure.intervals import (
@@ -34,16 +41,18 @@ from teachable.measure.intervals import (
 )
 from teachable.measure.verdicts import combined, judge
 from teachable.models.lora import TrainResult, train_lora
-from teachable.models.rollouts import run_episodes, success_rate
+from teachable.models.rollouts import prompt_for, run_episodes, success_rate
 from teachable.models.student import Student
 from teachable.models.supervision import sft_example
 from teachable.parameters import LoraParameters, Phase1BParameters
 from teachable.phases.phase1_labels import RolloutCondition
+from teachable.records.env_state import ACTIONS
 from teachable.records.labeled import Format, LabeledSnapshot
 from teachable.records.layout import Phase1BLayout
 from teachable.records.quadrants import QUADRANTS, Quadrant
 from teachable.records.store import append_jsonl, read_json, read_jsonl, write_json
 from teachable.records.verdicts import Outcome, Verdict, save_phase_verdicts
+from teachable.world.text_world import TextWorld
 
 CONDITION = "validation"  # the rollouts' stream family, the same before and after training
 
@@ -54,19 +63,41 @@ PHASE = "phase1b"  # the verdicts' phase in the run's verdicts.json
 SPEARMAN_TARGET = 0.3
 
 
+MEASURED = (
+    "success before and after on the validation streams; log pi(a*) before and after at the "
+    "unpatched snapshot prompt"
+)  # what a result holds: results measured otherwise are made again
+
+
+Comparator = Literal["L_local", "U", "delta_logp"]
+
+
+COMPARATORS: dict[Comparator, str] = {
+    "L_local": "leverage L_local (Phase 1 rollouts)",
+    "U": "the student's uncertainty U at the snapshot",
+    "delta_logp": "change of log pi(a*) at the snapshot caused by the micro-training",
+}
+
+
 class MicroResult(BaseModel):
-    """One panel snapshot: its CPT labels, the format trained on, and the real utility."""
+    """One panel snapshot: its labels, the format trained on, the real utility (`delta`), and
+    the policy's log-probability of the expert action at the snapshot before and after."""
 
     id: str
     quadrant: Quadrant
     level: str
     ELP_net: float
     route_net: Format
+    U: float
+    L_local: float | None
     format: Format
     target: str
     before: float
     after: float
     delta: float
+    logp_before: float
+    logp_after: float
+    delta_logp: float
     n_rollouts: int
     losses: list[float]
     seconds: float
@@ -124,6 +155,7 @@ def result_key(
             include={"n_validation_rollouts", "rollout_max_steps", "temperature"}
         ),
         "prompt": [example.prompt.observation, example.prompt.patch, example.target],
+        "measured": MEASURED,
     }
     return hashlib.sha1(json.dumps(shaping, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -140,6 +172,20 @@ def validation_success(
     n = phase1b.n_validation_rollouts
     return {
         row.id: round(success_rate(episodes[index * n : (index + 1) * n]), 6)
+        for index, row in enumerate(rows)
+    }
+
+
+def expert_logprobs(
+    student: Student, rows: Sequence[LabeledSnapshot], history: int
+) -> dict[str, float]:
+    """log pi(a*) per snapshot: the log-probability of the expert action under the student's
+    policy (temperature 1, over the six actions) at the snapshot's unpatched prompt, as the
+    student acts there; one batched scoring call."""
+    prompts = [prompt_for(TextWorld.restore(row.state), history) for row in rows]
+    policy = log_softmax(student.action_logprobs(prompts), axis=1)
+    return {
+        row.id: round(float(policy[index, ACTIONS.index(row.expert_action)]), 6)
         for index, row in enumerate(rows)
     }
 
@@ -161,20 +207,30 @@ def micro_train(
     seed: int,
     key: str,
 ) -> MicroResult:
-    """Train a fresh adapter on the snapshot's supervision, then replay its rollouts."""
+    """Train a fresh adapter on the snapshot's supervision, then replay its rollouts, and score
+    the expert action at the snapshot with and without the adapter (each alone, so a resumed
+    panel scores it the same way)."""
+    history = student.params.history
+    logp_before = expert_logprobs(student, [row], history)[row.id]
     trained = micro_adapter(student, row, phase1b, lora)
     after = validation_success(trained.student, [row], phase1b, seed)[row.id]
+    logp_after = expert_logprobs(trained.student, [row], history)[row.id]
     return MicroResult(
         id=row.id,
         quadrant=row.quadrant,
         level=row.level,
         ELP_net=row.cpt.ELP_net,
         route_net=row.cpt.route_net,
+        U=row.U,
+        L_local=row.L,
         format=trained_format(row, phase1b),
         target=row.expert_action,
         before=before,
         after=after,
         delta=round(after - before, 6),
+        logp_before=logp_before,
+        logp_after=logp_after,
+        delta_logp=round(logp_after - logp_before, 6),
         n_rollouts=phase1b.n_validation_rollouts,
         losses=[round(loss, 6) for loss in trained.losses],
         seconds=round(trained.seconds, 2),
@@ -185,7 +241,13 @@ def micro_train(
 def with_labels(result: MicroResult, row: LabeledSnapshot) -> MicroResult:
     """A result with the snapshot's current labels: new thresholds move a snapshot to another
     quadrant without changing what training it did."""
-    labels = {"quadrant": row.quadrant, "ELP_net": row.cpt.ELP_net, "route_net": row.cpt.route_net}
+    labels = {
+        "quadrant": row.quadrant,
+        "ELP_net": row.cpt.ELP_net,
+        "route_net": row.cpt.route_net,
+        "U": row.U,
+        "L_local": row.L,
+    }
     return result.model_copy(update=labels)
 
 
@@ -216,9 +278,9 @@ def validate_cpt(
         raise ValueError("no labeled snapshot has both a quadrant and CPT labels: nothing to test")
     keys = {row.id: result_key(row, phase1b, lora, seed, student) for row in panel}
     done = {
-        result.id: result
-        for result in map(MicroResult.model_validate, read_jsonl(out.results_log))
-        if keys.get(result.id) == result.key
+        entry["id"]: MicroResult.model_validate(entry)
+        for entry in read_jsonl(out.results_log)
+        if keys.get(entry["id"]) == entry.get("key")
     }
     pending = [row for row in panel if row.id not in done]
     if pending:
@@ -237,10 +299,25 @@ def validate_cpt(
 
 
 def result_frame(results: Sequence[MicroResult]) -> pd.DataFrame:
-    """One line per panel snapshot, as the gate and the charts read it."""
-    columns = ["id", "quadrant", "level", "ELP_net", "route_net", "format", "before", "after"]
-    frame = pd.DataFrame([r.model_dump(include=set(columns) | {"delta"}) for r in results])
-    return frame.reindex(columns=[*columns, "delta"])
+    """One line per panel snapshot, as the gate, its comparators and the charts read it."""
+    columns = [
+        "id",
+        "quadrant",
+        "level",
+        "ELP_net",
+        "route_net",
+        "U",
+        "L_local",
+        "format",
+        "before",
+        "after",
+        "delta",
+        "logp_before",
+        "logp_after",
+        "delta_logp",
+    ]
+    frame = pd.DataFrame([r.model_dump(include=set(columns)) for r in results])
+    return frame.reindex(columns=columns).astype({"L_local": float})
 
 
 class QuadrantPanel(BaseModel):
@@ -252,7 +329,9 @@ class QuadrantPanel(BaseModel):
 
 class CPTGate(BaseModel):
     """`cpt_correlation.json`: the gate's figures with their intervals and n, its two verdicts,
-    and its outcome: `fails` when a verdict fails, `holds` when both hold, else `inconclusive`."""
+    and its outcome: `fails` when a verdict fails, `holds` when both hold, else `inconclusive`.
+    `comparators` (rho of each other cheap label with delta) and `mean_delta_logp` are
+    reported beside it and never judged."""
 
     n: int
     spearman: Estimate
@@ -260,6 +339,8 @@ class CPTGate(BaseModel):
     q1_minus_q2: Estimate
     verdicts: list[Verdict]
     outcome: Outcome
+    comparators: dict[Comparator, Estimate] = {}
+    mean_delta_logp: Estimate | None = None
 
     @classmethod
     def load(cls, path: Path) -> CPTGate:
@@ -270,10 +351,17 @@ def _deltas(frame: pd.DataFrame, quadrant: Quadrant) -> np.ndarray:
     return frame.loc[frame["quadrant"] == quadrant, "delta"].to_numpy(float)
 
 
+def comparator_rho(frame: pd.DataFrame, label: str, seed: int, resamples: int) -> Estimate:
+    """Spearman's rho of `label` and delta over the panel rows that carry the label."""
+    pairs = frame[[label, "delta"]].astype(float).dropna()
+    return spearman(pairs[label], pairs["delta"], resamples, seed)
+
+
 def gate(frame: pd.DataFrame, seed: int, resamples: int = 1000) -> CPTGate:
     """The gate on a panel (columns quadrant, ELP_net, delta): Spearman's rho of ELP_net and
     delta must reach 0.3, and the mean delta of Q1 must exceed Q2's; each criterion is judged
-    on its interval."""
+    on its interval. Each comparator column the panel holds (L_local, U, delta_logp) gets its
+    rho with delta, and delta_logp its mean, each with its interval; none is judged."""
     x, y = frame["ELP_net"].to_numpy(float), frame["delta"].to_numpy(float)
     rho = spearman(x, y, resamples, seed)
     per_quadrant = {
@@ -296,6 +384,15 @@ def gate(frame: pd.DataFrame, seed: int, resamples: int = 1000) -> CPTGate:
         judge(PHASE, "rho", rho_claim, rho, ">=", SPEARMAN_TARGET),
         judge(PHASE, "q1_minus_q2", "mean delta of Q1 - Q2 > 0", q1_minus_q2, ">", 0.0),
     ]
+    comparators = {
+        label: comparator_rho(frame, label, seed, resamples)
+        for label in COMPARATORS
+        if label in frame
+    }
+    mean_delta_logp = None
+    if "delta_logp" in frame:
+        changes = frame["delta_logp"].dropna().to_numpy(float)
+        mean_delta_logp = hierarchical_bootstrap(changes, resamples, seed)
     return CPTGate(
         n=len(frame),
         spearman=rho,
@@ -303,4 +400,6 @@ def gate(frame: pd.DataFrame, seed: int, resamples: int = 1000) -> CPTGate:
         q1_minus_q2=q1_minus_q2,
         verdicts=verdicts,
         outcome=combined(verdicts),
+        comparators=comparators,
+        mean_delta_logp=mean_delta_logp,
     )

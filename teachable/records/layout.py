@@ -147,6 +147,11 @@ class Phase1Layout(FolderLayout):
         """The test-retest r of U, L_local and ELP_net over the reliability panel."""
         return self.folder / "reliability.json"
 
+    @property
+    def source_comparison(self) -> Path:
+        """Failure (A) against expert (B) snapshots: mean labels and quadrant shares."""
+        return self.folder / "source_comparison.json"
+
 
 @dataclass(frozen=True)
 class Phase1BLayout(FolderLayout):

@@ -1,7 +1,8 @@
 """Phase 1's tables and charts: U and L histograms and the U x L scatter with the thresholds
 (redrawn by the picker as its sliders move, saved as the threshold plots), what each patch
-format does (ELP per format, the routes chosen), and how reliable the labels are (test-retest r
-of the reliability panel).
+format does (ELP per format, the routes chosen), how reliable the labels are (test-retest r
+of the reliability panel), and how failure snapshots (experiment A) compare with expert
+snapshots (experiment B) when Phase 1 labels both.
 """
 
 from __future__ import annotations
@@ -11,19 +12,29 @@ from pathlib import Path
 from typing import Literal
 
 import altair as alt
+import numpy as np
 import pandas as pd
+from pydantic import BaseModel
 
-from teachable.measure.intervals import Estimate
+from teachable.measure.intervals import (
+    RESAMPLES,
+    Estimate,
+    difference_of_means,
+    hierarchical_bootstrap,
+    wilson,
+)
+from teachable.phases.phase1_labels import RELIABLE_LABELS
 from teachable.records.labeled import FORMATS, LabeledSnapshot, label_frame
 from teachable.records.layout import Phase1Layout
 from teachable.records.quadrants import (
     QUADRANTS,
+    Quadrant,
     Thresholds,
     quadrant_counts,
     quantile_table,
     with_quadrants,
 )
-from teachable.records.store import write_json
+from teachable.records.store import read_json, write_json
 from teachable.reports.charts import save_chart
 
 
@@ -165,3 +176,106 @@ def reliability_table(estimates: dict[str, Estimate]) -> pd.DataFrame:
         ],
         columns=["label", "r", "low", "high", "n"],
     ).set_index("label")
+
+
+SOURCES = {"failure": "student", "expert": "expert"}  # experiment -> the snapshots' `source`
+
+
+EXPERIMENTS = {"failure": "failure (A)", "expert": "expert (B)"}  # as the tables name them
+
+
+class LabelBySource(BaseModel):
+    """One label's mean over each experiment's snapshots, and failure minus expert; each with
+    its bootstrap interval and n."""
+
+    failure: Estimate
+    expert: Estimate
+    failure_minus_expert: Estimate
+
+
+class SourceComparison(BaseModel):
+    """`source_comparison.json`: failure snapshots (experiment A) against expert snapshots
+    (experiment B), for U, L_local and ELP_net (means and their difference) and for the
+    quadrants (each experiment's share of its snapshots in each quadrant, by Wilson)."""
+
+    labels: dict[str, LabelBySource]
+    quadrant_shares: dict[str, dict[Quadrant, Estimate]]
+
+    @classmethod
+    def of(
+        cls, rows: Sequence[LabeledSnapshot], resamples: int = RESAMPLES, seed: int = 0
+    ) -> SourceComparison:
+        """The comparison over labeled `rows`; a label or quadrant a row lacks leaves it out."""
+        by_source = {
+            name: [row for row in rows if row.source == source] for name, source in SOURCES.items()
+        }
+        labels = {}
+        for label, value in RELIABLE_LABELS.items():
+            samples = {
+                name: np.array([value(row) for row in group if value(row) is not None], float)
+                for name, group in by_source.items()
+            }
+            labels[label] = LabelBySource(
+                **{name: hierarchical_bootstrap(x, resamples, seed) for name, x in samples.items()},
+                failure_minus_expert=difference_of_means(
+                    samples["failure"], samples["expert"], resamples, seed
+                ),
+            )
+        shares = {}
+        for name, group in by_source.items():
+            placed = [row.quadrant for row in group if row.quadrant is not None]
+            shares[name] = {q: wilson(placed.count(q), len(placed)) for q in QUADRANTS}
+        return cls(labels=labels, quadrant_shares=shares)
+
+    def save(self, path: Path) -> None:
+        write_json(path, self.model_dump(mode="json"))
+
+    @classmethod
+    def load(cls, path: Path) -> SourceComparison:
+        return cls.model_validate(read_json(path))
+
+    @property
+    def both(self) -> bool:
+        """Whether each experiment contributed labeled snapshots (else there is no comparison)."""
+        return bool(self.labels["U"].failure.n and self.labels["U"].expert.n)
+
+    def label_table(self) -> pd.DataFrame:
+        """Per label: each experiment's mean and failure - expert, with interval and n."""
+        rows = [
+            [label, group, e.value, e.low, e.high, e.n]
+            for label, by in self.labels.items()
+            for group, e in (
+                (EXPERIMENTS["failure"], by.failure),
+                (EXPERIMENTS["expert"], by.expert),
+                ("failure - expert", by.failure_minus_expert),
+            )
+        ]
+        return pd.DataFrame(rows, columns=["label", "snapshots", "value", "low", "high", "n"])
+
+    def share_table(self) -> pd.DataFrame:
+        """Per experiment and quadrant: the share of its snapshots there, by Wilson, and n."""
+        rows = [
+            [EXPERIMENTS[name], quadrant, e.value, e.low, e.high, e.n]
+            for name, shares in self.quadrant_shares.items()
+            for quadrant, e in shares.items()
+        ]
+        return pd.DataFrame(rows, columns=["snapshots", "quadrant", "share", "low", "high", "n"])
+
+
+def share_chart(comparison: SourceComparison) -> alt.LayerChart:
+    """Each experiment's share of snapshots per quadrant, with its Wilson interval."""
+    frame = comparison.share_table().dropna(subset=["share"])
+    x = alt.X("quadrant:N", scale=alt.Scale(domain=list(QUADRANTS)), axis=alt.Axis(labelAngle=0))
+    offset = alt.XOffset("snapshots:N")
+    scale = alt.Scale(domain=list(EXPERIMENTS.values()), range=["#dc2626", "#2563eb"])
+    colour = alt.Color("snapshots:N", scale=scale)
+    y = alt.Y("share:Q", scale=alt.Scale(domain=[0, 1]), title="share of the snapshots")
+    bars = alt.Chart(frame).mark_bar().encode(x=x, xOffset=offset, y=y, color=colour)
+    intervals = (
+        alt.Chart(frame)
+        .mark_rule(color="#111827")
+        .encode(x=x, xOffset=offset, y="low:Q", y2="high:Q")
+    )
+    return alt.layer(bars, intervals).properties(
+        width=380, height=200, title="Quadrant shares: failure (A) and expert (B) snapshots"
+    )

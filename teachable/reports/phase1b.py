@@ -1,5 +1,6 @@
 """Phase 1B's charts and verdicts: ELP_net against the micro-training's delta, delta per
-quadrant, the gate's figures with their intervals, and its outcome as the notebook shows it.
+quadrant, the gate's figures with their intervals, its outcome as the notebook shows it, and
+the comparators: how well each other cheap label tracks delta.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ import html
 import altair as alt
 import pandas as pd
 
-from teachable.phases.phase1b_cpt_validation import CPTGate
+from teachable.phases.phase1b_cpt_validation import COMPARATORS, SPEARMAN_TARGET, CPTGate
 from teachable.records.quadrants import QUADRANTS
 from teachable.reports.phase1 import QUADRANT_COLOURS
 
@@ -70,6 +71,53 @@ def panel_frame(correlation: CPTGate) -> pd.DataFrame:
         for (panel, figure), estimate in figures.items()
     ]
     return pd.DataFrame(rows, columns=["panel", "figure", "value", "low", "high", "n"])
+
+
+def comparator_frame(correlation: CPTGate) -> pd.DataFrame:
+    """Spearman's rho with delta of ELP_net (the gate's label) and of each comparator, then
+    the mean change of log pi(a*), each with its interval and n; only ELP_net's rho is
+    judged."""
+    figures = [("ELP_net", "rho with delta", "gate", correlation.spearman)]
+    figures += [
+        (label, "rho with delta", "reported", estimate)
+        for label, estimate in correlation.comparators.items()
+    ]
+    if correlation.mean_delta_logp is not None:
+        figures.append(("delta_logp", "mean", "reported", correlation.mean_delta_logp))
+    rows = [
+        [label, figure, role, e.value, e.low, e.high, e.n] for label, figure, role, e in figures
+    ]
+    columns = ["label", "figure", "role", "value", "low", "high", "n"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+LABEL_TITLES = {"ELP_net": "ELP_net (CPT label, the gate)", **COMPARATORS}
+
+
+def comparator_chart(correlation: CPTGate) -> alt.LayerChart:
+    """Each cheap label's rho with delta as a dot with its interval as a bar; the rules mark
+    0 and the gate's target. A label whose interval lies above 0 does track utility."""
+    frame = comparator_frame(correlation)
+    frame = frame[(frame["figure"] == "rho with delta") & frame["value"].notna()].assign(
+        title=lambda rows: rows["label"].map(LABEL_TITLES)
+    )
+    y = alt.Y("title:N", sort=list(frame["title"]), title=None)
+    scale = alt.Scale(domain=[-1, 1])
+    bars = (
+        alt.Chart(frame)
+        .mark_rule(strokeWidth=3, color="#64748b")
+        .encode(x=alt.X("low:Q", scale=scale, title="Spearman rho with delta"), x2="high:Q", y=y)
+    )
+    dots = (
+        alt.Chart(frame)
+        .mark_circle(size=80, color="#111827")
+        .encode(x="value:Q", y=y, tooltip=["label", "value", "low", "high", "n"])
+    )
+    rules = pd.DataFrame({"x": [0.0, SPEARMAN_TARGET]})
+    marks = alt.Chart(rules).mark_rule(strokeDash=[4, 4], color="#dc2626").encode(x="x:Q")
+    return alt.layer(bars, dots, marks).properties(
+        width=380, height=140, title="Which cheap label tracks the micro-training utility"
+    )
 
 
 BANNERS = {
