@@ -292,7 +292,8 @@ def test_experiment_b_names_who_played_and_counts_the_steps_that_fell_back(
 
 def _phase1_run(tmp_path: Path, student, snapshots, base_url: str) -> tuple[Path, RunLayout]:
     """A parameter file asking the local server, and a run folder holding what Phase 0 hands
-    Phase 1: the (tiny) student and the four snapshots as failure snapshots."""
+    Phase 1: the (tiny) student and the four snapshots as failure snapshots, all of them in the
+    labeled part of the split."""
     settings = {
         "run": {"seed": 1, "output_root": "runs"},
         "student": {"model": "tiny", "batch_size": 16},
@@ -304,7 +305,7 @@ def _phase1_run(tmp_path: Path, student, snapshots, base_url: str) -> tuple[Path
             "timeout_s": 5,
             "max_invalid_fraction": 0.3,
         },
-        "phase1": PHASE1,
+        "phase1": {**PHASE1, "split": {"test_share": 0.0, "pool_share": 0.0}},
     }
     params = tmp_path / "outage.yaml"
     params.write_text(yaml.safe_dump(settings))
