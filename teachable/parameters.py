@@ -20,6 +20,7 @@ from pydantic import (
     model_validator,
 )
 
+from teachable.records.labeled import FORMATS, Format
 from teachable.records.layout import RunLayout
 
 KNOWN_LEVELS = (
@@ -465,8 +466,20 @@ class Phase2Parameters(LoraOverrides):
         description="training seeds: each run is trained once per seed (LoRA initialization, "
         "data order and the draw of its snapshots)",
     )
+    formats: list[Format] = Field(
+        default_factory=lambda: list(FORMATS),
+        description="supervision formats of the quadrant cells, each listed once (the "
+        "baselines train on demo)",
+    )
 
     _distinct_seeds = field_validator("seeds")(distinct_seeds)
+
+    @field_validator("formats")
+    @classmethod
+    def _distinct_formats(cls, formats: list[Format]) -> list[Format]:
+        if not formats or len(set(formats)) < len(formats):
+            raise ValueError("formats needs at least one format, each listed once")
+        return formats
 
 
 class EvaluationParameters(Section):

@@ -10,8 +10,8 @@ import pytest
 from labeled_rows import labeled_rows
 
 from teachable.models.student import Student
-from teachable.parameters import Parameters, StudentParameters
-from teachable.phases.phase2_matrix import train_matrix
+from teachable.parameters import Parameters, Phase2Parameters, StudentParameters
+from teachable.phases.phase2_matrix import plan_matrix, train_matrix
 from teachable.records.labeled import FORMATS
 from teachable.records.layout import TrainingLayout
 from teachable.records.quadrants import QUADRANTS
@@ -113,6 +113,15 @@ def test_the_matrix_has_14_runs_per_seed_trained_or_skipped_with_a_reason(matrix
             draws = {tuple(entries[f"{quadrant}_{f}_seed{seed}"].snapshots) for f in FORMATS}
             assert len(draws) == 1
     assert report.newly_trained == sum(e.status == "trained" for e in report.entries) >= 20
+
+
+def test_a_matrix_of_one_format_keeps_its_draws_and_both_baselines(rows):
+    every = plan_matrix(rows, Phase2Parameters(n_train=2, seeds=SEEDS), seed=0)
+    demo = plan_matrix(rows, Phase2Parameters(n_train=2, seeds=SEEDS, formats=["demo"]), seed=0)
+    kept = [run for run in every if run.format == "demo"]
+    assert [(r.cell, r.seed) for r in demo] == [(r.cell, r.seed) for r in kept]
+    assert [r.rows for r in demo] == [r.rows for r in kept], "a format's draw ignores the others"
+    assert len(demo) == len(SEEDS) * (len(QUADRANTS) + 2)
 
 
 def test_each_seed_trains_its_own_adapter(matrix):

@@ -55,13 +55,16 @@ def test_both_experiments_are_labeled_together_and_compared(student, rows, tmp_p
                 "temperature": 5.0,
                 "batch_snapshots": 6,
                 "min_per_quadrant": 0,
+                "split": {"test_share": 0.0, "pool_share": 0.0},
             },
         }
     )
     phase0, out = params.layout.phase0, params.layout.phase1
     save_snapshots(phase0.failure_snapshots, unlabeled(as_failures(rows[:5])))
     save_snapshots(phase0.expert_snapshots, unlabeled(rows[5:9]))
-    snapshots = phase1_snapshots(params.phase1, params.run.seed, phase0)
+    snapshots = phase1_snapshots(
+        params.phase1, params.run.seed, phase0, params.layout.split
+    ).labeled
     assert [s.source for s in snapshots] == ["student"] * 5 + ["expert"] * 4
     teacher = make_teacher(params)
     report = label_snapshots(

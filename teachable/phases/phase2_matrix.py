@@ -35,7 +35,7 @@ from teachable.models.lora import train_lora
 from teachable.models.student import Student
 from teachable.models.supervision import sft_examples
 from teachable.parameters import LoraParameters, Phase2Parameters
-from teachable.records.labeled import FORMATS, Format, LabeledSnapshot
+from teachable.records.labeled import Format, LabeledSnapshot
 from teachable.records.layout import TrainingLayout
 from teachable.records.quadrants import QUADRANTS
 from teachable.records.training_summary import Cell, RunEntry, TrainingSummary
@@ -68,7 +68,8 @@ def draw(rows: Sequence[LabeledSnapshot], n: int, seed: tuple[int, ...]) -> tupl
 def plan_matrix(
     train: Sequence[LabeledSnapshot], phase2: Phase2Parameters, seed: int
 ) -> list[MatrixRun]:
-    """Every run, seed by seed in a fixed order: quadrants x formats, then the two baselines.
+    """Every run, seed by seed in a fixed order: quadrants x `phase2.formats`, then the two
+    baselines.
     The draws of seed `s` come from (run `seed`, `s`, which cell), whatever the other seeds."""
     n = phase2.n_train
     runs = []
@@ -81,11 +82,11 @@ def plan_matrix(
                 )
                 runs += [
                     MatrixRun(f"{quadrant}_{f}", s, quadrant, f, tuple(rows), reason)
-                    for f in FORMATS
+                    for f in phase2.formats
                 ]
                 continue
             drawn = draw(rows, n, (seed, s, index))
-            runs += [MatrixRun(f"{quadrant}_{f}", s, quadrant, f, drawn) for f in FORMATS]
+            runs += [MatrixRun(f"{quadrant}_{f}", s, quadrant, f, drawn) for f in phase2.formats]
         runs.append(MatrixRun("baseline_all_demo", s, "all", "demo", tuple(train)))
         if len(train) < n:
             reason = f"{len(train)} labeled snapshot(s), fewer than phase2.n_train={n}"

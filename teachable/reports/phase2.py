@@ -44,7 +44,10 @@ def train_size_table(entries: Sequence[RunEntry]) -> pd.DataFrame:
     frame = summary_frame(entries)
     cells = [*QUADRANTS, "all", "random"]
     table = frame.pivot_table(index="quadrant", columns="format", values="n_train", aggfunc="max")
-    return table.reindex(index=[c for c in cells if c in table.index], columns=list(FORMATS))
+    return table.reindex(
+        index=[c for c in cells if c in table.index],
+        columns=[f for f in FORMATS if f in table.columns],
+    )
 
 
 def train_size_chart(entries: Sequence[RunEntry]) -> alt.LayerChart:
