@@ -8,7 +8,7 @@ BROWSER_STAMP := $(VENV)/.installed-browser
 CHROMIUM_PACKAGE := chromium
 LAB_PORT ?= 8888
 
-.PHONY: setup pilot test test-browser chromium lab full lint phase0 phase1 phase1b phase2 phase3 phase4 phase5 artifacts clean
+.PHONY: setup pilot mini test test-browser chromium lab full lint phase0 phase1 phase1b phase2 phase3 phase4 phase5 artifacts clean
 
 setup: $(STAMP)
 
@@ -23,6 +23,11 @@ $(STAMP): pyproject.toml
 
 pilot: setup
 	$(PY) -m teachable run $(PARAMS)
+
+# The mini run: the plan's questions with intervals on a CPU, within two hours once the pilot's
+# warm-up is cached (it shares the pilot's student and warm-up).
+mini: setup
+	$(PY) -m teachable run parameters/mini.yaml
 
 test: setup
 	$(PY) -m pytest
