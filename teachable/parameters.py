@@ -6,7 +6,7 @@ impossible values raise `ParameterError` naming the file and the dotted key.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Literal, get_args, get_origin
 
@@ -447,6 +447,17 @@ def distinct_seeds(seeds: list[int]) -> list[int]:
     return seeds
 
 
+def listed_once(noun: str) -> Callable[[list], list]:
+    """A field validator: at least one `noun`, each listed once."""
+
+    def check(values: list) -> list:
+        if not values or len(set(values)) < len(values):
+            raise ValueError(f"{noun}s needs at least one {noun}, each listed once")
+        return values
+
+    return check
+
+
 class Phase2Parameters(LoraOverrides):
     """Training matrix: on the split's labeled snapshots, one LoRA run per quadrant x format
     and two baselines per seed of `seeds`, all with the `lora` hyperparameters; a value set here
@@ -473,13 +484,7 @@ class Phase2Parameters(LoraOverrides):
     )
 
     _distinct_seeds = field_validator("seeds")(distinct_seeds)
-
-    @field_validator("formats")
-    @classmethod
-    def _distinct_formats(cls, formats: list[Format]) -> list[Format]:
-        if not formats or len(set(formats)) < len(formats):
-            raise ValueError("formats needs at least one format, each listed once")
-        return formats
+    _distinct_formats = field_validator("formats")(listed_once("format"))
 
 
 class EvaluationParameters(Section):
@@ -603,17 +608,9 @@ class Phase5Parameters(LoraOverrides):
         description="training seeds: each method is trained once per seed (LoRA initialization "
         "and data order; `random` draws anew per seed)",
     )
-    format: Literal["demo", "hint", "contrast"] = Field(
-        "demo", description="supervision format every selection is trained in"
-    )
+    format: Format = Field("demo", description="supervision format every selection is trained in")
 
-    @field_validator("methods")
-    @classmethod
-    def _distinct_methods(cls, methods: list[SelectionMethod]) -> list[SelectionMethod]:
-        if not methods or len(set(methods)) < len(methods):
-            raise ValueError("methods needs at least one method, each listed once")
-        return methods
-
+    _distinct_methods = field_validator("methods")(listed_once("method"))
     _distinct_seeds = field_validator("seeds")(distinct_seeds)
 
     @model_validator(mode="after")
