@@ -6,6 +6,7 @@ impossible values raise `ParameterError` naming the file and the dotted key.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Literal, get_args, get_origin
@@ -83,6 +84,51 @@ class RunParameters(Section):
         Path("../runs"),
         description="folder that holds the run folders; relative to the parameter file's folder",
     )
+
+
+RAY_ADDRESS = re.compile(r"^(auto|(ray://)?[A-Za-z0-9_.\-]+:[0-9]+)$")
+
+
+class ExecutionParameters(Section):
+    """Where Phases 1, 1B, 2, 3 and 5 run their units: in this process, or on Ray workers that
+    each keep the student loaded. The results, and the files written, are the same on both."""
+
+    backend: Literal["local", "ray"] = Field(
+        "local",
+        description="`local`: every unit in the phase's own process; `ray`: units spread over "
+        "Ray workers (`pip install -e .[ray]`)",
+    )
+    address: str | None = Field(
+        None,
+        description="Ray only: null starts a local Ray instance; `auto` joins the cluster this "
+        "machine belongs to; `host:port` or `ray://host:port` joins one by address",
+    )
+    num_cpus_per_worker: float = Field(
+        1.0, gt=0, description="CPUs Ray reserves for each worker (each holds one student)"
+    )
+    num_gpus_per_worker: float = Field(
+        0.0, ge=0, description="GPUs Ray reserves for each worker; 1 places one student per GPU"
+    )
+    max_workers: int | None = Field(
+        None,
+        ge=1,
+        description="most workers started; null: as many as the cluster's CPUs and GPUs hold",
+    )
+    max_retries: int = Field(
+        3,
+        ge=0,
+        description="times Ray restarts a worker whose process died and reruns its unit, "
+        "before the unit fails for good",
+    )
+
+    @field_validator("address")
+    @classmethod
+    def _known_address(cls, address: str | None) -> str | None:
+        if address is not None and not RAY_ADDRESS.match(address):
+            raise ValueError(
+                f"{address!r} is not a Ray address: null, `auto`, `host:port` or `ray://host:port`"
+            )
+        return address
 
 
 class StudentParameters(Section):
@@ -672,6 +718,10 @@ class Parameters(Section):
     phase5: Phase5Parameters = Field(
         default_factory=Phase5Parameters,
         description="Phase 5: the selection experiment at a fixed budget",
+    )
+    execution: ExecutionParameters = Field(
+        default_factory=ExecutionParameters,
+        description="where the units of Phases 1, 1B, 2, 3 and 5 run: this process or Ray",
     )
     interactive: bool = Field(
         False,

@@ -133,8 +133,10 @@ def test_phase1b_replays_the_same_streams_writes_its_files_and_resumes(student, 
     write_jsonl(out / "micro_training.jsonl", [measured_before, *log[1:]])
     assert validate(params, rows, student, out).newly_trained == 1, "a stale result is redone"
     changed = _params(tmp_path, n_steps=3)
-    key = result_key(rows[0], params.phase1b, params.lora, params.run.seed, student)
-    changed_key = result_key(rows[0], changed.phase1b, changed.lora, changed.run.seed, student)
+    key = result_key(rows[0], params.phase1b, params.lora, params.run.seed, student.params)
+    changed_key = result_key(
+        rows[0], changed.phase1b, changed.lora, changed.run.seed, student.params
+    )
     assert changed_key != key
 
 

@@ -40,7 +40,7 @@ import hashlib
 import shutil
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -54,6 +54,7 @@ from teachable.models.rollouts import Episode, EpisodeSpec, run_episodes
 from teachable.models.student import Student, normalized_entropy
 from teachable.models.supervision import PLACEBO, patch_text
 from teachable.models.teachers import Teacher, TeacherMonitor, TeacherRequest
+from teachable.models.workers import Workers, WorkUnit, workers_of
 from teachable.parameters import Phase1Parameters, StudentParameters, TeacherParameters
 from teachable.records.labeled import (
     CPT,
@@ -345,29 +346,63 @@ def measure(
     return measured_from(snapshots, episodes, phase1, leverage, cpt)
 
 
-def label_group(
-    student: Student,
+@dataclass(frozen=True)
+class Measurement:
+    """A unit of Phase 1: leverage and/or CPT of a group of snapshots, with the teacher's
+    answers (None where CPT is not measured), on the streams of `family`."""
+
+    snapshots: tuple[Snapshot, ...]
+    answers: tuple[TeacherAnswer | None, ...]
+    phase1: Phase1Parameters
+    seed: int
+    leverage: bool
+    cpt: bool
+    family: str = LABELS
+
+    def unit(self) -> WorkUnit:
+        first, more = self.snapshots[0].id, len(self.snapshots) - 1
+        return WorkUnit(f"{self.family} of {first}" + (f" and {more} more" if more else ""), self)
+
+
+def measure_unit(student: Student, measurement: Measurement) -> list[Measured]:
+    """The work of a Phase 1 unit: one batched rollout run for its snapshots."""
+    m = measurement
+    return measure(student, m.snapshots, m.answers, m.phase1, m.seed, m.leverage, m.cpt, m.family)
+
+
+def run_measurements(
+    workers: Workers, measurements: Iterator[Measurement], desc: str, total: int, progress: bool
+) -> Iterator[tuple[Measurement, list[Measured]]]:
+    """Each measurement's results as its unit ends (in the order units end)."""
+    units = (measurement.unit() for measurement in measurements)
+    for unit, measured in workers.map(measure_unit, units, desc, total, progress):
+        yield unit.payload, measured
+
+
+def labeling_measurements(
     teacher: Teacher,
-    snapshots: Sequence[Snapshot],
+    pending: Sequence[Snapshot],
     phase1: Phase1Parameters,
     seed: int,
-    progress: bool = False,
-    monitor: TeacherMonitor | None = None,
-) -> list[LabeledSnapshot]:
-    """Every label of a group of snapshots: teacher answers (counted by `monitor`), U, then one
-    batched rollout run for leverage and CPT (each left None when its `skip_` parameter is
-    set)."""
-    answers = teacher.advise([teacher_request(s) for s in snapshots], monitor=monitor)
-    measured = measure(
-        student,
-        snapshots,
-        answers,
-        phase1,
-        seed,
-        leverage=not phase1.skip_leverage,
-        cpt=not phase1.skip_cpt,
-        progress=progress,
-    )
+    monitor: TeacherMonitor | None,
+) -> Iterator[Measurement]:
+    """The labeling units of `pending`, `phase1.batch_snapshots` at a time; each group's
+    teacher answers (counted by `monitor`) are asked for when its unit is about to start."""
+    for group in in_groups(pending, phase1.batch_snapshots):
+        answers = teacher.advise([teacher_request(s) for s in group], monitor=monitor)
+        yield Measurement(
+            tuple(group),
+            tuple(answers),
+            phase1,
+            seed,
+            leverage=not phase1.skip_leverage,
+            cpt=not phase1.skip_cpt,
+        )
+
+
+def labeled_rows(measurement: Measurement, measured: Sequence[Measured]) -> list[LabeledSnapshot]:
+    """Every label of a labeling unit's snapshots: U, and the leverage and CPT it measured."""
+    phase1 = measurement.phase1
     return [
         LabeledSnapshot.of(snapshot).model_copy(
             update={
@@ -379,7 +414,9 @@ def label_group(
                 "quadrant": None,
             }
         )
-        for snapshot, answer, result in zip(snapshots, answers, measured, strict=True)
+        for snapshot, answer, result in zip(
+            measurement.snapshots, measurement.answers, measured, strict=True
+        )
     ]
 
 
@@ -391,7 +428,7 @@ def same_patches(old: TeacherAnswer | None, new: TeacherAnswer) -> bool:
 
 
 def reask_group(
-    student: Student,
+    workers: Workers,
     teacher: Teacher,
     rows: Sequence[LabeledSnapshot],
     phase1: Phase1Parameters,
@@ -410,17 +447,10 @@ def reask_group(
     ]
     cpt_of = {}
     if changed and not phase1.skip_cpt:
-        measured = measure(
-            student,
-            [row for row, _ in changed],
-            [answer for _, answer in changed],
-            phase1,
-            seed,
-            leverage=False,
-            cpt=True,
-            progress=progress,
-        )
-        cpt_of = {row.id: result.cpt for (row, _), result in zip(changed, measured, strict=True)}
+        snapshots, new_answers = zip(*changed, strict=True)
+        remeasure = Measurement(snapshots, new_answers, phase1, seed, leverage=False, cpt=True)
+        for _, measured in run_measurements(workers, iter([remeasure]), "CPT again", 1, progress):
+            cpt_of = {row.id: m.cpt for row, m in zip(snapshots, measured, strict=True)}
     updated = [
         row.model_copy(update={"teacher": answer, "cpt": cpt_of.get(row.id, row.cpt)})
         for row, answer in zip(rows, answers, strict=True)
@@ -591,7 +621,7 @@ def label_test_snapshots(
     snapshots: Sequence[Snapshot],
     phase1: Phase1Parameters,
     seed: int,
-    student: Student,
+    student: Student | Workers,
     out: Phase1Layout,
     progress: bool = True,
 ) -> list[LabeledSnapshot]:
@@ -601,24 +631,27 @@ def label_test_snapshots(
     group completes, and the log is rewritten with exactly `snapshots` at the end."""
     done = {row["id"]: LabeledSnapshot.model_validate(row) for row in read_jsonl(out.test_labels)}
     pending = [snapshot for snapshot in snapshots if snapshot.id not in done]
-    leverage = not phase1.skip_leverage
-    with tqdm(total=len(pending), desc="test labels", unit="snapshot", disable=not progress) as bar:
-        for group in in_groups(pending, phase1.batch_snapshots):
-            measured = [Measured(None, None)] * len(group)
-            if leverage:
-                answers = [None] * len(group)
-                measured = measure(student, group, answers, phase1, seed, True, False, progress)
-            for snapshot, result in zip(group, measured, strict=True):
-                row = LabeledSnapshot.of(snapshot).model_copy(
-                    update={
-                        "U": snapshot_uncertainty(snapshot, phase1.U_method),
-                        "U_method": phase1.U_method,
-                        "leverage": result.leverage,
-                    }
-                )
-                append_jsonl(out.test_labels, row.model_dump(mode="json"))
-                done[row.id] = row
-            bar.update(len(group))
+    groups = [tuple(group) for group in in_groups(pending, phase1.batch_snapshots)]
+    measurements = (
+        Measurement(group, (None,) * len(group), phase1, seed, leverage=True, cpt=False)
+        for group in groups
+    )
+    if phase1.skip_leverage:
+        results = ((m, [Measured(None, None)] * len(m.snapshots)) for m in measurements)
+    else:
+        workers = workers_of(student)
+        results = run_measurements(workers, measurements, "test labels", len(groups), progress)
+    for measurement, measured in results:
+        for snapshot, result in zip(measurement.snapshots, measured, strict=True):
+            row = LabeledSnapshot.of(snapshot).model_copy(
+                update={
+                    "U": snapshot_uncertainty(snapshot, phase1.U_method),
+                    "U_method": phase1.U_method,
+                    "leverage": result.leverage,
+                }
+            )
+            append_jsonl(out.test_labels, row.model_dump(mode="json"))
+            done[row.id] = row
     rows = [done[snapshot.id] for snapshot in snapshots]
     write_jsonl(out.test_labels, [row.model_dump(mode="json") for row in rows])
     return rows
@@ -707,7 +740,7 @@ def reliability_panel(
 
 
 def retest_panel(
-    student: Student,
+    student: Student | Workers,
     panel: Sequence[LabeledSnapshot],
     phase1: Phase1Parameters,
     seed: int,
@@ -725,25 +758,27 @@ def retest_panel(
         for row in panel
         if row.id not in logged or not same_patches(logged[row.id].teacher, row.teacher)
     ]
-    with tqdm(total=len(pending), desc="retest", unit="snapshot", disable=not progress) as bar:
-        for group in in_groups(pending, phase1.batch_snapshots):
-            answers = [row.teacher for row in group]
-            leverage, cpt = not phase1.skip_leverage, not phase1.skip_cpt
-            measured = measure(
-                student, group, answers, phase1, seed, leverage, cpt, progress, RETEST
+    groups = [tuple(group) for group in in_groups(pending, phase1.batch_snapshots)]
+    leverage, cpt = not phase1.skip_leverage, not phase1.skip_cpt
+    measurements = (
+        Measurement(group, tuple(row.teacher for row in group), phase1, seed, leverage, cpt, RETEST)
+        for group in groups
+    )
+    workers = workers_of(student)
+    for measurement, measured in run_measurements(
+        workers, measurements, "retest", len(groups), progress
+    ):
+        for row, result in zip(measurement.snapshots, measured, strict=True):
+            retest = row.model_copy(
+                update={
+                    "U": snapshot_uncertainty(row, phase1.U_method),
+                    "leverage": result.leverage,
+                    "cpt": result.cpt,
+                    "quadrant": None,
+                }
             )
-            for row, result in zip(group, measured, strict=True):
-                retest = row.model_copy(
-                    update={
-                        "U": snapshot_uncertainty(row, phase1.U_method),
-                        "leverage": result.leverage,
-                        "cpt": result.cpt,
-                        "quadrant": None,
-                    }
-                )
-                append_jsonl(out.reliability_log, retest.model_dump(mode="json"))
-                logged[row.id] = retest
-            bar.update(len(group))
+            append_jsonl(out.reliability_log, retest.model_dump(mode="json"))
+            logged[row.id] = retest
     return [logged[row.id] for row in panel]
 
 
@@ -824,7 +859,7 @@ def label_snapshots(
     snapshots: Sequence[Snapshot],
     phase1: Phase1Parameters,
     seed: int,
-    student: Student,
+    student: Student | Workers,
     teacher: Teacher,
     out: Phase1Layout,
     progress: bool = True,
@@ -833,12 +868,13 @@ def label_snapshots(
     """All of Phase 1 labeling for `snapshots`, resumable, into `out`.
 
     Labels the snapshots not yet in `labeled_snapshots.jsonl`, `phase1.batch_snapshots` at a
-    time (a kill loses at most one group), then assigns quadrants with the thresholds the
-    parameters name and writes `labeled_snapshots.json`, the threshold files and
-    `labeling.json`, and the teacher's health in `teacher_health.json`. Every rollout's stream
-    derives from the run's `seed`. With `phase1.reliability_panel`, that many labeled rows are
-    labeled again on the `retest` streams and `reliability.json` gets their test-retest r
-    (`resamples` bootstrap resamples each).
+    time: each group is a unit of `student`'s workers (the student itself runs them here), and
+    its rows are appended as it ends (a kill loses the groups in flight). Then it assigns
+    quadrants with the thresholds the parameters name and writes `labeled_snapshots.json`, the
+    threshold files and `labeling.json`, and the teacher's health in `teacher_health.json`.
+    Every rollout's stream derives from the run's `seed`. With `phase1.reliability_panel`, that
+    many labeled rows are labeled again on the `retest` streams and `reliability.json` gets
+    their test-retest r (`resamples` bootstrap resamples each).
 
     Finished rows whose teacher answer fell back to the bot are asked again first. When more
     than `teacher.max_invalid_fraction` of the answers the rows hold are invalid or failed,
@@ -863,9 +899,10 @@ def label_snapshots(
     monitor = TeacherMonitor(
         teacher, "phase 1", len(snapshots), teacher.params.max_invalid_fraction, progress
     )
+    workers = workers_of(student)
     changed = 0
     for group in in_groups(fell_back, phase1.batch_snapshots):
-        rows, different = reask_group(student, teacher, group, phase1, seed, progress, monitor)
+        rows, different = reask_group(workers, teacher, group, phase1, seed, progress, monitor)
         done.update((row.id, row) for row in rows)
         write_jsonl(out.labeled_jsonl, [row.model_dump(mode="json") for row in done.values()])
         changed += different
@@ -875,19 +912,21 @@ def label_snapshots(
             f"again; {changed} got a different answer"
             + ("" if phase1.skip_cpt else " and a new CPT")
         )
-    with tqdm(total=len(pending), desc="labeling", unit="snapshot", disable=not progress) as bar:
-        for group in in_groups(pending, phase1.batch_snapshots):
-            for row in label_group(student, teacher, group, phase1, seed, progress, monitor):
-                append_jsonl(out.labeled_jsonl, row.model_dump(mode="json"))
-                done[row.id] = row
-            bar.update(len(group))
+    measurements = labeling_measurements(teacher, pending, phase1, seed, monitor)
+    groups = len(in_groups(pending, phase1.batch_snapshots))
+    for measurement, measured in run_measurements(
+        workers, measurements, "labeling", groups, progress
+    ):
+        for row in labeled_rows(measurement, measured):
+            append_jsonl(out.labeled_jsonl, row.model_dump(mode="json"))
+            done[row.id] = row
     health = monitor.finish()
     assignment = place_in_quadrants([done[s.id] for s in snapshots], out, phase1)
     save_teacher_health(out.teacher_health, health)
     reliability = {}
     if phase1.reliability_panel:
         panel = reliability_panel(assignment.rows, phase1.reliability_panel, seed)
-        retest = retest_panel(student, panel, phase1, seed, out, progress)
+        retest = retest_panel(workers, panel, phase1, seed, out, progress)
         reliability = label_reliability(panel, retest, resamples, seed)
         save_reliability(out, panel, reliability)
         if len(panel) < phase1.reliability_panel:

@@ -31,7 +31,6 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel
 from scipy.special import log_softmax
-from tqdm.auto import tqdm
 
 from teachable.measure.intervals import (
     Estimate,
@@ -44,7 +43,8 @@ from teachable.models.lora import TrainResult, train_lora
 from teachable.models.rollouts import prompt_for, run_episodes, success_rate
 from teachable.models.student import Student
 from teachable.models.supervision import sft_example
-from teachable.parameters import LoraParameters, Phase1BParameters
+from teachable.models.workers import Workers, WorkUnit, workers_of
+from teachable.parameters import LoraParameters, Phase1BParameters, StudentParameters
 from teachable.phases.phase1_labels import RolloutCondition
 from teachable.records.env_state import ACTIONS
 from teachable.records.labeled import Format, LabeledSnapshot
@@ -142,14 +142,14 @@ def result_key(
     phase1b: Phase1BParameters,
     lora: LoraParameters,
     seed: int,
-    student: Student,
+    student: StudentParameters,
 ) -> str:
     """Everything that shapes a snapshot's result, hashed: a result with another key is
     stale and is made again."""
-    example = sft_example(row, trained_format(row, phase1b), student.params.history)
+    example = sft_example(row, trained_format(row, phase1b), student.history)
     shaping = {
         "seed": seed,
-        "student": student.params.model_dump(mode="json", exclude={"batch_size"}),
+        "student": student.model_dump(mode="json", exclude={"batch_size"}),
         "lora": micro_lora(phase1b, lora).model_dump(mode="json"),
         "rollouts": phase1b.model_dump(
             include={"n_validation_rollouts", "rollout_max_steps", "temperature"}
@@ -198,18 +198,38 @@ def micro_adapter(
     return train_lora(student, [example], micro_lora(phase1b, lora))
 
 
-def micro_train(
-    student: Student,
-    row: LabeledSnapshot,
-    before: float,
-    phase1b: Phase1BParameters,
-    lora: LoraParameters,
-    seed: int,
-    key: str,
-) -> MicroResult:
-    """Train a fresh adapter on the snapshot's supervision, then replay its rollouts, and score
-    the expert action at the snapshot with and without the adapter (each alone, so a resumed
-    panel scores it the same way)."""
+@dataclass(frozen=True)
+class MicroTraining:
+    """A unit of Phase 1B: one snapshot's micro-training, with the student's success there
+    before it (measured with the whole panel's rollouts)."""
+
+    row: LabeledSnapshot
+    before: float
+    phase1b: Phase1BParameters
+    lora: LoraParameters
+    seed: int
+    key: str
+
+
+@dataclass(frozen=True)
+class PanelBefore:
+    """A unit of Phase 1B: the student's success from each panel snapshot, before training."""
+
+    rows: tuple[LabeledSnapshot, ...]
+    phase1b: Phase1BParameters
+    seed: int
+
+
+def success_before(student: Student, unit: PanelBefore) -> dict[str, float]:
+    """The work of the `before` unit: every panel rollout in one batched call."""
+    return validation_success(student, unit.rows, unit.phase1b, unit.seed)
+
+
+def micro_train(student: Student, unit: MicroTraining) -> MicroResult:
+    """The work of a micro-training unit: train a fresh adapter on the snapshot's supervision,
+    then replay its rollouts, and score the expert action at the snapshot with and without the
+    adapter (each alone, so a resumed panel scores it the same way)."""
+    row, before, phase1b, lora, seed = unit.row, unit.before, unit.phase1b, unit.lora, unit.seed
     history = student.params.history
     logp_before = expert_logprobs(student, [row], history)[row.id]
     trained = micro_adapter(student, row, phase1b, lora)
@@ -234,7 +254,7 @@ def micro_train(
         n_rollouts=phase1b.n_validation_rollouts,
         losses=[round(loss, 6) for loss in trained.losses],
         seconds=round(trained.seconds, 2),
-        key=key,
+        key=unit.key,
     )
 
 
@@ -265,7 +285,7 @@ def validate_cpt(
     phase1b: Phase1BParameters,
     lora: LoraParameters,
     seed: int,
-    student: Student,
+    student: Student | Workers,
     out: Phase1BLayout,
     progress: bool = True,
     verdicts: Path | None = None,
@@ -276,7 +296,8 @@ def validate_cpt(
     panel = choose_panel(rows, phase1b.n_per_quadrant, seed)
     if not panel:
         raise ValueError("no labeled snapshot has both a quadrant and CPT labels: nothing to test")
-    keys = {row.id: result_key(row, phase1b, lora, seed, student) for row in panel}
+    workers = workers_of(student)
+    keys = {row.id: result_key(row, phase1b, lora, seed, workers.params) for row in panel}
     done = {
         entry["id"]: MicroResult.model_validate(entry)
         for entry in read_jsonl(out.results_log)
@@ -284,11 +305,15 @@ def validate_cpt(
     }
     pending = [row for row in panel if row.id not in done]
     if pending:
-        before = validation_success(student, pending, phase1b, seed)
-        for row in tqdm(pending, desc="micro-training", unit="snapshot", disable=not progress):
-            result = micro_train(student, row, before[row.id], phase1b, lora, seed, keys[row.id])
+        first = WorkUnit("success before training", PanelBefore(tuple(pending), phase1b, seed))
+        [(_, before)] = workers.map(success_before, [first], "panel before", 1, progress)
+        units = (
+            WorkUnit(row.id, MicroTraining(row, before[row.id], phase1b, lora, seed, keys[row.id]))
+            for row in pending
+        )
+        for _, result in workers.map(micro_train, units, "micro-training", len(pending), progress):
             append_jsonl(out.results_log, result.model_dump(mode="json"))
-            done[row.id] = result
+            done[result.id] = result
     results = [with_labels(done[row.id], row) for row in panel]
     write_json(out.results, [result.model_dump(mode="json") for result in results])
     correlation = gate(result_frame(results), seed, phase1b.bootstrap_resamples)

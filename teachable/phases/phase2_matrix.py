@@ -13,9 +13,9 @@ for the same number of steps, so cells differ in what they train on, not in how 
 - `baseline_all_demo`: every labeled snapshot (the one cell that trains on more).
 
 A run is one cell at one seed (`<cell>_seed<seed>`); the seed sets the LoRA initialization, the
-data order and the draw. Each run is an independent unit (`train_run`): its adapter goes to
-`<run_id>/` and its entry to `training_summary.json` as soon as it finishes, and a rerun keeps
-every run whose adapter and entry match what it would train now.
+data order and the draw. Each run is an independent unit of work (`train_adapter`): its adapter
+goes to `<run_id>/` and its entry to `training_summary.json` as soon as it finishes, and a rerun
+keeps every run whose adapter and entry match what it would train now.
 """
 
 from __future__ import annotations
@@ -24,17 +24,19 @@ import hashlib
 import importlib.util
 import json
 import os
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from teachable.models.lora import train_lora
-from teachable.models.student import Student
+from teachable.models.student import Student, publish_folder
 from teachable.models.supervision import sft_examples
-from teachable.parameters import LoraParameters, Phase2Parameters
+from teachable.models.workers import Workers, WorkUnit, pack_folder, unpack_folder, workers_of
+from teachable.parameters import LoraParameters, Phase2Parameters, StudentParameters
 from teachable.records.labeled import Format, LabeledSnapshot
 from teachable.records.layout import TrainingLayout
 from teachable.records.quadrants import QUADRANTS
@@ -102,45 +104,78 @@ def run_lora(run: MatrixRun, lora: LoraParameters) -> LoraParameters:
     return lora.model_copy(update={"seed": run.seed})
 
 
-def run_key(run: MatrixRun, lora: LoraParameters, student: Student) -> str:
+def run_key(run: MatrixRun, lora: LoraParameters, student: StudentParameters) -> str:
     """Everything that shapes a run's adapter, hashed: an entry with another key is retrained."""
     shaping = {
         "format": run.format,
         "snapshots": [row.id for row in run.rows],
         "lora": run_lora(run, lora).model_dump(mode="json"),
-        "student": student.params.model_dump(mode="json", exclude={"batch_size"}),
+        "student": student.model_dump(mode="json", exclude={"batch_size"}),
     }
     return hashlib.sha1(json.dumps(shaping, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def train_run(
-    student: Student,
-    run: MatrixRun,
-    lora: LoraParameters,
-    out: TrainingLayout,
-    key: str,
-    group: str,
-) -> RunEntry:
-    """Train one run's adapter with `lora` (at the run's seed) into its folder of `out` and
-    describe it."""
+@dataclass(frozen=True)
+class Training:
+    """A unit of Phases 2 and 5: one run's adapter, trained with `lora` at the run's seed."""
+
+    run: MatrixRun
+    lora: LoraParameters
+
+
+@dataclass(frozen=True)
+class TrainedAdapter:
+    """What a training unit hands back: the adapter's files and how its training went."""
+
+    files: dict[str, bytes]
+    losses: list[float]
+    seconds: float
+    steps: int
+
+
+def train_adapter(student: Student, training: Training) -> TrainedAdapter:
+    """The work of a training unit: a fresh adapter on the run's snapshots in its format."""
+    run = training.run
     examples = sft_examples(run.rows, run.format, student.params.history)
-    result = train_lora(student, examples, run_lora(run, lora), out.adapter(run.id))
-    log_to_wandb(run, result.losses, lora, group)
-    return RunEntry(
-        id=run.id,
-        cell=run.cell,
-        seed=run.seed,
-        quadrant=run.quadrant,
-        format=run.format,
-        n_train=len(run.rows),
-        status="trained",
-        adapter=run.id,
-        losses=[round(loss, 6) for loss in result.losses],
-        seconds=round(result.seconds, 2),
-        steps=result.steps,
-        snapshots=[row.id for row in run.rows],
-        key=key,
-    )
+    with tempfile.TemporaryDirectory() as folder:
+        result = train_lora(student, examples, run_lora(run, training.lora), Path(folder))
+        files = pack_folder(result.adapter_dir)
+    return TrainedAdapter(files, result.losses, result.seconds, result.steps)
+
+
+def trained_entries(
+    workers: Workers,
+    runs: Sequence[MatrixRun],
+    lora: LoraParameters,
+    out: Callable[[MatrixRun], TrainingLayout],
+    group: str,
+    desc: str,
+    progress: bool,
+) -> Iterator[RunEntry]:
+    """Train `runs` as units with `lora`; as each ends, publish its adapter into its folder of
+    `out(run)` and yield its entry (losses also go to Weights & Biases under `group`)."""
+    units = (WorkUnit(run.id, Training(run, lora)) for run in runs)
+    for unit, trained in workers.map(train_adapter, units, desc, len(runs), progress):
+        run = unit.payload.run
+        publish_folder(
+            out(run).adapter(run.id), partial(unpack_folder, trained.files), replace=True
+        )
+        log_to_wandb(run, trained.losses, lora, group)
+        yield RunEntry(
+            id=run.id,
+            cell=run.cell,
+            seed=run.seed,
+            quadrant=run.quadrant,
+            format=run.format,
+            n_train=len(run.rows),
+            status="trained",
+            adapter=run.id,
+            losses=[round(loss, 6) for loss in trained.losses],
+            seconds=round(trained.seconds, 2),
+            steps=trained.steps,
+            snapshots=[row.id for row in run.rows],
+            key=run_key(run, lora, workers.params),
+        )
 
 
 def log_to_wandb(run: MatrixRun, losses: list[float], lora: LoraParameters, group: str) -> None:
@@ -193,7 +228,7 @@ def train_matrix(
     phase2: Phase2Parameters,
     lora: LoraParameters,
     seed: int,
-    student: Student,
+    student: Student | Workers,
     out: TrainingLayout,
     run_name: str,
     split: Path,
@@ -204,13 +239,13 @@ def train_matrix(
     `run_name` where Weights & Biases is set up. Every row must lie in the labeled part of the
     run's split, saved at `split`, which the training summary names."""
     Split.load(split).check_within("labeled", rows, "phase 2")
+    workers = workers_of(student)
     runs = plan_matrix(rows, phase2, seed)
     earlier = TrainingSummary.entries_in(out.training_summary)
     lora = phase2.over(lora)
     entries: dict[str, RunEntry] = {}
-    trained = 0
-    for run in tqdm(runs, desc="training matrix", unit="run", disable=not progress):
-        key = run_key(run, lora, student)
+    pending = []
+    for run in runs:
         if run.skip is not None:
             entries[run.id] = RunEntry(
                 id=run.id,
@@ -223,11 +258,19 @@ def train_matrix(
                 reason=run.skip,
                 snapshots=[row.id for row in run.rows],
             )
-        elif is_finished(earlier.get(run.id), key, out):
+        elif is_finished(earlier.get(run.id), run_key(run, lora, workers.params), out):
             entries[run.id] = earlier[run.id]
         else:
-            entries[run.id] = train_run(student, run, lora, out, key, run_name)
-            trained += 1
-        known = earlier | entries  # earlier entries of runs not reached yet survive a kill now
+            pending.append(run)
+
+    def save() -> None:
+        known = earlier | entries  # earlier entries of runs not trained yet survive a kill
         save_summary(out, lora, split, [known[r.id] for r in runs if r.id in known])
-    return MatrixReport(list(rows), [*entries.values()], trained)
+
+    save()
+    for entry in trained_entries(
+        workers, pending, lora, lambda _: out, run_name, "training matrix", progress
+    ):
+        entries[entry.id] = entry
+        save()
+    return MatrixReport(list(rows), [entries[run.id] for run in runs], len(pending))

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -53,13 +54,13 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from teachable.measure.intervals import Estimate, hierarchical_bootstrap, number, wilson
 from teachable.measure.verdicts import judge, outcome
 from teachable.models.rollouts import Episode, EpisodeSpec, run_episodes
 from teachable.models.student import Student
-from teachable.parameters import EvaluationParameters, Phase3Parameters
+from teachable.models.workers import Workers, WorkUnit, pack_folder, unpack_folder, workers_of
+from teachable.parameters import EvaluationParameters, Phase3Parameters, StudentParameters
 from teachable.phases.phase1_labels import stable_int
 from teachable.records.env_state import EnvState
 from teachable.records.labeled import LabeledSnapshot
@@ -365,11 +366,13 @@ class Play:
     def modes(self) -> tuple[PlayMode, ...]:
         return MODES if self.evaluation.greedy else MODES[:1]
 
-    def key(self, student: Student, items: Sequence[EvaluationItem]) -> str:
+    def key(
+        self, student: StudentParameters, adapter: Path | None, items: Sequence[EvaluationItem]
+    ) -> str:
         """Everything that shapes a model's episodes: weights, prompts, play and starts."""
         shaping = {
-            "student": student.params.model_dump(mode="json", exclude={"batch_size"}),
-            "adapter": None if student.adapter is None else folder_digest(student.adapter),
+            "student": student.model_dump(mode="json", exclude={"batch_size"}),
+            "adapter": None if adapter is None else folder_digest(adapter),
             "max_steps": self.max_steps,
             "seed": self.seed,
             "evaluation": self.evaluation.model_dump(mode="json", exclude={"bootstrap_resamples"}),
@@ -402,27 +405,62 @@ def play_mode(
     ]
 
 
-def model_episodes(
+@dataclass(frozen=True)
+class ModelPlay:
+    """A unit of Phases 3 and 5: one model, the base student or the base with an adapter (its
+    files, so a worker needs no shared file system), playing every item."""
+
+    play: Play
+    items: tuple[EvaluationItem, ...]
+    adapter: dict[str, bytes] | None
+
+
+def play_model(student: Student, unit: ModelPlay) -> tuple[list[dict], float]:
+    """The work of an evaluation unit: the model's episodes in every mode, and their seconds."""
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as folder:
+        if unit.adapter is not None:
+            unpack_folder(unit.adapter, Path(folder))
+            student = student.with_adapter(folder)
+        episodes = [
+            record
+            for mode in unit.play.modes
+            for record in play_mode(unit.play, mode, student, unit.items, progress=False)
+        ]
+    return episodes, round(time.perf_counter() - started, 1)
+
+
+def adapter_files(folder: Path | None) -> dict[str, bytes] | None:
+    """An adapter folder's files, to travel with its unit (None for the base student)."""
+    return None if folder is None else pack_folder(folder)
+
+
+def models_episodes(
     play: Play,
-    name: str,
-    student: Student,
+    models: Mapping[str, Path | None],
     items: Sequence[EvaluationItem],
-    done: Mapping[tuple[str, str], dict],
+    workers: Workers,
     log: Path,
     progress: bool,
-) -> dict:
-    """A model's episodes: from the log when its key matches, else played and logged."""
-    key = play.key(student, items)
-    if (name, key) in done:
-        return done[(name, key)]
-    started = time.perf_counter()
-    episodes = [
-        record for mode in play.modes for record in play_mode(play, mode, student, items, progress)
-    ]
-    row = {"model": name, "key": key, "episodes": episodes}
-    row["seconds"] = round(time.perf_counter() - started, 1)
-    append_jsonl(log, row)
-    return row
+) -> tuple[list[dict], list[str]]:
+    """Each model's episodes (`models` maps a name to its adapter folder, None for the base):
+    from the log when its key matches, else played as a unit and logged as it ends. Returns
+    the rows in the order of `models`, and the names played now."""
+    keys = {name: play.key(workers.params, adapter, items) for name, adapter in models.items()}
+    logged = {(row["model"], row["key"]): row for row in read_jsonl(log)}
+    rows = {name: logged[(name, key)] for name, key in keys.items() if (name, key) in logged}
+    to_play = [name for name in models if name not in rows]
+    units = (
+        WorkUnit(name, ModelPlay(play, tuple(items), adapter_files(models[name])))
+        for name in to_play
+    )
+    for unit, (episodes, seconds) in workers.map(
+        play_model, units, "models", len(to_play), progress
+    ):
+        row = {"model": unit.id, "key": keys[unit.id], "episodes": episodes, "seconds": seconds}
+        append_jsonl(log, row)
+        rows[unit.id] = row
+    return [rows[name] for name in models], to_play
 
 
 # --- paired outcomes ---------------------------------------------------------------------------
@@ -888,7 +926,7 @@ def evaluate_runs(
     evaluation: EvaluationParameters,
     levels: Sequence[str],
     seed: int,
-    base: Student,
+    base: Student | Workers,
     out: EvaluationLayout,
     progress: bool = True,
 ) -> Evaluation:
@@ -905,19 +943,16 @@ def evaluate_runs(
     items = evaluation_items(phase3, levels, seed, split, test)
     play = Play(phase3.max_steps, evaluation, seed)
 
+    models = {BASE: None, **adapters}
     log = out.episodes
-    done = {(row["model"], row["key"]): row for row in read_jsonl(log)}
-    rows = [model_episodes(play, BASE, base, items, done, log, progress)]
-    for run_id, folder in tqdm(adapters.items(), desc="models", disable=not progress):
-        student = base.with_adapter(folder)
-        rows.append(model_episodes(play, run_id, student, items, done, log, progress))
+    rows, played = models_episodes(play, models, items, workers_of(base), log, progress)
     write_jsonl(log, rows)  # rows of earlier parameters or runs are dropped
 
     result = tabulate(levels, summary.runs, rows, evaluation.bootstrap_resamples, seed)
     result.record.update(
         training_summary=str(trained.training_summary),
         temperature=evaluation.temperature,
-        evaluated_now=[row["model"] for row in rows if (row["model"], row["key"]) not in done],
+        evaluated_now=played,
         seconds=round(time.perf_counter() - started, 1),
     )
     save_evaluation(result, out)

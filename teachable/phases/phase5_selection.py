@@ -53,12 +53,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict
-from tqdm.auto import tqdm
 
 from teachable.measure.intervals import Estimate, number, wilson
 from teachable.measure.verdicts import judge
 from teachable.models.student import Student
 from teachable.models.teachers import Teacher
+from teachable.models.workers import Workers, WorkUnit, workers_of
 from teachable.parameters import (
     EvaluationParameters,
     LoraParameters,
@@ -66,6 +66,7 @@ from teachable.parameters import (
     Phase3Parameters,
     Phase5Parameters,
     SelectionMethod,
+    StudentParameters,
 )
 from teachable.phases.phase1_labels import (
     RolloutCondition,
@@ -86,7 +87,7 @@ from teachable.phases.phase2_matrix import (
     is_finished,
     run_key,
     save_summary,
-    train_run,
+    trained_entries,
 )
 from teachable.phases.phase3_evaluation import (
     RETENTION_DROP_LIMIT,
@@ -97,7 +98,7 @@ from teachable.phases.phase3_evaluation import (
 )
 from teachable.phases.phase4_predictor import Predictor
 from teachable.records.labeled import CPT, LabeledSnapshot, load_labeled
-from teachable.records.layout import MethodLayout, Phase4Layout, RunLayout
+from teachable.records.layout import MethodLayout, Phase4Layout, Phase5Layout, RunLayout
 from teachable.records.snapshot import Snapshot
 from teachable.records.store import append_jsonl, read_json, read_jsonl, write_json, write_jsonl
 from teachable.records.training_summary import BASE, RunEntry, TrainingSummary
@@ -152,53 +153,77 @@ class LabelingCost(BaseModel):
     seconds: float
 
 
-def labeling_key(phase1: Phase1Parameters, seed: int, student: Student, teacher: Teacher) -> str:
+def labeling_key(
+    phase1: Phase1Parameters, seed: int, student: StudentParameters, teacher: Teacher
+) -> str:
     """Everything that shapes a bought label, hashed: a logged label with another key is
     bought again."""
-    made_with = labeling_parameters(phase1, seed, student.params, teacher.params)
+    made_with = labeling_parameters(phase1, seed, student, teacher.params)
     return hashlib.sha256(json.dumps(made_with, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def measure_candidates(
+@dataclass(frozen=True)
+class CandidateRollouts:
+    """A unit of Phase 5's label buying: the rollouts of one group of candidates."""
+
+    conditions: tuple[RolloutCondition, ...]
+    phase1: Phase1Parameters
+    seed: int
+
+
+def candidate_outcomes(
+    student: Student, unit: CandidateRollouts
+) -> tuple[dict[tuple[str, str], np.ndarray], float]:
+    """The work of a label-buying unit: each (snapshot, condition)'s outcomes, from one batched
+    rollout run, and the seconds it took."""
+    started = time.perf_counter()
+    episodes = run_conditions(student, unit.conditions, unit.phase1, unit.seed)
+    results = {name: outcomes(runs) for name, runs in episodes.items()}
+    return results, time.perf_counter() - started
+
+
+def candidate_plans(
     method: SelectionMethod,
     group: Sequence[Snapshot],
     phase1: Phase1Parameters,
-    seed: int,
-    student: Student,
     teacher: Teacher,
-    key: str,
-    progress: bool,
-) -> list[CandidateLabel]:
-    """One group's labels, from one batched rollout run: the CPT (with the teacher's answers)
-    for `oracle`, the base success rate for `learnability`."""
-    started = time.perf_counter()
+) -> list[list[RolloutCondition]]:
+    """Each candidate's rollout conditions: the CPT's (with the teacher's answers) for
+    `oracle`, the student on its own for `learnability`."""
     if method == "oracle":
         answers = teacher.advise([teacher_request(snapshot) for snapshot in group])
-        plans = [
-            rollout_plan(s, a, phase1, False, True) for s, a in zip(group, answers, strict=True)
-        ]
-    elif method == "learnability":
-        plans = [[RolloutCondition(snapshot, "base", phase1.n_rollouts)] for snapshot in group]
-    else:
-        raise ValueError(f"{method!r} buys no label; the methods that do: {', '.join(BUYS_LABELS)}")
-    conditions = [condition for plan in plans for condition in plan]
-    episodes = run_conditions(student, conditions, phase1, seed, progress=progress)
-    seconds = (time.perf_counter() - started) / len(group)
+        pairs = zip(group, answers, strict=True)
+        return [rollout_plan(snapshot, answer, phase1, False, True) for snapshot, answer in pairs]
+    if method == "learnability":
+        return [[RolloutCondition(snapshot, "base", phase1.n_rollouts)] for snapshot in group]
+    raise ValueError(f"{method!r} buys no label; the methods that do: {', '.join(BUYS_LABELS)}")
+
+
+def candidate_labels(
+    method: SelectionMethod,
+    plans: Sequence[Sequence[RolloutCondition]],
+    results: dict[tuple[str, str], np.ndarray],
+    seconds: float,
+    key: str,
+) -> list[CandidateLabel]:
+    """One group's labels from its outcomes: ELP_net for `oracle`, p(1 - p) of the base
+    success rate for `learnability`, each with its share of the group's cost."""
     labels = []
-    for snapshot, plan in zip(group, plans, strict=True):
-        results = {c.name: outcomes(episodes[(snapshot.id, c.name)]) for c in plan}
+    for plan in plans:
+        snapshot = plan[0].snapshot
+        by_condition = {c.name: results[(snapshot.id, c.name)] for c in plan}
         cost = {
             "rollouts": sum(c.n for c in plan),
             "teacher_answers": int(method == "oracle"),
-            "seconds": round(seconds, 3),
+            "seconds": round(seconds / len(plans), 3),
         }
         if method == "oracle":
-            cpt = cpt_from_outcomes(results)
+            cpt = cpt_from_outcomes(by_condition)
             labels.append(
                 CandidateLabel(id=snapshot.id, key=key, score=cpt.ELP_net, cpt=cpt, **cost)
             )
         else:
-            p = rate(results["base"])
+            p = rate(by_condition["base"])
             score = learnability(p)
             labels.append(CandidateLabel(id=snapshot.id, key=key, score=score, p_student=p, **cost))
     return labels
@@ -209,30 +234,36 @@ def buy_labels(
     candidates: Sequence[Snapshot],
     phase1: Phase1Parameters,
     seed: int,
-    student: Student,
+    student: Student | Workers,
     teacher: Teacher,
     log: Path,
     progress: bool = False,
 ) -> tuple[dict[str, CandidateLabel], LabelingCost]:
     """The method's label of every candidate, resumable: labels logged with the same labeling
-    parameters are kept, the rest measured `phase1.batch_snapshots` at a time and appended as
-    each group completes; the log is rewritten with the candidates' labels alone at the end.
-    Returns the labels by id and what they cost."""
-    key = labeling_key(phase1, seed, student, teacher)
+    parameters are kept, the rest measured `phase1.batch_snapshots` at a time (a unit each) and
+    appended as each group completes; the log is rewritten with the candidates' labels alone at
+    the end. Returns the labels by id and what they cost."""
+    workers = workers_of(student)
+    key = labeling_key(phase1, seed, workers.params, teacher)
     logged = {}
     for row in read_jsonl(log):
         label = CandidateLabel.model_validate(row)
         if label.key == key:
             logged[label.id] = label
     pending = [snapshot for snapshot in candidates if snapshot.id not in logged]
-    with tqdm(total=len(pending), desc=f"{method} labels", disable=not progress) as bar:
-        for group in in_groups(pending, phase1.batch_snapshots):
-            for label in measure_candidates(
-                method, group, phase1, seed, student, teacher, key, progress
-            ):
-                append_jsonl(log, label.model_dump(mode="json"))
-                logged[label.id] = label
-            bar.update(len(group))
+    groups = in_groups(pending, phase1.batch_snapshots)
+    plans = {group[0].id: candidate_plans(method, group, phase1, teacher) for group in groups}
+    units = (
+        WorkUnit(first, CandidateRollouts(tuple(c for p in plan for c in p), phase1, seed))
+        for first, plan in plans.items()
+    )
+    desc = f"{method} labels"
+    for unit, (results, seconds) in workers.map(
+        candidate_outcomes, units, desc, len(groups), progress
+    ):
+        for label in candidate_labels(method, plans[unit.id], results, seconds, key):
+            append_jsonl(log, label.model_dump(mode="json"))
+            logged[label.id] = label
     labels = {snapshot.id: logged[snapshot.id] for snapshot in candidates}
     write_jsonl(log, [label.model_dump(mode="json") for label in labels.values()])
     cost = LabelingCost(
@@ -352,26 +383,50 @@ def training_runs(
     }
 
 
-def train_method(
-    student: Student,
-    runs: Sequence[MatrixRun],
+def train_methods(
+    workers: Workers,
+    runs: Mapping[SelectionMethod, Sequence[MatrixRun]],
     lora: LoraParameters,
-    out: MethodLayout,
+    out: Phase5Layout,
     split: Path,
     group: str,
-) -> list[RunEntry]:
-    """Train a method's runs with `lora` into `out` (keeping finished ones) and write its
-    summary; losses go to Weights & Biases under `group` where it is set up."""
-    earlier = TrainingSummary.entries_in(out.training_summary)
-    entries = []
-    for run in runs:
-        key = run_key(run, lora, student)
-        entry = earlier.get(run.id)
-        if not is_finished(entry, key, out):
-            entry = train_run(student, run, lora, out, key, group)
-        entries.append(entry)
-        save_summary(out, lora, split, entries)
-    return entries
+    progress: bool,
+) -> dict[SelectionMethod, list[RunEntry]]:
+    """Train every method's runs with `lora`, one unit per method and seed, into the method's
+    folder of `out` (keeping finished ones), and write each method's summary as its runs end;
+    losses go to Weights & Biases under `group` where it is set up."""
+    method_of = {run.id: method for method, method_runs in runs.items() for run in method_runs}
+    entries: dict[SelectionMethod, dict[str, RunEntry]] = {}
+    pending = []
+    for method, method_runs in runs.items():
+        trained = out.method(method)
+        earlier = TrainingSummary.entries_in(trained.training_summary)
+        entries[method] = {
+            run.id: earlier[run.id]
+            for run in method_runs
+            if is_finished(earlier.get(run.id), run_key(run, lora, workers.params), trained)
+        }
+        pending += [run for run in method_runs if run.id not in entries[method]]
+
+    def save(method: SelectionMethod) -> None:
+        done = [entries[method][run.id] for run in runs[method] if run.id in entries[method]]
+        save_summary(out.method(method), lora, split, done)
+
+    for method in runs:
+        save(method)
+
+    def layout(run: MatrixRun) -> MethodLayout:
+        return out.method(method_of[run.id])
+
+    for entry in trained_entries(
+        workers, pending, lora, layout, group, "selection training", progress
+    ):
+        entries[method_of[entry.id]][entry.id] = entry
+        save(method_of[entry.id])
+    return {
+        method: [entries[method][run.id] for run in method_runs]
+        for method, method_runs in runs.items()
+    }
 
 
 def share_base_episodes(sources: Sequence[Path], log: Path) -> None:
@@ -464,7 +519,7 @@ def buy_all_labels(
     phase1: Phase1Parameters,
     pool: Sequence[Snapshot],
     seed: int,
-    student: Student,
+    workers: Workers,
     teacher: Teacher,
     out: RunLayout,
     progress: bool,
@@ -475,7 +530,7 @@ def buy_all_labels(
     for method in (m for m in BUYS_LABELS if m in phase5.methods):
         log = out.phase5.method(method).candidate_labels
         labels[method], costs[method] = buy_labels(
-            method, candidates, phase1, seed, student, teacher, log, progress
+            method, candidates, phase1, seed, workers, teacher, log, progress
         )
     return Bought(candidates, labels, costs)
 
@@ -488,7 +543,7 @@ def run_selection(
     lora: LoraParameters,
     levels: Sequence[str],
     seed: int,
-    student: Student,
+    student: Student | Workers,
     teacher: Teacher,
     run: RunLayout,
     progress: bool = True,
@@ -503,7 +558,8 @@ def run_selection(
     out = run.phase5
     split = Split.load(run.split)
     pool = split.rows("pool", phase0_snapshots(split.sources, run.phase0))
-    bought = buy_all_labels(phase5, phase1, pool, seed, student, teacher, run, progress)
+    workers = workers_of(student)
+    bought = buy_all_labels(phase5, phase1, pool, seed, workers, teacher, run, progress)
     scores: dict[SelectionMethod, Mapping[str, float]] = {
         method: {i: label.score for i, label in labels.items()}
         for method, labels in bought.labels.items()
@@ -516,12 +572,10 @@ def run_selection(
     runs = training_runs(phase5, picks, supervised(picks, teacher, phase1))
     test = load_labeled(run.phase1, "test")
     lora = phase5.over(lora)
-    entries, evaluations, logs = {}, {}, []
-    for method, method_runs in tqdm(runs.items(), desc="selection", disable=not progress):
+    entries = train_methods(workers, runs, lora, out, run.split, run.folder.name, progress)
+    evaluations, logs = {}, []
+    for method in runs:
         trained = out.method(method)
-        entries[method] = train_method(
-            student, method_runs, lora, trained, run.split, run.folder.name
-        )
         share_base_episodes(logs, trained.evaluation.episodes)
         evaluations[method] = evaluate_runs(
             trained,
@@ -530,7 +584,7 @@ def run_selection(
             evaluation,
             levels,
             seed,
-            student,
+            workers,
             trained.evaluation,
             progress,
         )
