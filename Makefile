@@ -5,6 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PARAMS ?= parameters/pilot.yaml
 BROWSER_STAMP := $(VENV)/.installed-browser
+RAY_STAMP := $(VENV)/.installed-ray
 CHROMIUM_PACKAGE := chromium
 LAB_PORT ?= 8888
 
@@ -29,8 +30,13 @@ pilot: setup
 mini: setup
 	$(PY) -m teachable run parameters/mini.yaml
 
-test: setup
+# The tests also run the phases on a local Ray instance: they install the `ray` extra.
+test: $(RAY_STAMP)
 	$(PY) -m pytest
+
+$(RAY_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e ".[test,embeddings,ray]"
+	touch $(RAY_STAMP)
 
 # The real-browser suite (tests/browser): Playwright drives Debian's Chromium against JupyterLab.
 test-browser: $(BROWSER_STAMP) chromium

@@ -30,6 +30,7 @@ _EXPORTS = {
     "prepare_student": "teachable.phases.phase0_warmup",
     "save_preparation": "teachable.phases.phase0_warmup",
     "load_prepared_student": "teachable.phases.phase0_warmup",
+    "prepared_student": "teachable.phases.phase0_warmup",
     "collect_student_failures": "teachable.phases.phase0_snapshots",
     "collect_expert_snapshots": "teachable.phases.phase0_snapshots",
     # Phase 1 and 1B
@@ -46,6 +47,7 @@ _EXPORTS = {
     # paper artifacts and the pipeline
     "build_artifacts": "teachable.reports.artifacts",
     "run_phases": "teachable.pipeline.runner",
+    "start_workers": "teachable.pipeline.execution",
 }
 
 __all__ = sorted(_EXPORTS)

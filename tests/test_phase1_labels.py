@@ -17,6 +17,7 @@ from teachable.models.rollouts import run_episodes
 from teachable.models.student import Student
 from teachable.models.teachers import make_teacher
 from teachable.parameters import ParameterError, Parameters, StudentParameters, parse_parameters
+from teachable.phases import phase1_labels
 from teachable.phases.phase0_snapshots import expert_snapshots
 from teachable.phases.phase0_warmup import save_preparation
 from teachable.phases.phase1_labels import (
@@ -425,6 +426,21 @@ def test_the_reliability_panel_is_labeled_again_on_its_own_streams_and_resumes(
     _label(_params(tmp_path), snapshots, Phase1Layout(folder), student)
     assert not (folder / "reliability.json").exists()  # no panel, no stale figures
     assert load_reliability(Phase1Layout(folder)) == {}
+
+
+def test_the_retest_rolls_out_on_the_retest_streams(
+    labeled, snapshots, student, tmp_path, monkeypatch
+):
+    families = []
+
+    def spy(*args, **kwargs):
+        families.append(kwargs.get("family", LABELS))
+        return measure(*args, **kwargs)
+
+    monkeypatch.setattr(phase1_labels, "measure", spy)
+    folder = Path(shutil.copytree(labeled, tmp_path / "phase1"))
+    _label(_params(tmp_path, reliability_panel=2), snapshots, Phase1Layout(folder), student)
+    assert families == [RETEST]  # every label is logged already: only the retest rolls out
 
 
 def test_skipped_labels_are_null_and_a_parameter_change_starts_afresh(

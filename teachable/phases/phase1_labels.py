@@ -367,7 +367,9 @@ class Measurement:
 def measure_unit(student: Student, measurement: Measurement) -> list[Measured]:
     """The work of a Phase 1 unit: one batched rollout run for its snapshots."""
     m = measurement
-    return measure(student, m.snapshots, m.answers, m.phase1, m.seed, m.leverage, m.cpt, m.family)
+    return measure(
+        student, m.snapshots, m.answers, m.phase1, m.seed, m.leverage, m.cpt, family=m.family
+    )
 
 
 def run_measurements(

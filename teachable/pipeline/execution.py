@@ -66,7 +66,7 @@ class RayWorkers:
         self.execution = execution
         self.params = params
         if not ray.is_initialized():
-            ray.init(address=execution.address, include_dashboard=False, log_to_driver=True)
+            ray.init(address=execution.address, include_dashboard=False, log_to_driver=False)
         self._actors: list = []
 
     @property

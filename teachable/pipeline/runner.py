@@ -259,9 +259,10 @@ def phase_parameters(parameters: Parameters, phase: Phase) -> dict:
 
 def parameters_digest(parameters: Parameters, phase: Phase) -> str:
     """Hash of every parameter that can change the phase's outputs: all sections but the other
-    phases' own, and not where the run is stored (`source`, `run.name`, `run.output_root`)."""
+    phases' own, and not where the run is stored (`source`, `run.name`, `run.output_root`) or
+    where its units run (`execution`: both backends write the same files)."""
     others = {other.section: True for other in PHASES if other.section != phase.section}
-    where = {"source": True, "run": {"name": True, "output_root": True}}
+    where = {"source": True, "run": {"name": True, "output_root": True}, "execution": True}
     visible = parameters.model_dump(mode="json", exclude=where | others)
     return hashlib.sha256(json.dumps(visible, sort_keys=True).encode()).hexdigest()
 
