@@ -126,7 +126,7 @@ def test_ray_and_local_backends_write_the_same_files(head, phase0_run, tmp_path)
         runs[backend] = files_of(params.run_dir)
     local, on_ray = runs["local"], runs["ray"]
     assert any(name.endswith("adapter_model.safetensors") for name in local)
-    assert "phase5/selection_summary.json" in local
+    assert "phase5/selection/selection_summary.json" in local
     assert sorted(on_ray) == sorted(local)
     different = [name for name in local if on_ray[name] != local[name]]
     assert different == []

@@ -28,9 +28,10 @@ episodes), each with its n (`<figure>_n`, the paired episodes it rests on).
 
 All of a model's episodes of one mode go through one `run_episodes` call, so the scorer sees
 one large batch per step; trained runs are LoRA adapters loaded over the one shared base. Each
-model's episodes are appended to `model_episodes.jsonl` as soon as it finishes, keyed by
-everything that shapes them, so a rerun evaluates only the models not done yet, and the base's
-episodes can be shared between evaluations of the same items.
+model is one unit of the workers `execution` names (an adapter travels to them as its files'
+bytes); the driver appends its episodes to `model_episodes.jsonl` as soon as it finishes, keyed
+by everything that shapes them, so a rerun evaluates only the models not done yet, and the
+base's episodes can be shared between evaluations of the same items.
 
 Stuckness is read from the agent states an episode passes through. An agent state is the
 agent's position, direction, what it carries and the cell it faces (so that opening a door
