@@ -171,17 +171,10 @@ def episodes(model: str, rate: float, test: list[LabeledSnapshot], rng) -> dict:
 
 def trained_entry(run: MatrixRun) -> RunEntry:
     trained = run.skip is None
-    return RunEntry(
-        id=run.id,
-        cell=run.cell,
-        seed=run.seed,
-        quadrant=run.quadrant,
-        format=run.format,
-        n_train=len(run.rows),
+    return run.entry(
         status="trained" if trained else "skipped",
         reason=run.skip,
         adapter=run.id if trained else None,
-        snapshots=[row.id for row in run.rows],
     )
 
 

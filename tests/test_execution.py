@@ -94,13 +94,16 @@ def phase0_run(tmp_path_factory) -> Path:
 
 def files_of(run_dir: Path) -> dict[str, object]:
     """Every file of a run but those that record when and where it ran; JSON read with its
-    `seconds` fields dropped, everything else as bytes."""
+    timings (`seconds...` fields) dropped and the run folder's path replaced by `<run>`,
+    everything else as bytes."""
 
     def untimed(value: object) -> object:
         if isinstance(value, dict):
-            return {k: untimed(v) for k, v in value.items() if k != "seconds"}
+            return {k: untimed(v) for k, v in value.items() if not k.startswith("seconds")}
         if isinstance(value, list):
             return [untimed(v) for v in value]
+        if isinstance(value, str):
+            return value.replace(str(run_dir), "<run>")
         return value
 
     found = {}

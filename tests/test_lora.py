@@ -1,5 +1,10 @@
 """LoRA SFT core: loss mask, learning the target, adapter round trip, untouched base, merging."""
 
+import json
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -121,3 +126,45 @@ def test_merged_checkpoint_scores_like_the_adapter(trained, tmp_path):
     np.testing.assert_allclose(merged.action_logprobs([PROMPT, OTHER]), expected, atol=1e-4)
     with pytest.raises(ValueError, match="adapter"):
         merge_adapter(merged, tmp_path / "again")
+
+
+def hash_seeds_that_order_a_set_differently(names: set[str]) -> tuple[str, str]:
+    """Two values of PYTHONHASHSEED under which `list(names)` comes out in different orders."""
+    seen: dict[str, str] = {}
+    for hash_seed in map(str, range(64)):
+        order = subprocess.run(
+            [sys.executable, "-c", f"print(list({names!r}))"],
+            env={**os.environ, "PYTHONHASHSEED": hash_seed},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        seen.setdefault(order, hash_seed)
+        if len(seen) == 2:
+            return tuple(seen.values())
+    raise AssertionError(f"no two hash seeds order {names} differently")
+
+
+def test_the_saved_adapter_is_the_same_bytes_in_every_process(tmp_path):
+    """Processes with different hash seeds (as Ray workers have) write identical adapters."""
+    script = """
+import sys
+from pathlib import Path
+from teachable.models.lora import SFTExample, train_lora
+from teachable.models.student import Prompt, Student
+from teachable.parameters import LoraParameters, StudentParameters
+
+student = Student.load(StudentParameters(model="tiny", batch_size=4))
+lora = LoraParameters(r=4, steps=2, batch_size=1, seed=3, target_modules=["v_proj", "q_proj"])
+example = SFTExample(Prompt("go to the red ball", "You see a red ball."), "turn left")
+train_lora(student, [example], lora, output_dir=Path(sys.argv[1]))
+"""
+    folders = []
+    for hash_seed in hash_seeds_that_order_a_set_differently({"v_proj", "q_proj"}):
+        folder = tmp_path / f"hash{hash_seed}"
+        environment = {**os.environ, "PYTHONHASHSEED": hash_seed}
+        subprocess.run([sys.executable, "-c", script, str(folder)], env=environment, check=True)
+        folders.append({p.name: p.read_bytes() for p in folder.iterdir()})
+    assert set(folders[0]) >= {"adapter_config.json", "adapter_model.safetensors"}
+    assert folders[0] == folders[1]
+    assert json.loads(folders[0]["adapter_config.json"])["target_modules"] == ["q_proj", "v_proj"]

@@ -9,9 +9,11 @@ covers the action tokens only.
 from __future__ import annotations
 
 import copy
+import json
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -108,6 +110,17 @@ def _lora_config(lora: LoraParameters) -> LoraConfig:
     )
 
 
+def save_adapter(model: PeftModel, folder: Path) -> None:
+    """The adapter in PEFT's layout, byte for byte the same in every process: PEFT writes
+    `target_modules` from a set, in an order that changes with the process's hash seed."""
+    model.save_pretrained(folder)
+    config_file = Path(folder) / "adapter_config.json"
+    config = json.loads(config_file.read_text())
+    if isinstance(config.get("target_modules"), list):
+        config["target_modules"] = sorted(config["target_modules"])
+    config_file.write_text(json.dumps(config, indent=2, sort_keys=True))
+
+
 def train_lora(
     student: Student,
     examples: Sequence[SFTExample],
@@ -148,7 +161,7 @@ def train_lora(
     model.eval()
     adapter_dir = None
     if output_dir is not None:
-        adapter_dir = publish_folder(Path(output_dir), model.save_pretrained, replace=True)
+        adapter_dir = publish_folder(Path(output_dir), partial(save_adapter, model), replace=True)
     trained = Student(model, student.tokenizer, student.params, student.base_model, adapter_dir)
     return TrainResult(adapter_dir, losses, time.perf_counter() - started, lora.steps, trained)
 

@@ -60,6 +60,19 @@ class MatrixRun:
     def id(self) -> str:
         return f"{self.cell}_seed{self.seed}"
 
+    def entry(self, **outcome: object) -> RunEntry:
+        """The run's row of the training summary, with what its training gave (`outcome`)."""
+        return RunEntry(
+            id=self.id,
+            cell=self.cell,
+            seed=self.seed,
+            quadrant=self.quadrant,
+            format=self.format,
+            n_train=len(self.rows),
+            snapshots=[row.id for row in self.rows],
+            **outcome,
+        )
+
 
 def draw(rows: Sequence[LabeledSnapshot], n: int, seed: tuple[int, ...]) -> tuple:
     """`n` of `rows`, a seeded draw that keeps their order."""
@@ -161,19 +174,12 @@ def trained_entries(
             out(run).adapter(run.id), partial(unpack_folder, trained.files), replace=True
         )
         log_to_wandb(run, trained.losses, lora, group)
-        yield RunEntry(
-            id=run.id,
-            cell=run.cell,
-            seed=run.seed,
-            quadrant=run.quadrant,
-            format=run.format,
-            n_train=len(run.rows),
+        yield run.entry(
             status="trained",
             adapter=run.id,
             losses=[round(loss, 6) for loss in trained.losses],
             seconds=round(trained.seconds, 2),
             steps=trained.steps,
-            snapshots=[row.id for row in run.rows],
             key=run_key(run, lora, workers.params),
         )
 
@@ -247,17 +253,7 @@ def train_matrix(
     pending = []
     for run in runs:
         if run.skip is not None:
-            entries[run.id] = RunEntry(
-                id=run.id,
-                cell=run.cell,
-                seed=run.seed,
-                quadrant=run.quadrant,
-                format=run.format,
-                n_train=len(run.rows),
-                status="skipped",
-                reason=run.skip,
-                snapshots=[row.id for row in run.rows],
-            )
+            entries[run.id] = run.entry(status="skipped", reason=run.skip)
         elif is_finished(earlier.get(run.id), run_key(run, lora, workers.params), out):
             entries[run.id] = earlier[run.id]
         else:
