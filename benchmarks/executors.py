@@ -18,6 +18,7 @@ import argparse
 import os
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -80,6 +81,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    warnings.filterwarnings("ignore", message=".*fewer than min_per_quadrant")  # a few snapshots
 
     params = load_parameters(args.params)
     try:
