@@ -329,6 +329,7 @@ def measure(
     answers: Sequence[TeacherAnswer | None],
     phase1: Phase1Parameters,
     seed: int,
+    *,
     leverage: bool = True,
     cpt: bool = True,
     progress: bool = False,
@@ -368,7 +369,14 @@ def measure_unit(student: Student, measurement: Measurement) -> list[Measured]:
     """The work of a Phase 1 unit: one batched rollout run for its snapshots."""
     m = measurement
     return measure(
-        student, m.snapshots, m.answers, m.phase1, m.seed, m.leverage, m.cpt, family=m.family
+        student,
+        m.snapshots,
+        m.answers,
+        m.phase1,
+        m.seed,
+        leverage=m.leverage,
+        cpt=m.cpt,
+        family=m.family,
     )
 
 
@@ -1007,7 +1015,14 @@ def _step_labels(
         return [{"U": snapshot_uncertainty(row, method), "U_method": method} for row in group]
     answers = [row.teacher for row in group]
     measured = measure(
-        student, group, answers, phase1, seed, step == "leverage", step == "cpt", progress
+        student,
+        group,
+        answers,
+        phase1,
+        seed,
+        leverage=step == "leverage",
+        cpt=step == "cpt",
+        progress=progress,
     )
     key = "leverage" if step == "leverage" else "cpt"
     return [{key: getattr(m, key).model_dump(mode="json")} for m in measured]
