@@ -26,7 +26,8 @@ import torch
 
 from teachable.models.student import Prompt, Student, softmax_policy
 from teachable.parameters import StudentParameters
-from teachable.records.env_state import ACTIONS, EnvState
+from teachable.records.env_state import EnvState
+from teachable.vocabulary import ACTIONS
 from teachable.world.text_world import TextWorld, env_id
 
 LEVELS = ("GoToLocal", "PickupLoc", "OpenDoor", "PutNextLocal")

@@ -21,8 +21,9 @@ from pydantic import (
     model_validator,
 )
 
-from teachable.records.labeled import FORMATS, Format
 from teachable.records.layout import RunLayout
+from teachable.records.training_summary import LoraHyperparameters
+from teachable.vocabulary import FORMATS, Format
 
 KNOWN_LEVELS = (
     "GoTo",
@@ -226,23 +227,8 @@ class TeacherParameters(Section):
     )
 
 
-class LoraParameters(Section):
+class LoraParameters(Section, LoraHyperparameters):
     """Hyperparameters of the one LoRA SFT function every phase trains through."""
-
-    r: int = Field(16, ge=1, description="LoRA rank")
-    alpha: int = Field(32, ge=1, description="LoRA alpha: the update is scaled by alpha / r")
-    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout on the LoRA input")
-    target_modules: list[str] = Field(
-        default_factory=lambda: ["q_proj", "v_proj"],
-        description="names of the modules that get LoRA weights",
-    )
-    learning_rate: float = Field(5e-4, gt=0, description="AdamW learning rate")
-    steps: int = Field(60, ge=1, description="optimizer steps per training run")
-    batch_size: int = Field(8, ge=1, description="examples per micro-batch")
-    gradient_accumulation_steps: int = Field(
-        1, ge=1, description="micro-batches accumulated per optimizer step"
-    )
-    seed: int = Field(0, ge=0, description="seed of the adapter's initialization and batch order")
 
 
 class LoraOverrides(Section):

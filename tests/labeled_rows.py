@@ -15,7 +15,7 @@ from teachable.phases.phase0_snapshots import expert_snapshots
 from teachable.phases.phase1_labels import teacher_request
 from teachable.records.env_state import EnvState
 from teachable.records.labeled import CPT, LabeledSnapshot, Leverage
-from teachable.records.quadrants import QUADRANTS
+from teachable.vocabulary import QUADRANTS
 from teachable.world.text_world import env_id, expert_trajectory
 
 

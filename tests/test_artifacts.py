@@ -22,7 +22,6 @@ import pytest
 from labeled_rows import labeled_rows
 
 from teachable.__main__ import main
-from teachable.measure.intervals import Estimate
 from teachable.measure.verdicts import judge
 from teachable.models.student import Student
 from teachable.parameters import Parameters, StudentParameters
@@ -56,13 +55,15 @@ from teachable.pipeline.runner import (
     stale_reason,
     stamp_path,
 )
+from teachable.records.estimate import Estimate
 from teachable.records.labeled import CPT, LabeledSnapshot, Leverage, assign_quadrants, save_labeled
 from teachable.records.layout import RunLayout
-from teachable.records.quadrants import QUADRANTS, Thresholds, save_thresholds
+from teachable.records.quadrants import Thresholds, save_thresholds
 from teachable.records.store import read_json, write_json
 from teachable.records.training_summary import BASE, RunEntry
 from teachable.records.verdicts import Verdicts, save_phase_verdicts
 from teachable.reports.artifacts import ARTIFACTS, build_artifacts
+from teachable.vocabulary import QUADRANTS
 from teachable.world.splits import split_snapshots
 
 TASKS = [("GoToLocal", seed) for seed in (2, 3, 4, 5, 6, 10)] + [("PickupLoc", 2), ("PickupLoc", 3)]

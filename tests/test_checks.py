@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from teachable.__main__ import main
-from teachable.measure.intervals import Estimate
 from teachable.measure.verdicts import judge
 from teachable.pipeline.checks import CHECKS, check_run
+from teachable.records.estimate import Estimate
 from teachable.records.layout import RunLayout
 from teachable.records.verdicts import save_phase_verdicts
 

@@ -1,6 +1,7 @@
-"""The package's shape: imports run downward only, science never imports presentation, no module
-imports itself back through a cycle, and no module but the run layout spells a run artifact's
-path. Read from the source with `ast`, so an import under `TYPE_CHECKING` or inside a function
+"""The package's shape: imports run downward only, through an ordered ground (vocabulary, then
+records, then parameters and measure) and the floors above it; no phase imports another phase;
+science never imports presentation; no module imports itself back through a cycle; and no module
+but the run layout spells a run artifact's path. Read from the source with `ast`, so an import under `TYPE_CHECKING` or inside a function
 counts as much as one at the top."""
 
 from __future__ import annotations
@@ -18,21 +19,24 @@ from teachable.records.layout import RunLayout
 PACKAGE = Path(__file__).resolve().parents[1] / "teachable"
 NOTEBOOKS = PACKAGE.parent / "notebooks"
 
-# The layer of each top-level part of the package: a module may import its own layer and those
-# below it. records, measure and parameters are the ground every layer reads.
+# The layer of each top-level part of the package: a module may import its own part and the
+# parts of lower layers, never a part of its own layer or above. The ground is ordered: the
+# vocabulary names things, records are the schemas written with those names, parameters and
+# measure read records (and neither reads the other).
 LAYERS = {
-    "parameters": 0,
-    "records": 0,
-    "measure": 0,
-    "world": 1,
-    "models": 2,
-    "phases": 3,
-    "reports": 4,
-    "pipeline": 5,
-    "__init__": 6,
-    "__main__": 6,
+    "vocabulary": 0,
+    "records": 1,
+    "parameters": 2,
+    "measure": 2,
+    "world": 3,
+    "models": 4,
+    "phases": 5,
+    "reports": 6,
+    "pipeline": 7,
+    "__init__": 8,
+    "__main__": 8,
 }
-SCIENCE = ("records", "measure", "world", "models", "phases", "parameters")
+SCIENCE = ("vocabulary", "records", "measure", "world", "models", "phases", "parameters")
 
 
 def module_name(path: Path) -> str:
@@ -71,14 +75,55 @@ def test_subpackages_are_one_level_deep() -> None:
     assert deep == []
 
 
-def test_imports_run_downward() -> None:
-    upward = [
+def upward_imports(graph: dict[str, set[str]]) -> list[str]:
+    """Imports of a part on the importer's own layer or above (its own part aside)."""
+    return [
         f"{module} imports {target}"
-        for module, targets in import_graph().items()
+        for module, targets in graph.items()
         for target in targets
-        if target != "teachable" and LAYERS[part_of(target)] > LAYERS[part_of(module)]
+        if target != "teachable"
+        and part_of(target) != part_of(module)
+        and LAYERS[part_of(target)] >= LAYERS[part_of(module)]
     ]
-    assert upward == []
+
+
+def phase_to_phase_imports(graph: dict[str, set[str]]) -> list[str]:
+    """Imports of one phase module by another: a phase only orchestrates its own phase."""
+    return [
+        f"{module} imports {target}"
+        for module, targets in graph.items()
+        if part_of(module) == "phases"
+        for target in targets
+        if part_of(target) == "phases" and target != module and target != "teachable.phases"
+    ]
+
+
+def test_imports_run_downward() -> None:
+    assert upward_imports(import_graph()) == []
+
+
+def test_no_phase_imports_another_phase() -> None:
+    assert phase_to_phase_imports(import_graph()) == []
+
+
+@pytest.mark.parametrize(
+    ("module", "target"),
+    [
+        ("teachable.records.labeled", "teachable.parameters"),
+        ("teachable.records.verdicts", "teachable.measure.intervals"),
+        ("teachable.vocabulary", "teachable.records.store"),
+        ("teachable.parameters", "teachable.measure.intervals"),
+        ("teachable.measure.verdicts", "teachable.parameters"),
+        ("teachable.world.splits", "teachable.models.student"),
+    ],
+)
+def test_an_upward_import_at_the_ground_is_caught(module: str, target: str) -> None:
+    assert upward_imports({module: {target}}) == [f"{module} imports {target}"]
+
+
+def test_a_phase_importing_a_phase_is_caught() -> None:
+    module, target = "teachable.phases.phase5_selection", "teachable.phases.phase1_labels"
+    assert phase_to_phase_imports({module: {target}}) == [f"{module} imports {target}"]
 
 
 def test_science_never_imports_presentation() -> None:

@@ -12,7 +12,7 @@ import torch
 from teachable.models.lora import IGNORED, SFTExample, encode_example, merge_adapter, train_lora
 from teachable.models.student import Prompt, Student
 from teachable.parameters import LoraParameters, StudentParameters
-from teachable.records.env_state import ACTIONS
+from teachable.vocabulary import ACTIONS
 
 TINY = StudentParameters(model="tiny", batch_size=4)
 PROMPT = Prompt(

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from teachable.measure.intervals import Estimate
 from teachable.measure.verdicts import combined, judge, outcome
+from teachable.records.estimate import Estimate
 from teachable.records.verdicts import Verdicts, save_phase_verdicts
 
 

@@ -15,8 +15,9 @@ from teachable.phases.phase0_snapshots import (
     mine_failures,
     sample_expert_states,
 )
-from teachable.records.env_state import ACTIONS, EnvState
+from teachable.records.env_state import EnvState
 from teachable.records.snapshot import SnapshotError
+from teachable.vocabulary import ACTIONS
 from teachable.world.replay import load_replayed_snapshots
 from teachable.world.tasks import PURPOSES, purpose_of, task_suite
 from teachable.world.text_world import TextWorld

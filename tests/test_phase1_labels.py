@@ -44,7 +44,6 @@ from teachable.records.labeled import (
 )
 from teachable.records.layout import Phase1Layout, RunLayout
 from teachable.records.quadrants import (
-    QUADRANTS,
     Thresholds,
     auto_thresholds,
     load_thresholds,
@@ -54,6 +53,7 @@ from teachable.records.quadrants import (
 from teachable.records.snapshot import Snapshot, SnapshotError, save_snapshots
 from teachable.records.store import read_json, read_jsonl, write_jsonl
 from teachable.reports.phase1 import reliability_table, write_plots
+from teachable.vocabulary import QUADRANTS
 from teachable.world.replay import load_replayed_rows
 from teachable.world.splits import Split
 from teachable.world.text_world import env_id, expert_trajectory

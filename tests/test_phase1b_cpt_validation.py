@@ -25,13 +25,11 @@ from teachable.phases.phase1b_cpt_validation import (
     validate_cpt,
     validation_success,
 )
-from teachable.records.env_state import ACTIONS
-from teachable.records.labeled import FORMATS
 from teachable.records.layout import Phase1BLayout, RunLayout
-from teachable.records.quadrants import QUADRANTS
 from teachable.records.store import read_json, read_jsonl, write_json, write_jsonl
 from teachable.records.verdicts import Verdicts
 from teachable.reports.phase1b import comparator_chart, comparator_frame
+from teachable.vocabulary import ACTIONS, FORMATS, QUADRANTS
 
 FIXTURES = Path(__file__).parent / "notebooks" / "gate"
 TASKS = [("GoToLocal", 2), ("GoToLocal", 3), ("PickupLoc", 2), ("PickupLoc", 3)]

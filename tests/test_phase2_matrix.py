@@ -12,10 +12,9 @@ from labeled_rows import labeled_rows
 from teachable.models.student import Student
 from teachable.parameters import Parameters, Phase2Parameters, StudentParameters
 from teachable.phases.phase2_matrix import plan_matrix, train_matrix
-from teachable.records.labeled import FORMATS
 from teachable.records.layout import TrainingLayout
-from teachable.records.quadrants import QUADRANTS
 from teachable.records.store import read_json, write_json
+from teachable.vocabulary import FORMATS, QUADRANTS
 from teachable.world.splits import split_snapshots
 
 TASKS = [("GoToLocal", seed) for seed in (2, 3, 4, 5, 6, 10)] + [("PickupLoc", 2), ("PickupLoc", 3)]

@@ -15,7 +15,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from teachable.measure.intervals import Estimate
 from teachable.models.lora import train_lora
 from teachable.models.student import Student
 from teachable.models.supervision import sft_examples
@@ -46,12 +45,14 @@ from teachable.phases.phase3_evaluation import (
     transfer_summary,
     units,
 )
+from teachable.records.estimate import Estimate
 from teachable.records.labeled import LabeledSnapshot, Leverage, load_labeled, save_labeled
 from teachable.records.layout import EvaluationLayout, RunLayout, TrainingLayout
-from teachable.records.quadrants import QUADRANTS, Thresholds, save_thresholds
+from teachable.records.quadrants import Thresholds, save_thresholds
 from teachable.records.store import read_jsonl, write_jsonl
 from teachable.records.training_summary import BASE, RunEntry, TrainingSummary
 from teachable.records.verdicts import Verdicts, save_phase_verdicts
+from teachable.vocabulary import QUADRANTS
 from teachable.world.splits import Split, split_snapshots
 from teachable.world.tasks import task_suite
 from teachable.world.text_world import expert_trajectory

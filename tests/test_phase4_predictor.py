@@ -44,9 +44,10 @@ from teachable.phases.phase4_predictor import (
 )
 from teachable.records.labeled import CPT, LabeledSnapshot, Leverage
 from teachable.records.layout import Phase4Layout, RunLayout
-from teachable.records.quadrants import QUADRANTS, quadrant_of
+from teachable.records.quadrants import quadrant_of
 from teachable.records.snapshot import Snapshot
 from teachable.records.verdicts import Verdicts
+from teachable.vocabulary import QUADRANTS
 
 COLORS = ("red", "green", "blue", "purple", "yellow", "grey")
 OBJECTS = ("ball", "box", "key")

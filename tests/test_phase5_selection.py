@@ -14,16 +14,9 @@ import pandas as pd
 import pytest
 from labeled_rows import labeled_rows
 
-from teachable.measure.intervals import Estimate
 from teachable.models.student import Student
 from teachable.models.teachers import BotTeacher
-from teachable.parameters import (
-    SELECTION_METHODS,
-    Parameters,
-    Phase1Parameters,
-    Phase5Parameters,
-    StudentParameters,
-)
+from teachable.parameters import Parameters, Phase1Parameters, Phase5Parameters, StudentParameters
 from teachable.phases.phase0_warmup import save_preparation
 from teachable.phases.phase1_labels import measure, snapshot_uncertainty, teacher_request
 from teachable.phases.phase4_predictor import train_predictor
@@ -39,6 +32,7 @@ from teachable.phases.phase5_selection import (
     select,
     selection_verdicts,
 )
+from teachable.records.estimate import Estimate
 from teachable.records.labeled import LabeledSnapshot, save_labeled
 from teachable.records.quadrants import Thresholds, save_thresholds
 from teachable.records.snapshot import Snapshot, save_snapshots
@@ -46,6 +40,7 @@ from teachable.records.store import read_json, read_jsonl, write_jsonl
 from teachable.records.training_summary import BASE
 from teachable.records.verdicts import Verdicts
 from teachable.reports.verdicts import verdict_frame
+from teachable.vocabulary import SELECTION_METHODS
 from teachable.world.splits import split_snapshots
 
 TASKS = [("GoToLocal", seed) for seed in (2, 3, 4, 5, 6, 10)] + [("PickupLoc", 2), ("PickupLoc", 3)]

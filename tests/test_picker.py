@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from teachable.parameters import Phase1Parameters
-from teachable.records.env_state import ACTIONS, EnvState
+from teachable.records.env_state import EnvState
 from teachable.records.labeled import (
     CPT,
     LabeledSnapshot,
@@ -29,6 +29,7 @@ from teachable.reports.explorer import (
     snapshot_text,
 )
 from teachable.reports.picker import ThresholdPicker, quadrant_table, slider_bounds
+from teachable.vocabulary import ACTIONS
 from teachable.world.text_world import env_id
 
 # (level, seed, U, L): hand-placed so that thresholds land on some of the points

@@ -11,7 +11,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from teachable.measure.intervals import Estimate
 from teachable.phases.phase4_predictor import (
     REGRESSION_TARGETS,
     Fit,
@@ -22,8 +21,8 @@ from teachable.phases.phase4_predictor import (
     random_ndcg_at_k,
     ranking_report,
 )
+from teachable.records.estimate import Estimate
 from teachable.records.layout import Phase1Layout
-from teachable.records.quadrants import QUADRANTS
 from teachable.reports.charts import chart_png
 from teachable.reports.phase4 import (
     confusion_chart,
@@ -35,6 +34,7 @@ from teachable.reports.phase4 import (
     ranking_chart,
     ranking_frame,
 )
+from teachable.vocabulary import QUADRANTS
 
 Q1, Q2, Q3, Q4 = QUADRANTS
 NAN = np.nan

@@ -19,7 +19,7 @@ from teachable.models.student import (
     tiny_checkpoint,
 )
 from teachable.parameters import StudentParameters
-from teachable.records.env_state import ACTIONS
+from teachable.vocabulary import ACTIONS
 
 TINY = StudentParameters(model="tiny", batch_size=3)
 BF16_TOLERANCE = 0.01  # largest |p_bfloat16 - p_float32| of an action probability

@@ -9,7 +9,7 @@ from teachable.models.lora import IGNORED, encode_example
 from teachable.models.student import Student
 from teachable.models.supervision import sft_example
 from teachable.parameters import StudentParameters
-from teachable.records.labeled import FORMATS
+from teachable.vocabulary import FORMATS
 
 TASKS = [("GoToLocal", seed) for seed in (2, 3, 4, 5, 6, 10)] + [("PickupLoc", 2), ("PickupLoc", 3)]
 

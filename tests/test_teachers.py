@@ -24,7 +24,8 @@ from teachable.models.teachers import (
     trajectory_player,
 )
 from teachable.parameters import Parameters, TeacherParameters
-from teachable.records.env_state import ACTIONS, EnvState
+from teachable.records.env_state import EnvState
+from teachable.vocabulary import ACTIONS
 from teachable.world.text_world import TextWorld, env_id, expert_trajectory
 
 MAX_RETRIES = 2

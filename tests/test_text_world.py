@@ -9,7 +9,8 @@ from minigrid.core.grid import Grid
 from minigrid.core.world_object import Ball, Box, Door, Key, Wall
 from minigrid.envs import EmptyEnv
 
-from teachable.records.env_state import ACTIONS, EnvState
+from teachable.records.env_state import EnvState
+from teachable.vocabulary import ACTIONS
 from teachable.world.tasks import build_suite
 from teachable.world.text_world import TextWorld, describe, env_id, expert_trajectory, render
 

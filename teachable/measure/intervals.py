@@ -17,39 +17,14 @@ import warnings
 from collections.abc import Callable, Hashable, Sequence
 
 import numpy as np
-from pydantic import BaseModel
 from scipy import stats
 
-CONFIDENCE = 0.95
-
+from teachable.records.estimate import CONFIDENCE, Estimate
 
 RESAMPLES = 2000
 
 
 BOOTSTRAP_CELLS = 4_000_000  # resampled cells held in memory at once by the bootstrap
-
-
-class Estimate(BaseModel):
-    """A figure with its interval and the number of units it rests on; `low`/`high` are None
-    where no interval exists (no data, or an undefined statistic)."""
-
-    value: float | None
-    low: float | None = None
-    high: float | None = None
-    n: int
-    confidence: float = CONFIDENCE
-    method: str = ""
-
-    @property
-    def known(self) -> bool:
-        return self.value is not None and self.low is not None and self.high is not None
-
-    def text(self, digits: int = 3) -> str:
-        """`0.125 [0.050, 0.200], n=40` (or `n/a` parts where unknown)."""
-        if self.value is None:
-            return f"n/a, n={self.n}"
-        interval = "" if self.low is None else f" [{self.low:.{digits}f}, {self.high:.{digits}f}]"
-        return f"{self.value:.{digits}f}{interval}, n={self.n}"
 
 
 def number(value: float | None) -> float | None:

@@ -8,7 +8,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from teachable.measure.intervals import CONFIDENCE, RESAMPLES, Estimate, bootstrap_rows
+from teachable.measure.intervals import CONFIDENCE, RESAMPLES, bootstrap_rows
+from teachable.records.estimate import Estimate
 
 
 def test_retest(

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from teachable.measure.intervals import Estimate
+from teachable.records.estimate import Estimate
 from teachable.records.verdicts import Outcome, Side, Verdict
 
 

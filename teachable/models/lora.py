@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from teachable.models.student import Continuation, Prompt, Student, publish_folder, sharing_copy
 from teachable.parameters import LoraParameters
-from teachable.records.env_state import ACTIONS
+from teachable.vocabulary import ACTIONS
 
 IGNORED = -100  # label of tokens outside the loss (prompt and padding)
 

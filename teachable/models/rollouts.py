@@ -21,7 +21,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from teachable.models.student import Prompt, Student, normalized_entropy, softmax_policy
-from teachable.records.env_state import ACTIONS, EnvState
+from teachable.records.env_state import EnvState
+from teachable.vocabulary import ACTIONS
 from teachable.world.text_world import TextWorld
 
 

@@ -41,8 +41,8 @@ from transformers import (
 )
 
 from teachable.parameters import StudentParameters
-from teachable.records.env_state import ACTIONS
 from teachable.records.store import BadFile, read_json
+from teachable.vocabulary import ACTIONS
 
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 

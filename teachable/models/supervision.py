@@ -14,7 +14,8 @@ from collections.abc import Sequence
 
 from teachable.models.lora import SFTExample
 from teachable.models.rollouts import prompt_for
-from teachable.records.labeled import FORMATS, Format, LabeledSnapshot, TeacherAnswer
+from teachable.records.labeled import LabeledSnapshot, TeacherAnswer
+from teachable.vocabulary import FORMATS, Format
 from teachable.world.text_world import TextWorld
 
 

@@ -36,9 +36,10 @@ from pydantic import BaseModel, ValidationError
 from tqdm.auto import tqdm
 
 from teachable.parameters import Parameters, TeacherParameters
-from teachable.records.env_state import ACTIONS, EnvState
+from teachable.records.env_state import EnvState
 from teachable.records.labeled import TeacherAnswer, TeacherHealth
 from teachable.records.store import read_json, write_json
+from teachable.vocabulary import ACTIONS
 from teachable.world.text_world import TextWorld, expert_trajectory
 
 SYSTEM_PROMPT = (

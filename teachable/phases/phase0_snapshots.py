@@ -20,7 +20,7 @@ from teachable.models.rollouts import Episode, EpisodeSpec, prompt_for, run_epis
 from teachable.models.student import Student
 from teachable.models.teachers import BotPlayer, TeacherPlayer
 from teachable.parameters import ExpertSamplingParameters, Phase0Parameters
-from teachable.records.env_state import ACTIONS, EnvState
+from teachable.records.env_state import EnvState
 from teachable.records.labeled import save_teacher_health
 from teachable.records.layout import Phase0Layout
 from teachable.records.snapshot import (
@@ -30,6 +30,7 @@ from teachable.records.snapshot import (
     snapshot_id,
 )
 from teachable.records.store import write_json
+from teachable.vocabulary import ACTIONS
 from teachable.world.tasks import task_suite
 from teachable.world.text_world import TextWorld
 

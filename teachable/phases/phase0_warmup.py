@@ -28,9 +28,10 @@ from teachable.parameters import (
     StudentParameters,
     WarmupParameters,
 )
-from teachable.records.env_state import ACTIONS, EnvState
+from teachable.records.env_state import EnvState
 from teachable.records.layout import Phase0Layout, PreparedStudentLayout
 from teachable.records.store import read_json, write_json
+from teachable.vocabulary import ACTIONS
 from teachable.world.tasks import task_suite
 from teachable.world.text_world import TextWorld, expert_trajectory
 

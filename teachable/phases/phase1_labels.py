@@ -48,7 +48,7 @@ from typing import Literal
 import numpy as np
 from tqdm.auto import tqdm
 
-from teachable.measure.intervals import RESAMPLES, Estimate, mean_and_se
+from teachable.measure.intervals import RESAMPLES, mean_and_se
 from teachable.measure.reliability import test_retest
 from teachable.models.rollouts import Episode, EpisodeSpec, run_episodes
 from teachable.models.student import Student, normalized_entropy
@@ -56,14 +56,13 @@ from teachable.models.supervision import PLACEBO, patch_text
 from teachable.models.teachers import Teacher, TeacherMonitor, TeacherRequest
 from teachable.models.workers import Workers, WorkUnit, workers_of
 from teachable.parameters import Phase1Parameters, StudentParameters, TeacherParameters
+from teachable.records.estimate import Estimate
 from teachable.records.labeled import (
     CPT,
-    FORMATS,
     LabeledSnapshot,
     Leverage,
     TeacherAnswer,
     TeacherHealth,
-    UMethod,
     _check_distinct,
     assign_quadrants,
     save_labeled,
@@ -71,7 +70,6 @@ from teachable.records.labeled import (
 )
 from teachable.records.layout import Phase0Layout, Phase1Layout
 from teachable.records.quadrants import (
-    Quadrant,
     Thresholds,
     auto_thresholds,
     quadrant_counts,
@@ -80,6 +78,7 @@ from teachable.records.quadrants import (
 )
 from teachable.records.snapshot import Snapshot
 from teachable.records.store import append_jsonl, read_json, read_jsonl, write_json, write_jsonl
+from teachable.vocabulary import FORMATS, Quadrant, UMethod
 from teachable.world.replay import load_replayed_snapshots
 from teachable.world.splits import Split, split_snapshots
 from teachable.world.text_world import expert_trajectory

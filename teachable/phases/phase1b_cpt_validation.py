@@ -32,12 +32,7 @@ import pandas as pd
 from pydantic import BaseModel
 from scipy.special import log_softmax
 
-from teachable.measure.intervals import (
-    Estimate,
-    difference_of_means,
-    hierarchical_bootstrap,
-    spearman,
-)
+from teachable.measure.intervals import difference_of_means, hierarchical_bootstrap, spearman
 from teachable.measure.verdicts import combined, judge
 from teachable.models.lora import TrainResult, train_lora
 from teachable.models.rollouts import prompt_for, run_episodes, success_rate
@@ -46,12 +41,12 @@ from teachable.models.supervision import sft_example
 from teachable.models.workers import Workers, WorkUnit, workers_of
 from teachable.parameters import LoraParameters, Phase1BParameters, StudentParameters
 from teachable.phases.phase1_labels import RolloutCondition
-from teachable.records.env_state import ACTIONS
-from teachable.records.labeled import Format, LabeledSnapshot
+from teachable.records.estimate import Estimate
+from teachable.records.labeled import LabeledSnapshot
 from teachable.records.layout import Phase1BLayout
-from teachable.records.quadrants import QUADRANTS, Quadrant
 from teachable.records.store import append_jsonl, read_json, read_jsonl, write_json
 from teachable.records.verdicts import Outcome, Verdict, save_phase_verdicts
+from teachable.vocabulary import ACTIONS, QUADRANTS, Format, Quadrant
 from teachable.world.text_world import TextWorld
 
 CONDITION = "validation"  # the rollouts' stream family, the same before and after training

@@ -37,10 +37,10 @@ from teachable.models.student import Student, publish_folder
 from teachable.models.supervision import sft_examples
 from teachable.models.workers import Workers, WorkUnit, pack_folder, unpack_folder, workers_of
 from teachable.parameters import LoraParameters, Phase2Parameters, StudentParameters
-from teachable.records.labeled import Format, LabeledSnapshot
+from teachable.records.labeled import LabeledSnapshot
 from teachable.records.layout import TrainingLayout
-from teachable.records.quadrants import QUADRANTS
 from teachable.records.training_summary import Cell, RunEntry, TrainingSummary
+from teachable.vocabulary import QUADRANTS, Format
 from teachable.world.splits import Split
 
 

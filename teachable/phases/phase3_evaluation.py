@@ -56,7 +56,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from teachable.measure.intervals import Estimate, hierarchical_bootstrap, number, wilson
+from teachable.measure.intervals import hierarchical_bootstrap, number, wilson
 from teachable.measure.verdicts import judge, outcome
 from teachable.models.rollouts import Episode, EpisodeSpec, run_episodes
 from teachable.models.student import Student
@@ -64,13 +64,14 @@ from teachable.models.workers import Workers, WorkUnit, pack_folder, unpack_fold
 from teachable.parameters import EvaluationParameters, Phase3Parameters, StudentParameters
 from teachable.phases.phase1_labels import stable_int
 from teachable.records.env_state import EnvState
+from teachable.records.estimate import Estimate
 from teachable.records.labeled import LabeledSnapshot
 from teachable.records.layout import EvaluationLayout, TrainingLayout
-from teachable.records.quadrants import QUADRANTS, Quadrant
 from teachable.records.snapshot import level_of
 from teachable.records.store import append_jsonl, read_jsonl, write_json, write_jsonl
 from teachable.records.training_summary import BASE, RunEntry, TrainingSummary
 from teachable.records.verdicts import Verdict
+from teachable.vocabulary import QUADRANTS, Quadrant
 from teachable.world.splits import Split
 from teachable.world.tasks import purpose_of, task_suite
 from teachable.world.text_world import TextWorld

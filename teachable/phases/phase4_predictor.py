@@ -30,16 +30,17 @@ from sklearn.feature_extraction.text import CountVectorizer, HashingVectorizer
 from torch import nn
 from tqdm.auto import tqdm
 
-from teachable.measure.intervals import RESAMPLES, Estimate, bootstrap_clusters, wilson
+from teachable.measure.intervals import RESAMPLES, bootstrap_clusters, wilson
 from teachable.measure.verdicts import judge
 from teachable.models.student import normalized_entropy
 from teachable.parameters import Phase4Parameters
+from teachable.records.estimate import Estimate
 from teachable.records.labeled import LabeledSnapshot, load_labeled
 from teachable.records.layout import Phase1Layout, Phase4Layout
-from teachable.records.quadrants import QUADRANTS
 from teachable.records.snapshot import Snapshot
 from teachable.records.store import read_json, write_json
 from teachable.records.verdicts import Verdict, save_phase_verdicts
+from teachable.vocabulary import QUADRANTS
 from teachable.world.splits import Task, assign_tasks
 
 REGRESSION_TARGETS = ("U", "L_local", "ELP_net")

@@ -54,7 +54,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict
 
-from teachable.measure.intervals import Estimate, number, wilson
+from teachable.measure.intervals import number, wilson
 from teachable.measure.verdicts import judge
 from teachable.models.student import Student
 from teachable.models.teachers import Teacher
@@ -65,7 +65,6 @@ from teachable.parameters import (
     Phase1Parameters,
     Phase3Parameters,
     Phase5Parameters,
-    SelectionMethod,
     StudentParameters,
 )
 from teachable.phases.phase1_labels import (
@@ -97,12 +96,14 @@ from teachable.phases.phase3_evaluation import (
     paired_gain,
 )
 from teachable.phases.phase4_predictor import Predictor
+from teachable.records.estimate import Estimate
 from teachable.records.labeled import CPT, LabeledSnapshot, load_labeled
 from teachable.records.layout import MethodLayout, Phase4Layout, Phase5Layout, RunLayout
 from teachable.records.snapshot import Snapshot
 from teachable.records.store import append_jsonl, read_json, read_jsonl, write_json, write_jsonl
 from teachable.records.training_summary import BASE, RunEntry, TrainingSummary
 from teachable.records.verdicts import Verdict, save_phase_verdicts
+from teachable.vocabulary import SelectionMethod
 from teachable.world.splits import Split
 
 ORDER = (("predictor", "entropy"), ("entropy", "random"))  # the plan's order on gain

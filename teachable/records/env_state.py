@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-# The student's valid actions; MiniGrid's `done` is never offered.
-ACTIONS: tuple[str, ...] = ("turn left", "turn right", "go forward", "pick up", "drop", "toggle")
+from teachable.vocabulary import ACTIONS
 
 
 class EnvState(BaseModel):

@@ -16,15 +16,10 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from teachable.records.layout import Phase1Layout
-from teachable.records.quadrants import (
-    Quadrant,
-    load_thresholds,
-    quadrant_of,
-)
+from teachable.records.quadrants import load_thresholds, quadrant_of
 from teachable.records.snapshot import Snapshot, SnapshotError, row_error
 from teachable.records.store import read_json, read_jsonl, write_json, write_jsonl
-
-UMethod = Literal["entropy", "margin", "top1"]
+from teachable.vocabulary import Format, Quadrant, UMethod
 
 
 def assign_quadrants(
@@ -42,12 +37,6 @@ def assign_quadrants(
         )
         for row in rows
     ]
-
-
-Format = Literal["demo", "hint", "contrast"]
-
-
-FORMATS: tuple[Format, ...] = ("demo", "hint", "contrast")
 
 
 class TeacherAnswer(BaseModel):

@@ -19,17 +19,7 @@ from pydantic import BaseModel, ConfigDict
 
 from teachable.records.layout import Phase1Layout
 from teachable.records.store import read_json, write_json
-
-Quadrant = Literal["Q1_highU_highL", "Q2_highU_lowL", "Q3_lowU_lowL", "Q4_lowU_highL"]
-
-
-QUADRANTS: tuple[Quadrant, ...] = (
-    "Q1_highU_highL",
-    "Q2_highU_lowL",
-    "Q3_lowU_lowL",
-    "Q4_lowU_highL",
-)
-
+from teachable.vocabulary import QUADRANTS, Quadrant
 
 QUANTILE_LEVELS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 

@@ -10,17 +10,37 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from teachable.parameters import LoraParameters, SelectionMethod
-from teachable.records.labeled import Format
-from teachable.records.quadrants import Quadrant
 from teachable.records.store import read_json, write_json
+from teachable.vocabulary import Format, Quadrant, SelectionMethod
 
 BASE = "base"  # the untrained student's name among the evaluated models
 
 # a quadrant, the train set a baseline draws on, or the method a Phase 5 run was selected by
 Cell = Quadrant | Literal["all", "random"] | SelectionMethod
+
+
+class LoraHyperparameters(BaseModel):
+    """The LoRA hyperparameters a run was trained with; the `lora` parameter section is this
+    schema, and every training summary records it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    r: int = Field(16, ge=1, description="LoRA rank")
+    alpha: int = Field(32, ge=1, description="LoRA alpha: the update is scaled by alpha / r")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout on the LoRA input")
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["q_proj", "v_proj"],
+        description="names of the modules that get LoRA weights",
+    )
+    learning_rate: float = Field(5e-4, gt=0, description="AdamW learning rate")
+    steps: int = Field(60, ge=1, description="optimizer steps per training run")
+    batch_size: int = Field(8, ge=1, description="examples per micro-batch")
+    gradient_accumulation_steps: int = Field(
+        1, ge=1, description="micro-batches accumulated per optimizer step"
+    )
+    seed: int = Field(0, ge=0, description="seed of the adapter's initialization and batch order")
 
 
 class RunEntry(BaseModel):
@@ -48,7 +68,7 @@ class TrainingSummary(BaseModel):
     """`training_summary.json`: the runs, their shared LoRA hyperparameters, and the split file
     they were trained on (relative to the summary's folder)."""
 
-    lora: LoraParameters
+    lora: LoraHyperparameters
     split: str
     runs: list[RunEntry]
 

@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ValidationError
 
-from teachable.measure.intervals import Estimate
+from teachable.records.estimate import Estimate
 from teachable.records.store import read_json, write_json
 
 Outcome = Literal["holds", "fails", "inconclusive"]

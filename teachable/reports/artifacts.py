@@ -25,9 +25,9 @@ from teachable.phases.phase1b_cpt_validation import (
 from teachable.phases.phase3_evaluation import frontier
 from teachable.phases.phase4_predictor import PredictorResult
 from teachable.phases.phase5_selection import SelectionSummary
-from teachable.records.labeled import FORMATS, label_frame, load_labeled
+from teachable.records.labeled import label_frame, load_labeled
 from teachable.records.layout import RunLayout
-from teachable.records.quadrants import QUADRANTS, load_thresholds
+from teachable.records.quadrants import load_thresholds
 from teachable.records.store import read_json, write_json
 from teachable.records.verdicts import OUTCOMES, Verdicts
 from teachable.reports.charts import save_chart
@@ -38,6 +38,7 @@ from teachable.reports.phase3 import frontier_chart, transfer_heatmap
 from teachable.reports.phase4 import metrics_table
 from teachable.reports.phase5 import selection_chart, selection_frame
 from teachable.reports.verdicts import verdict_frame
+from teachable.vocabulary import FORMATS, QUADRANTS
 
 TABLE_SUFFIXES = (".csv", ".md", ".tex")
 FIGURE_SUFFIXES = (".png", ".svg")

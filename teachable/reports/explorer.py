@@ -15,10 +15,10 @@ import pandas as pd
 from IPython.display import Image, Markdown
 
 from teachable.records.labeled import LabeledSnapshot
-from teachable.records.quadrants import QUADRANTS, Quadrant
 from teachable.reports.charts import chart_png
 from teachable.reports.phase0 import distribution_chart
 from teachable.reports.picker import replace_display
+from teachable.vocabulary import QUADRANTS, Quadrant
 from teachable.world.text_world import render
 
 Bounds = tuple[float, float]

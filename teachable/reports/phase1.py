@@ -18,24 +18,18 @@ from pydantic import BaseModel
 
 from teachable.measure.intervals import (
     RESAMPLES,
-    Estimate,
     difference_of_means,
     hierarchical_bootstrap,
     wilson,
 )
 from teachable.phases.phase1_labels import RELIABLE_LABELS
-from teachable.records.labeled import FORMATS, LabeledSnapshot, label_frame
+from teachable.records.estimate import Estimate
+from teachable.records.labeled import LabeledSnapshot, label_frame
 from teachable.records.layout import Phase1Layout
-from teachable.records.quadrants import (
-    QUADRANTS,
-    Quadrant,
-    Thresholds,
-    quadrant_counts,
-    quantile_table,
-    with_quadrants,
-)
+from teachable.records.quadrants import Thresholds, quadrant_counts, quantile_table, with_quadrants
 from teachable.records.store import read_json, write_json
 from teachable.reports.charts import save_chart
+from teachable.vocabulary import FORMATS, QUADRANTS, Quadrant
 
 
 def write_plots(

@@ -11,8 +11,8 @@ import altair as alt
 import pandas as pd
 
 from teachable.phases.phase1b_cpt_validation import COMPARATORS, SPEARMAN_TARGET, CPTGate
-from teachable.records.quadrants import QUADRANTS
 from teachable.reports.phase1 import QUADRANT_COLOURS
+from teachable.vocabulary import QUADRANTS
 
 
 def _quadrant_colour() -> alt.Color:

@@ -9,9 +9,8 @@ from collections.abc import Sequence
 import altair as alt
 import pandas as pd
 
-from teachable.records.labeled import FORMATS
-from teachable.records.quadrants import QUADRANTS
 from teachable.records.training_summary import RunEntry
+from teachable.vocabulary import FORMATS, QUADRANTS
 
 
 def summary_frame(entries: Sequence[RunEntry]) -> pd.DataFrame:

@@ -8,8 +8,7 @@ import altair as alt
 import pandas as pd
 
 from teachable.phases.phase3_evaluation import RETENTION_DROP_LIMIT
-from teachable.records.labeled import FORMATS
-from teachable.records.quadrants import QUADRANTS
+from teachable.vocabulary import FORMATS, QUADRANTS
 
 
 def transfer_heatmap(matrix: pd.DataFrame) -> alt.FacetChart:

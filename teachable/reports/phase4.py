@@ -9,7 +9,6 @@ import altair as alt
 import pandas as pd
 from sklearn.metrics import confusion_matrix
 
-from teachable.measure.intervals import Estimate
 from teachable.phases.phase4_predictor import (
     GAIN,
     RANKERS,
@@ -17,7 +16,8 @@ from teachable.phases.phase4_predictor import (
     PredictorResult,
     ndcg_criterion,
 )
-from teachable.records.quadrants import QUADRANTS
+from teachable.records.estimate import Estimate
+from teachable.vocabulary import QUADRANTS
 
 METRIC_NAMES = {
     "U_r2": "U R²",

@@ -7,8 +7,8 @@ from __future__ import annotations
 import altair as alt
 import pandas as pd
 
-from teachable.parameters import SELECTION_METHODS
 from teachable.phases.phase5_selection import SelectionSummary
+from teachable.vocabulary import SELECTION_METHODS
 
 COLUMNS = [
     "method",

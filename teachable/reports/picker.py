@@ -25,15 +25,10 @@ from teachable.phases.phase1_labels import (
 )
 from teachable.records.labeled import LabeledSnapshot, label_frame
 from teachable.records.layout import Phase1Layout
-from teachable.records.quadrants import (
-    QUADRANTS,
-    Quadrant,
-    Thresholds,
-    quadrant_counts,
-    with_quadrants,
-)
+from teachable.records.quadrants import Thresholds, quadrant_counts, with_quadrants
 from teachable.reports.charts import chart_png
 from teachable.reports.phase1 import threshold_charts
+from teachable.vocabulary import QUADRANTS, Quadrant
 
 
 def quadrant_table(frame: pd.DataFrame, u_threshold: float, l_threshold: float) -> pd.DataFrame:

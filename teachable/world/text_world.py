@@ -20,7 +20,8 @@ from minigrid.core.grid import Grid
 from minigrid.core.world_object import WorldObj
 from minigrid.utils.baby_ai_bot import BabyAIBot
 
-from teachable.records.env_state import ACTIONS, EnvState
+from teachable.records.env_state import EnvState
+from teachable.vocabulary import ACTIONS
 
 _DONE = 6  # MiniGrid's `done` action: the bot proposes it, the student is never offered it
 

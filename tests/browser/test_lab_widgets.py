@@ -20,16 +20,12 @@ from labsession import (
 )
 
 from teachable.records.labeled import assign_quadrants, label_frame, load_labeled, load_rows
-from teachable.records.quadrants import (
-    QUADRANTS,
-    Thresholds,
-    load_thresholds,
-    quadrant_counts,
-)
+from teachable.records.quadrants import Thresholds, load_thresholds, quadrant_counts
 from teachable.records.store import read_json
 from teachable.reports.charts import chart_png
 from teachable.reports.explorer import label_table, snapshot_card
 from teachable.reports.phase1 import threshold_charts
+from teachable.vocabulary import QUADRANTS
 
 CHARTS = ("hist_U", "hist_L", "scatter_U_L")
 WIDGET_WAIT_S = 300  # Run All Cells labels nothing new, but loads the student and replays
