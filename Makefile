@@ -9,7 +9,7 @@ RAY_STAMP := $(VENV)/.installed-ray
 CHROMIUM_PACKAGE := chromium
 LAB_PORT ?= 8888
 
-.PHONY: setup pilot mini test test-browser chromium lab full lint phase0 phase1 phase1b phase2 phase3 phase4 phase5 artifacts clean
+.PHONY: setup pilot mini test test-fast test-browser chromium lab full lint phase0 phase1 phase1b phase2 phase3 phase4 phase5 artifacts clean
 
 setup: $(STAMP)
 
@@ -33,6 +33,11 @@ mini: setup
 # The tests also run the phases on a local Ray instance: they install the `ray` extra.
 test: $(RAY_STAMP)
 	$(PY) -m pytest
+
+# The fast loop while developing: every test but those marked slow (the notebooks, Ray, the long
+# end-to-end runs). `make test` runs them all.
+test-fast: setup
+	$(PY) -m pytest -m "not slow"
 
 $(RAY_STAMP): $(STAMP)
 	$(PY) -m pip install --quiet -e ".[test,embeddings,ray]"

@@ -63,7 +63,11 @@ def ray_labels(
     from teachable.pipeline.execution import RayWorkers
 
     execution = ExecutionParameters(
-        backend="ray", max_workers=workers, num_cpus_per_worker=cores, max_retries=0
+        backend="ray",
+        max_workers=workers,
+        num_cpus_per_worker=cores,
+        torch_threads=cores,
+        max_retries=0,
     )
     started = time.perf_counter()
     pool = RayWorkers(execution, params.student)
@@ -98,7 +102,7 @@ def main() -> None:
         f"n_per_condition {phase1.n_per_condition}"
     )
 
-    local_rows, local = timed_labels(LocalWorkers(student), snapshots, params)
+    local_rows, local = timed_labels(LocalWorkers(student, cores), snapshots, params)
     del student
     one_rows, one, one_start = ray_labels(params, snapshots, 1, cores)
     many_rows, many, many_start = ray_labels(params, snapshots, args.workers, cores // args.workers)

@@ -25,19 +25,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from teachable.models.conditions import rollout_plan, run_conditions, teacher_request
+from teachable.models.labeling import Measured, measured_from
 from teachable.models.rollouts import Episode
 from teachable.models.student import Student
 from teachable.models.teachers import make_teacher
 from teachable.parameters import Parameters, Phase1Parameters, load_parameters
 from teachable.phases.phase0_snapshots import collect_student_failures
 from teachable.phases.phase0_warmup import load_prepared_student
-from teachable.phases.phase1_labels import (
-    Measured,
-    measured_from,
-    rollout_plan,
-    run_conditions,
-    teacher_request,
-)
 from teachable.records.labeled import TeacherAnswer
 from teachable.records.layout import Phase0Layout
 from teachable.records.snapshot import Snapshot

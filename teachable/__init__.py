@@ -40,9 +40,10 @@ _EXPORTS = {
     "validate_cpt": "teachable.phases.phase1b_cpt_validation",
     # Phases 2 to 5
     "train_matrix": "teachable.phases.phase2_matrix",
-    "evaluate_runs": "teachable.phases.phase3_evaluation",
+    "evaluate_matrix": "teachable.phases.phase3_evaluation",
+    "evaluate_runs": "teachable.models.evaluation",
     "train_predictor": "teachable.phases.phase4_predictor",
-    "Predictor": "teachable.phases.phase4_predictor",
+    "Predictor": "teachable.models.predictor",
     "run_selection": "teachable.phases.phase5_selection",
     # paper artifacts and the pipeline
     "build_artifacts": "teachable.reports.artifacts",

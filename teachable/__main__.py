@@ -157,9 +157,10 @@ def label(args: argparse.Namespace) -> int:
 def _label_inputs(step: str, parameters: Parameters, rows: list, out: Phase1Layout, source) -> dict:
     """What the step needs, each checked before any work: rows with the fields it reads, the
     student Phase 0 prepared, and the teacher (its key)."""
+    from teachable.models.label_steps import STEPS, require_fields
     from teachable.models.teachers import make_teacher
     from teachable.phases.phase0_warmup import prepared_student
-    from teachable.phases.phase1_labels import STEPS, check_step_inputs, require_fields
+    from teachable.phases.phase1_labels import check_step_inputs
 
     phase1, needs = parameters.phase1, {}
     if step in ("all", *STEPS):
@@ -196,22 +197,23 @@ def _label_step(
     teacher=None,
 ) -> str:
     """Carry out one `label` step and say what it did."""
-    from teachable.models.student import Student
-    from teachable.phases.phase1_labels import (
-        STEPS,
-        label_snapshots,
-        label_step,
-        place_in_quadrants,
-        thresholds_from_parameters,
-    )
+    from teachable.models.label_steps import STEPS
+    from teachable.models.quadrant_placement import place_in_quadrants, thresholds_from_parameters
+    from teachable.phases.phase1_labels import label_snapshots, label_step
+    from teachable.pipeline.execution import start_workers
     from teachable.records.labeled import load_teacher_health
     from teachable.records.quadrants import Thresholds, load_thresholds
     from teachable.reports.phase1 import write_plots
 
     if step == "all":
-        student = Student.load(student_params)
-        seed = parameters.run.seed
-        report = label_snapshots(rows, parameters.phase1, seed, student, teacher, out)
+        report = label_snapshots(
+            snapshots=rows,
+            phase1=parameters.phase1,
+            seed=parameters.run.seed,
+            workers=start_workers(parameters.execution, student_params),
+            teacher=teacher,
+            out=out,
+        )
         write_plots(report.rows, report.thresholds, out)
         lines = [
             f"{len(report.rows)} snapshots labeled ({report.newly_labeled} new) in {out.folder}"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
-from typing import Literal, get_args, get_origin
+from typing import Annotated, Literal, get_args, get_origin
 
 import yaml
 from pydantic import (
@@ -22,7 +22,7 @@ from pydantic import (
 )
 
 from teachable.records.layout import RunLayout
-from teachable.records.training_summary import LoraHyperparameters
+from teachable.records.training_summary import LearningRate, LoraHyperparameters, Steps
 from teachable.vocabulary import FORMATS, Format
 
 KNOWN_LEVELS = (
@@ -88,11 +88,13 @@ class RunParameters(Section):
 
 
 RAY_ADDRESS = re.compile(r"^(auto|(ray://)?[A-Za-z0-9_.\-]+:[0-9]+)$")
+TORCH_THREADS = 2  # torch threads of every unit unless `execution.torch_threads` says otherwise
 
 
 class ExecutionParameters(Section):
     """Where Phases 1, 1B, 2, 3 and 5 run their units: in this process, or on Ray workers that
-    each keep the student loaded. The results, and the files written, are the same on both."""
+    each keep the student loaded. Every unit runs with `torch_threads` torch threads on either
+    backend, so on one machine the results, and the files written, are the same on both."""
 
     backend: Literal["local", "ray"] = Field(
         "local",
@@ -120,6 +122,12 @@ class ExecutionParameters(Section):
         ge=0,
         description="times Ray restarts a worker whose process died and reruns its unit, "
         "before the unit fails for good",
+    )
+    torch_threads: int = Field(
+        TORCH_THREADS,
+        ge=1,
+        description="torch threads of every unit, in this process or on each Ray worker alike: "
+        "a float sum's rounding depends on how many threads share it",
     )
 
     @field_validator("address")
@@ -235,11 +243,11 @@ class LoraOverrides(Section):
     """Values that replace the shared `lora` section's for one phase's runs; null keeps
     `lora`'s."""
 
-    steps: int | None = Field(
-        None, ge=1, description="optimizer steps per run in place of `lora.steps`"
+    steps: Steps | None = Field(
+        None, description="optimizer steps per run in place of `lora.steps`"
     )
-    learning_rate: float | None = Field(
-        None, gt=0, description="learning rate in place of `lora.learning_rate`"
+    learning_rate: LearningRate | None = Field(
+        None, description="learning rate in place of `lora.learning_rate`"
     )
     batch_size: int | None = Field(
         None, ge=1, description="micro-batch size in place of `lora.batch_size`"
@@ -257,8 +265,10 @@ class LoraOverrides(Section):
         return type(lora).model_validate({**lora.model_dump(), **updates})
 
 
-class WarmupParameters(Section):
-    """Behaviour cloning on bot trajectories that turns the raw default into a partial expert."""
+class WarmupParameters(LoraOverrides):
+    """Behaviour cloning on bot trajectories that turns the raw default into a partial expert,
+    trained with the `lora` hyperparameters under the warm-up's own steps, learning rate and
+    batch size."""
 
     enabled: bool = Field(
         True, description="warm the student up; false: later phases use the raw student"
@@ -266,9 +276,9 @@ class WarmupParameters(Section):
     n_tasks: int = Field(
         60, ge=1, description="bot-played tasks whose decisions form the cloning data"
     )
-    steps: int = Field(120, ge=1, description="LoRA steps of the warm-up, in place of `lora.steps`")
-    learning_rate: float = Field(
-        1e-3, gt=0, description="learning rate of the warm-up, in place of `lora.learning_rate`"
+    steps: Steps = Field(120, description="LoRA steps of the warm-up, in place of `lora.steps`")
+    learning_rate: LearningRate = Field(
+        1e-3, description="learning rate of the warm-up, in place of `lora.learning_rate`"
     )
     batch_size: int = Field(
         8, ge=1, description="micro-batch size of the warm-up, in place of `lora.batch_size`"
@@ -438,16 +448,34 @@ class Phase1Parameters(Section):
         return self
 
 
-class Phase1BParameters(Section):
+class Phase1BParameters(LoraOverrides):
     """CPT validation: one micro-trained LoRA adapter per panel snapshot, its real change in
-    success set against the snapshot's ELP_net. `continue_on_failed_gate` lets a pilot go on
-    past a failed gate (the runner says so loudly); by default a failed gate stops the run."""
+    success set against the snapshot's ELP_net. Each micro-training takes the `lora`
+    hyperparameters under Phase 1B's steps, learning rate and batch sizes.
+    `continue_on_failed_gate` lets a pilot go on past a failed gate (the runner says so loudly);
+    by default a failed gate stops the run."""
 
     n_per_quadrant: int = Field(
         50, ge=1, description="labeled snapshots per quadrant in the micro-training panel"
     )
-    n_steps: int = Field(2, ge=1, description="LoRA steps of each micro-training, one example each")
-    learning_rate: float = Field(1e-3, gt=0, description="learning rate of each micro-training")
+    steps: Steps = Field(
+        2, description="LoRA steps of each micro-training, in place of `lora.steps`"
+    )
+    learning_rate: LearningRate = Field(
+        1e-3, description="learning rate of each micro-training, in place of `lora.learning_rate`"
+    )
+    batch_size: int = Field(
+        1,
+        ge=1,
+        description="micro-batch size of each micro-training (it has one example), in place of "
+        "`lora.batch_size`",
+    )
+    gradient_accumulation_steps: int = Field(
+        1,
+        ge=1,
+        description="micro-batches per optimizer step of each micro-training, in place of "
+        "`lora.gradient_accumulation_steps`",
+    )
     format: Literal["route_net", "demo", "hint", "contrast"] = Field(
         "route_net",
         description="supervision format trained: `route_net` (the snapshot's best format over "
@@ -456,7 +484,7 @@ class Phase1BParameters(Section):
     n_validation_rollouts: int = Field(
         3, ge=1, description="rollouts from the snapshot before and after micro-training"
     )
-    rollout_max_steps: int = Field(15, ge=1, description="step limit of each validation rollout")
+    max_steps: int = Field(15, ge=1, description="step limit of each validation rollout")
     temperature: float = Field(
         1.0, ge=0.0, description="the student's sampling temperature in validation rollouts"
     )
@@ -580,7 +608,7 @@ class Phase4Parameters(Section):
     epochs: int = Field(
         30, ge=1, description="most training epochs of a fold; its validation loss picks the epoch"
     )
-    learning_rate: float = Field(1e-3, gt=0, description="Adam learning rate")
+    learning_rate: LearningRate = Field(1e-3, description="Adam learning rate")
     batch_size: int = Field(64, ge=1, description="rows per training batch")
     folds: int = Field(
         5,
@@ -900,6 +928,9 @@ def _rows(model: type[Section], values: Section | None, prefix: str) -> list[dic
 def _type_name(annotation: object, bounds: Sequence = ()) -> str:
     """`int ≥ 1`, `float in (0, 1)`, `str or null`, `{bot, openai}`, `list of str`, ..."""
     args = get_args(annotation)
+    if get_origin(annotation) is Annotated:
+        inner, *fields = args
+        return _type_name(inner, [*bounds, *(item for f in fields for item in f.metadata)])
     if get_origin(annotation) is Literal:
         return "{" + ", ".join(str(arg) for arg in args) + "}"
     if type(None) in args:

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from teachable.models.conditions import teacher_request
 from teachable.models.student import Student
 from teachable.models.teachers import BotTeacher
 from teachable.phases.phase0_snapshots import expert_snapshots
-from teachable.phases.phase1_labels import teacher_request
 from teachable.records.env_state import EnvState
 from teachable.records.labeled import CPT, LabeledSnapshot, Leverage
 from teachable.vocabulary import QUADRANTS

@@ -22,28 +22,19 @@ import pytest
 from labeled_rows import labeled_rows
 
 from teachable.__main__ import main
+from teachable.measure.cpt_gate import gate
 from teachable.measure.verdicts import judge
+from teachable.models.evaluation import tabulate
+from teachable.models.selection import Pool, learnability, selector
 from teachable.models.student import Student
-from teachable.parameters import Parameters, StudentParameters
-from teachable.phases.phase1b_cpt_validation import (
-    MicroResult,
-    gate,
-    result_frame,
-)
-from teachable.phases.phase2_matrix import MatrixRun, plan_matrix, save_summary
-from teachable.phases.phase3_evaluation import (
-    Evaluation,
-    phase3_verdicts,
-    save_evaluation,
-    tabulate,
-)
+from teachable.models.training_runs import MatrixRun, save_summary
+from teachable.parameters import Parameters
+from teachable.phases.phase2_matrix import plan_matrix
+from teachable.phases.phase3_evaluation import phase3_verdicts
 from teachable.phases.phase4_predictor import train_predictor
 from teachable.phases.phase5_selection import (
     Bought,
-    SelectionSummary,
-    learnability,
     plan_selections,
-    predicted_scores,
     selection_summary,
     training_runs,
 )
@@ -55,10 +46,13 @@ from teachable.pipeline.runner import (
     stale_reason,
     stamp_path,
 )
+from teachable.records.cpt_validation import MicroResult, result_frame
 from teachable.records.estimate import Estimate
+from teachable.records.evaluation import Evaluation, save_evaluation
 from teachable.records.labeled import CPT, LabeledSnapshot, Leverage, assign_quadrants, save_labeled
 from teachable.records.layout import RunLayout
 from teachable.records.quadrants import Thresholds, save_thresholds
+from teachable.records.selection import SelectionSummary
 from teachable.records.store import read_json, write_json
 from teachable.records.training_summary import BASE, RunEntry
 from teachable.records.verdicts import Verdicts, save_phase_verdicts
@@ -84,9 +78,8 @@ def parameters(root: Path) -> Parameters:
     )
 
 
-def labeled(rng: np.random.Generator) -> list[LabeledSnapshot]:
+def labeled(student: Student, rng: np.random.Generator) -> list[LabeledSnapshot]:
     """Real snapshots with seeded labels, in the quadrants of U = 0.5 and L = 0."""
-    student = Student.load(StudentParameters(model="tiny"))
     rows = []
     for row in labeled_rows(student, TASKS, per_task=2):
         u, p_student, leverage, elp = np.round(rng.uniform([0, 0, -0.5, -1], [1, 0.5, 0.5, 1]), 3)
@@ -187,13 +180,13 @@ def evaluate(params, runs, test, rates, rng) -> Evaluation:
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory) -> Path:
+def run_dir(student, tmp_path_factory) -> Path:
     """A run folder with the files of phases 1 to 5, and its artifacts built."""
     rng = np.random.default_rng(0)
     params = parameters(tmp_path_factory.mktemp("runs"))
     run_dir = params.run_dir
     run = params.layout
-    rows = labeled(rng)
+    rows = labeled(student, rng)
     save_labeled(run.phase1, rows)
     save_thresholds(run.phase1.thresholds_auto, Thresholds(U=0.5, L=0.0, source="auto"))
     results = micro_results(rows[:10], rng)
@@ -215,9 +208,10 @@ def run_dir(tmp_path_factory) -> Path:
     save_phase_verdicts(run.verdicts, "phase3", phase3_verdicts(evaluation))
     train_predictor(rows, params.phase4, run.phase4, run.verdicts, resamples=200)
     pool = split.rows("pool", rows)
+    predictor = run.phase4.predictor_model
     scores = {
         "entropy": {row.id: row.U for row in pool},
-        "predictor": predicted_scores(run.phase4, pool),
+        "predictor": selector("predictor").scores(Pool(pool, "entropy", predictor), {}),
         "oracle": {row.id: row.cpt.ELP_net for row in pool},
         "learnability": {row.id: learnability(row.leverage.p_student) for row in pool},
     }
@@ -249,6 +243,7 @@ def copy_of(run_dir: Path, tmp_path: Path) -> Path:
     return Path(shutil.copytree(run_dir, tmp_path / "moved" / run_dir.name))
 
 
+@pytest.mark.slow
 def test_every_figure_and_table_is_built_in_every_format(run_dir):
     record = read_json(run_dir / "artifacts.json")
     assert record["skipped"] == {}
@@ -268,6 +263,7 @@ def test_every_figure_and_table_is_built_in_every_format(run_dir):
             assert "\\_" in paths[2].read_text() or "_" not in paths[2].read_text()
 
 
+@pytest.mark.slow
 def test_tables_carry_the_numbers_of_the_phase_files(run_dir):
     tables = run_dir / "tables"
     labels = pd.DataFrame(read_json(run_dir / "phase1" / "labeled_snapshots.json"))
@@ -296,6 +292,7 @@ def test_tables_carry_the_numbers_of_the_phase_files(run_dir):
     assert frontier["pareto"].any() and len(frontier) == len(cells) - len(skipped)
 
 
+@pytest.mark.slow
 def test_the_verdicts_table_holds_every_verdict_of_the_run(run_dir):
     verdicts = Verdicts.load(run_dir / "verdicts.json").verdicts
     phases = [v.phase for v in verdicts]
@@ -346,6 +343,7 @@ def test_the_verdicts_table_is_skipped_until_a_phase_judges(tmp_path):
     }
 
 
+@pytest.mark.slow
 def test_a_partial_run_gets_what_its_phases_allow_and_says_what_it_skipped(run_dir, tmp_path):
     partial = copy_of(run_dir, tmp_path)
     for phase in ("phase1b", "phase3", "phase5"):
@@ -369,6 +367,7 @@ def test_a_partial_run_gets_what_its_phases_allow_and_says_what_it_skipped(run_d
     assert left == {path.name for path in written}, "files of skipped artifacts are removed"
 
 
+@pytest.mark.slow
 def test_check_fails_when_a_built_artifact_is_removed(run_dir, tmp_path, capsys):
     moved = copy_of(run_dir, tmp_path)
     assert main(["check", str(moved)]) == 0
@@ -380,6 +379,7 @@ def test_check_fails_when_a_built_artifact_is_removed(run_dir, tmp_path, capsys)
     assert "paper artifacts" in failed[0] and "transfer_heatmap.svg" in failed[0]
 
 
+@pytest.mark.slow
 def test_the_artifacts_phase_goes_stale_when_a_file_it_reads_changes(run_dir, tmp_path):
     moved = copy_of(run_dir, tmp_path)
     params = parameters(moved.parent)

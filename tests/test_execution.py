@@ -32,6 +32,7 @@ from teachable.records.layout import Phase1Layout
 from teachable.records.store import read_jsonl
 
 ray = pytest.importorskip("ray", reason="the ray extra is not installed: pip install -e .[ray]")
+pytestmark = pytest.mark.slow  # a Ray head and the smoke run's phases on both backends
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "parameters" / "smoke.yaml"
@@ -201,7 +202,7 @@ def test_a_killed_worker_is_restarted_and_every_row_is_written_once(
         snapshots,
         params.phase1,
         params.run.seed,
-        load_prepared_student(params.layout.phase0),
+        LocalWorkers(load_prepared_student(params.layout.phase0)),
         BotTeacher(params.teacher),
         Phase1Layout(tmp_path / "reference"),
         progress=False,

@@ -26,7 +26,7 @@ import yaml
 from chat_server import ChatServer, FailFirst, Outage, always, outside_the_list, silent, user_prompt
 
 from teachable.__main__ import main
-from teachable.models.student import Student
+from teachable.models.conditions import teacher_request
 from teachable.models.teachers import (
     OpenAITeacher,
     TeacherMonitor,
@@ -35,15 +35,15 @@ from teachable.models.teachers import (
     make_teacher,
     prompt_messages,
 )
+from teachable.models.workers import LocalWorkers
 from teachable.parameters import (
     Parameters,
     Phase1Parameters,
-    StudentParameters,
     TeacherParameters,
 )
 from teachable.phases.phase0_snapshots import collect_expert_snapshots, expert_snapshots
 from teachable.phases.phase0_warmup import save_preparation
-from teachable.phases.phase1_labels import label_snapshots, teacher_request
+from teachable.phases.phase1_labels import label_snapshots
 from teachable.records.env_state import EnvState
 from teachable.records.labeled import LabeledSnapshot, Leverage, load_teacher_health
 from teachable.records.layout import Phase1Layout, RunLayout
@@ -71,11 +71,6 @@ def api_key(monkeypatch, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def student() -> Student:
-    return Student.load(StudentParameters(model="tiny", batch_size=16))
-
-
-@pytest.fixture(scope="module")
 def snapshots(student):
     """Four snapshots with distinct observations: the first and the last decision of the bot
     on two GoToLocal tasks."""
@@ -100,7 +95,8 @@ def _teacher(server: ChatServer, cache: Path, **fields) -> OpenAITeacher:
 
 def _label(snapshots, student, teacher, folder: Path):
     phase1 = Phase1Parameters(**PHASE1)
-    return label_snapshots(snapshots, phase1, 1, student, teacher, Phase1Layout(folder), False)
+    workers = LocalWorkers(student)
+    return label_snapshots(snapshots, phase1, 1, workers, teacher, Phase1Layout(folder), False)
 
 
 def _question(snapshot) -> str:
@@ -145,6 +141,7 @@ def test_a_teacher_that_always_fails_stops_phase_1_naming_share_errors_and_serve
     assert not list((tmp_path / "cache").glob("*.json")), "a fallback is never cached"
 
 
+@pytest.mark.slow
 def test_an_outage_below_the_limit_passes_then_heals_to_the_labels_of_a_healthy_server(
     api_key, tmp_path, student, snapshots
 ):
@@ -315,6 +312,7 @@ def _phase1_run(tmp_path: Path, student, snapshots, base_url: str) -> tuple[Path
     return params, run
 
 
+@pytest.mark.slow
 def test_the_run_command_fails_on_an_outage_prints_the_share_and_heals_with_force(
     api_key, tmp_path, student, snapshots, capsys
 ):
@@ -384,6 +382,7 @@ def _holder(lock: Path, pid: int, timeout: float = 120) -> dict:
     raise AssertionError(f"process {pid} never took {lock}")
 
 
+@pytest.mark.slow
 def test_a_second_run_stops_naming_the_holder_and_a_killed_runs_lock_is_taken_over(
     tmp_path, capsys
 ):

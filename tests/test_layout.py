@@ -1,8 +1,8 @@
 """The package's shape: imports run downward only, through an ordered ground (vocabulary, then
 records, then parameters and measure) and the floors above it; no phase imports another phase;
 science never imports presentation; no module imports itself back through a cycle; and no module
-but the run layout spells a run artifact's path. Read from the source with `ast`, so an import under `TYPE_CHECKING` or inside a function
-counts as much as one at the top."""
+but the run layout spells a run artifact's path. Read from the source with `ast`, so an import
+under `TYPE_CHECKING` or inside a function counts as much as one at the top."""
 
 from __future__ import annotations
 

@@ -14,18 +14,12 @@ from teachable.models.student import Prompt, Student
 from teachable.parameters import LoraParameters, StudentParameters
 from teachable.vocabulary import ACTIONS
 
-TINY = StudentParameters(model="tiny", batch_size=4)
 PROMPT = Prompt(
     "go to the red ball",
     "You see a wall 2 steps forward. You see a red ball 1 step left and 2 steps forward.",
 )
 OTHER = Prompt("pick up the blue key", "You see a blue key 3 steps forward.", patch="Hint: go on.")
 LORA = LoraParameters(r=8, alpha=16, learning_rate=1e-2, steps=20, batch_size=2, seed=3)
-
-
-@pytest.fixture(scope="module")
-def student() -> Student:
-    return Student.load(TINY)
 
 
 @pytest.fixture(scope="module")
@@ -102,12 +96,13 @@ def test_adapter_round_trips_through_save_and_load(student, trained):
     assert (trained.adapter_dir / "adapter_config.json").is_file()
     assert (trained.adapter_dir / "adapter_model.safetensors").is_file()
     expected = trained.student.action_probabilities([PROMPT, OTHER])
-    reloaded = Student.load(TINY, adapter=trained.adapter_dir)
+    reloaded = Student.load(student.params, adapter=trained.adapter_dir)
     np.testing.assert_allclose(reloaded.action_probabilities([PROMPT, OTHER]), expected, atol=1e-5)
     shared = student.with_adapter(trained.adapter_dir)
     np.testing.assert_allclose(shared.action_probabilities([PROMPT, OTHER]), expected, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_training_is_seeded_and_accumulates(student, target, trained):
     again = train_lora(student, [SFTExample(PROMPT, target)], LORA)
     np.testing.assert_allclose(again.losses, trained.losses, rtol=1e-5)
@@ -145,6 +140,7 @@ def hash_seeds_that_order_a_set_differently(names: set[str]) -> tuple[str, str]:
     raise AssertionError(f"no two hash seeds order {names} differently")
 
 
+@pytest.mark.slow
 def test_the_saved_adapter_is_the_same_bytes_in_every_process(tmp_path):
     """Processes with different hash seeds (as Ray workers have) write identical adapters."""
     script = """

@@ -12,6 +12,8 @@ from teachable.parameters import (
     LoraParameters,
     ParameterError,
     Parameters,
+    Phase1BParameters,
+    WarmupParameters,
     load_parameters,
     load_phase_parameters,
     parameter_table,
@@ -103,6 +105,32 @@ def test_phase_sections_carry_the_lora_overrides(tmp_path: Path) -> None:
     assert params.phase5.over(params.lora).batch_size == params.lora.batch_size
     with pytest.raises(ParameterError, match=r"phase5\.learning_rate"):
         load_parameters(_write(tmp_path, "phase5:\n  learning_rate: 0\n"))
+
+
+def test_the_warm_up_and_phase_1b_override_lora_like_the_other_phases() -> None:
+    lora = LoraParameters(steps=60, learning_rate=5e-4, batch_size=8, gradient_accumulation_steps=3)
+    warmup = {"steps": 120, "learning_rate": 1e-3, "batch_size": 8}
+    assert WarmupParameters().over(lora) == lora.model_copy(update=warmup)
+    micro = {"steps": 2, "learning_rate": 1e-3, "batch_size": 1, "gradient_accumulation_steps": 1}
+    assert Phase1BParameters().over(lora) == lora.model_copy(update=micro)
+
+
+DOSES = [
+    row["key"]
+    for row in parameter_table()
+    if row["key"].rsplit(".", 1)[-1] in {"steps", "learning_rate"}
+]
+
+
+@pytest.mark.parametrize("key", DOSES)
+def test_every_step_count_and_learning_rate_is_validated_alike(tmp_path: Path, key: str) -> None:
+    row = next(row for row in parameter_table() if row["key"] == key)
+    expected = "int ≥ 1" if key.endswith("steps") else "float > 0"
+    assert row["type"].removesuffix(" or null") == expected
+    *sections, name = key.split(".")
+    text = "".join(f"{'  ' * depth}{section}:\n" for depth, section in enumerate(sections))
+    with pytest.raises(ParameterError, match=re.escape(key)):
+        load_parameters(_write(tmp_path, text + f"{'  ' * len(sections)}{name}: 0\n"))
 
 
 def _sections(model: type[BaseModel]) -> list[type[BaseModel]]:

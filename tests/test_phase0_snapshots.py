@@ -7,7 +7,7 @@ import pytest
 
 from teachable.models.rollouts import Episode, EpisodeSpec, Step
 from teachable.models.student import Student
-from teachable.parameters import Parameters, StudentParameters
+from teachable.parameters import Parameters
 from teachable.phases.phase0_snapshots import (
     ExpertTrajectory,
     collect_expert_snapshots,
@@ -23,11 +23,6 @@ from teachable.world.tasks import PURPOSES, purpose_of, task_suite
 from teachable.world.text_world import TextWorld
 
 UNIFORM = [1 / len(ACTIONS)] * len(ACTIONS)
-
-
-@pytest.fixture(scope="module")
-def student() -> Student:
-    return Student.load(StudentParameters(model="tiny"))
 
 
 @pytest.fixture(scope="module")

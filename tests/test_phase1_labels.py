@@ -13,28 +13,20 @@ import pytest
 import yaml
 
 from teachable.__main__ import main
+from teachable.measure.labels import cpt_from_outcomes
+from teachable.models import labeling
+from teachable.models.conditions import LABELS, RETEST, RolloutCondition, teacher_request
+from teachable.models.labeling import measure, uncertainty
+from teachable.models.quadrant_placement import place_in_quadrants
+from teachable.models.retest import reliability_panel
 from teachable.models.rollouts import run_episodes
 from teachable.models.student import Student
 from teachable.models.teachers import make_teacher
-from teachable.parameters import ParameterError, Parameters, StudentParameters, parse_parameters
-from teachable.phases import phase1_labels
+from teachable.models.workers import LocalWorkers
+from teachable.parameters import ParameterError, Parameters, parse_parameters
 from teachable.phases.phase0_snapshots import expert_snapshots
 from teachable.phases.phase0_warmup import save_preparation
-from teachable.phases.phase1_labels import (
-    LABELS,
-    RETEST,
-    RolloutCondition,
-    cpt_from_outcomes,
-    label_snapshots,
-    label_test_snapshots,
-    load_reliability,
-    measure,
-    phase1_snapshots,
-    place_in_quadrants,
-    reliability_panel,
-    teacher_request,
-    uncertainty,
-)
+from teachable.phases.phase1_labels import label_snapshots, label_test_snapshots, phase1_snapshots
 from teachable.records.env_state import EnvState
 from teachable.records.labeled import (
     LabeledSnapshot,
@@ -50,6 +42,7 @@ from teachable.records.quadrants import (
     quadrant_counts,
     save_thresholds,
 )
+from teachable.records.reliability import load_reliability
 from teachable.records.snapshot import Snapshot, SnapshotError, save_snapshots
 from teachable.records.store import read_json, read_jsonl, write_jsonl
 from teachable.reports.phase1 import reliability_table, write_plots
@@ -91,11 +84,6 @@ def _bot_states(level: str, seed: int) -> tuple[list[EnvState], list[str]]:
 
 
 @pytest.fixture(scope="module")
-def student() -> Student:
-    return Student.load(StudentParameters(model="tiny", batch_size=16))
-
-
-@pytest.fixture(scope="module")
 def snapshots(student) -> list[Snapshot]:
     """Five snapshots: the start and the last decision of two GoToLocal tasks, and the middle
     of a PickupLoc one."""
@@ -111,7 +99,13 @@ def _label(params: Parameters, snapshots, out: Phase1Layout, student: Student):
     """Phase 1 labeling with the bot teacher, as the notebook runs it."""
     teacher = make_teacher(params)
     return label_snapshots(
-        snapshots, params.phase1, params.run.seed, student, teacher, out, progress=False
+        snapshots,
+        params.phase1,
+        params.run.seed,
+        LocalWorkers(student),
+        teacher,
+        out,
+        progress=False,
     )
 
 
@@ -361,6 +355,7 @@ def test_labeling_again_gives_identical_rows_whatever_the_batching_or_order(
     assert _rows_by_id(shuffled) == _rows_by_id(labeled)
 
 
+@pytest.mark.slow
 def test_a_killed_run_resumes_to_the_same_files_without_duplicates(
     labeled, snapshots, student, tmp_path
 ):
@@ -437,7 +432,7 @@ def test_the_retest_rolls_out_on_the_retest_streams(
         families.append(kwargs.get("family", LABELS))
         return measure(*args, **kwargs)
 
-    monkeypatch.setattr(phase1_labels, "measure", spy)
+    monkeypatch.setattr(labeling, "measure", spy)
     folder = Path(shutil.copytree(labeled, tmp_path / "phase1"))
     _label(_params(tmp_path, reliability_panel=2), snapshots, Phase1Layout(folder), student)
     assert families == [RETEST]  # every label is logged already: only the retest rolls out
@@ -472,6 +467,7 @@ def test_skipped_labels_are_null_and_a_parameter_change_starts_afresh(
 # --- the label commands ------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_label_steps_from_the_command_line_match_one_labeling_run(
     labeled, snapshots, student, tmp_path, capsys
 ):
@@ -555,7 +551,8 @@ def test_test_snapshots_get_u_and_the_labels_leverage_and_nothing_else(
 ):
     params = _params(tmp_path)
     out = Phase1Layout(tmp_path / "phase1")
-    first = label_test_snapshots(snapshots[:2], params.phase1, 1, student, out, progress=False)
+    workers = LocalWorkers(student)
+    first = label_test_snapshots(snapshots[:2], params.phase1, 1, workers, out, progress=False)
     full = _rows_by_id(labeled)
     for row in first:
         assert row.teacher is None and row.cpt is None
@@ -563,7 +560,7 @@ def test_test_snapshots_get_u_and_the_labels_leverage_and_nothing_else(
         assert row.leverage.model_dump(mode="json") == full[row.id]["leverage"]  # same streams
     edited = first[0].model_copy(update={"U": 0.123})
     write_jsonl(out.test_labels, [edited.model_dump(mode="json")])
-    rows = label_test_snapshots(snapshots[:3], params.phase1, 1, student, out, progress=False)
+    rows = label_test_snapshots(snapshots[:3], params.phase1, 1, workers, out, progress=False)
     assert [row.id for row in rows] == [s.id for s in snapshots[:3]]
     assert rows[0].U == 0.123, "a logged row is kept, not labeled again"
     assert [row["id"] for row in read_jsonl(out.test_labels)] == [row.id for row in rows]

@@ -13,18 +13,19 @@ import yaml
 from labeled_rows import labeled_rows
 
 from teachable.__main__ import main
-from teachable.models.student import Student
-from teachable.models.supervision import sft_example
-from teachable.parameters import Parameters, StudentParameters
-from teachable.phases.phase1b_cpt_validation import (
-    CPTGate,
+from teachable.measure.cpt_gate import gate
+from teachable.models.micro_training import (
     expert_logprobs,
-    gate,
     micro_adapter,
     result_key,
-    validate_cpt,
     validation_success,
 )
+from teachable.models.student import Student
+from teachable.models.supervision import sft_example
+from teachable.models.workers import LocalWorkers
+from teachable.parameters import Parameters
+from teachable.phases.phase1b_cpt_validation import validate_cpt
+from teachable.records.cpt_validation import CPTGate
 from teachable.records.layout import Phase1BLayout, RunLayout
 from teachable.records.store import read_json, read_jsonl, write_json, write_jsonl
 from teachable.records.verdicts import Verdicts
@@ -35,10 +36,10 @@ FIXTURES = Path(__file__).parent / "notebooks" / "gate"
 TASKS = [("GoToLocal", 2), ("GoToLocal", 3), ("PickupLoc", 2), ("PickupLoc", 3)]
 PHASE1B = {
     "n_per_quadrant": 1,
-    "n_steps": 2,
+    "steps": 2,
     "learning_rate": 1e-2,
     "n_validation_rollouts": 3,
-    "rollout_max_steps": 4,
+    "max_steps": 4,
     "temperature": 5.0,  # the tiny student is near-deterministic; its draws must matter here
     "bootstrap_resamples": 200,
 }
@@ -56,11 +57,6 @@ def _params(root: Path, **phase1b) -> Parameters:
 
 
 @pytest.fixture(scope="module")
-def student() -> Student:
-    return Student.load(StudentParameters(model="tiny", batch_size=16))
-
-
-@pytest.fixture(scope="module")
 def rows(student):
     """The last two decisions of four tasks: two snapshots in each quadrant."""
     return labeled_rows(student, TASKS, per_task=2)
@@ -69,9 +65,10 @@ def rows(student):
 # --- micro-training ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_micro_training_raises_the_probability_of_the_target_action(student, rows, tmp_path):
     for format, row in zip(FORMATS, rows, strict=False):
-        params = _params(tmp_path, format=format, n_steps=5)
+        params = _params(tmp_path, format=format, steps=5)
         prompt = sft_example(row, format).prompt
         target = ACTIONS.index(row.expert_action)
         before = student.action_probabilities([prompt])[0][target]
@@ -85,15 +82,24 @@ def validate(params: Parameters, rows, student: Student, out: Path):
     """Phase 1B into `out`, its verdicts into the verdicts file beside it, as the notebook runs
     it."""
     layout, verdicts = Phase1BLayout(out), RunLayout(out.parent).verdicts
-    seed = params.run.seed
-    return validate_cpt(rows, params.phase1b, params.lora, seed, student, layout, False, verdicts)
+    return validate_cpt(
+        rows=rows,
+        phase1b=params.phase1b,
+        lora=params.lora,
+        seed=params.run.seed,
+        workers=LocalWorkers(student),
+        out=layout,
+        progress=False,
+        verdicts=verdicts,
+    )
 
 
+@pytest.mark.slow
 def test_phase1b_replays_the_same_streams_writes_its_files_and_resumes(student, rows, tmp_path):
     """With an adapter that barely moves the weights, every rollout after training must be the
     one before it (delta 0), whatever else shares its batch. Near-uniform draws (temperature
     50) from the last decisions of bot runs make other streams give other rates."""
-    still = {"learning_rate": 1e-12, "n_steps": 1}
+    still = {"learning_rate": 1e-12, "steps": 1}
     params = _params(tmp_path, temperature=50.0, n_validation_rollouts=8, **still)
     out = tmp_path / "phase1b"
     report = validate(params, rows, student, out)
@@ -130,7 +136,7 @@ def test_phase1b_replays_the_same_streams_writes_its_files_and_resumes(student, 
         del measured_before[name]
     write_jsonl(out / "micro_training.jsonl", [measured_before, *log[1:]])
     assert validate(params, rows, student, out).newly_trained == 1, "a stale result is redone"
-    changed = _params(tmp_path, n_steps=3)
+    changed = _params(tmp_path, steps=3)
     key = result_key(rows[0], params.phase1b, params.lora, params.run.seed, student.params)
     changed_key = result_key(
         rows[0], changed.phase1b, changed.lora, changed.run.seed, student.params
@@ -138,10 +144,11 @@ def test_phase1b_replays_the_same_streams_writes_its_files_and_resumes(student, 
     assert changed_key != key
 
 
+@pytest.mark.slow
 def test_micro_training_raises_log_pi_of_the_expert_action_and_reports_comparators(
     student, rows, tmp_path
 ):
-    params = _params(tmp_path, n_steps=3)
+    params = _params(tmp_path, steps=3)
     out = tmp_path / "phase1b"
     report = validate(params, rows, student, out)
     assert all(result.delta_logp > 0 for result in report.results)
@@ -281,6 +288,7 @@ def test_a_gate_that_holds_goes_on_quietly(gated, capsys):
     assert record["status"] == "finished" and "gate" not in record["phases"][0]["reason"]
 
 
+@pytest.mark.slow
 def test_an_inconclusive_gate_goes_on_loudly(gated, capsys):
     command, published, run_dir = gated
     publish(published, 0.15, n=12)
@@ -293,6 +301,7 @@ def test_an_inconclusive_gate_goes_on_loudly(gated, capsys):
     assert record["phases"][0]["reason"].endswith("gate inconclusive, continued")
 
 
+@pytest.mark.slow
 def test_a_failing_gate_stops_the_run_unless_told_to_go_on(gated, capsys):
     command, published, run_dir = gated
     publish(published, -0.6)

@@ -10,7 +10,8 @@ import pytest
 from labeled_rows import labeled_rows
 
 from teachable.models.student import Student
-from teachable.parameters import Parameters, Phase2Parameters, StudentParameters
+from teachable.models.workers import LocalWorkers
+from teachable.parameters import Parameters, Phase2Parameters
 from teachable.phases.phase2_matrix import plan_matrix, train_matrix
 from teachable.records.layout import TrainingLayout
 from teachable.records.store import read_json, write_json
@@ -43,11 +44,6 @@ def _params(root: Path) -> Parameters:
 
 
 @pytest.fixture(scope="module")
-def student() -> Student:
-    return Student.load(StudentParameters(model="tiny", batch_size=16))
-
-
-@pytest.fixture(scope="module")
 def rows(student):
     """Two snapshots of each of eight tasks, the quadrants dealt in turn, and all but one
     Q3 snapshot left out, so that Q3 is too small to train on."""
@@ -58,10 +54,16 @@ def rows(student):
 
 def train(params: Parameters, rows, student: Student, out: Path):
     """Phase 2 into `out`, as the notebook runs it, on the split saved beside it."""
-    layout = TrainingLayout(out)
-    seed, split = params.run.seed, out.parent / "split.json"
     return train_matrix(
-        rows, params.phase2, params.lora, seed, student, layout, "matrix", split, False
+        rows=rows,
+        phase2=params.phase2,
+        lora=params.lora,
+        seed=params.run.seed,
+        workers=LocalWorkers(student),
+        out=TrainingLayout(out),
+        run_name="matrix",
+        split=out.parent / "split.json",
+        progress=False,
     )
 
 
@@ -79,6 +81,7 @@ def matrix(tmp_path_factory, student, rows):
     )
 
 
+@pytest.mark.slow
 def test_the_matrix_has_14_runs_per_seed_trained_or_skipped_with_a_reason(matrix, rows):
     out, params, report = matrix
     summary = read_json(out / "training_summary.json")
@@ -123,6 +126,7 @@ def test_a_matrix_of_one_format_keeps_its_draws_and_both_baselines(rows):
     assert len(demo) == len(SEEDS) * (len(QUADRANTS) + 2)
 
 
+@pytest.mark.slow
 def test_each_seed_trains_its_own_adapter(matrix):
     out, _, report = matrix
     trained = {e.id for e in report.entries if e.status == "trained"}
@@ -131,6 +135,7 @@ def test_each_seed_trains_its_own_adapter(matrix):
     assert len(weights) == len(SEEDS)
 
 
+@pytest.mark.slow
 def test_a_killed_matrix_resumes_without_retraining_finished_runs(matrix, student, rows):
     out, params, _ = matrix
     summary = read_json(out / "training_summary.json")

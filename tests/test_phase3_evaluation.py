@@ -15,9 +15,20 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from teachable.measure.frontier import frontier, pareto_mask
+from teachable.measure.gains import outcome_cube, paired_gain, quadrant_comparison, retention_table
+from teachable.measure.stuckness import has_loop, steps_without_progress
+from teachable.measure.transfer import transfer_matrix, transfer_summary
+from teachable.models.evaluation import (
+    check_unseen,
+    evaluate_runs,
+    evaluation_items,
+    snapshot_items,
+)
 from teachable.models.lora import train_lora
 from teachable.models.student import Student
 from teachable.models.supervision import sft_examples
+from teachable.models.workers import LocalWorkers
 from teachable.parameters import LoraParameters, Parameters
 from teachable.phases.phase0_snapshots import (
     ExpertTrajectory,
@@ -25,27 +36,9 @@ from teachable.phases.phase0_snapshots import (
     sample_expert_states,
 )
 from teachable.phases.phase0_warmup import save_preparation
-from teachable.phases.phase3_evaluation import (
-    AgentState,
-    Evaluation,
-    agent_trace,
-    check_unseen,
-    evaluate_runs,
-    evaluation_items,
-    has_loop,
-    outcome_cube,
-    paired_gain,
-    pareto_mask,
-    phase3_verdicts,
-    quadrant_comparison,
-    retention_table,
-    snapshot_items,
-    steps_without_progress,
-    transfer_matrix,
-    transfer_summary,
-    units,
-)
+from teachable.phases.phase3_evaluation import evaluate_matrix, phase3_verdicts
 from teachable.records.estimate import Estimate
+from teachable.records.evaluation import Evaluation, units
 from teachable.records.labeled import LabeledSnapshot, Leverage, load_labeled, save_labeled
 from teachable.records.layout import EvaluationLayout, RunLayout, TrainingLayout
 from teachable.records.quadrants import Thresholds, save_thresholds
@@ -53,6 +46,7 @@ from teachable.records.store import read_jsonl, write_jsonl
 from teachable.records.training_summary import BASE, RunEntry, TrainingSummary
 from teachable.records.verdicts import Verdicts, save_phase_verdicts
 from teachable.vocabulary import QUADRANTS
+from teachable.world.agent_state import AgentState, agent_trace
 from teachable.world.splits import Split, split_snapshots
 from teachable.world.tasks import task_suite
 from teachable.world.text_world import expert_trajectory
@@ -191,7 +185,7 @@ def tiny_run(tmp_path_factory) -> TinyRun:
 
 
 def evaluate(tiny_run: TinyRun, trained: TrainingLayout, out_dir: Path) -> Evaluation:
-    """Phase 3 over a training folder, as the notebook runs it."""
+    """The evaluation of a training folder's runs, written into `out_dir`."""
     params = tiny_run.params
     return evaluate_runs(
         trained,
@@ -200,16 +194,26 @@ def evaluate(tiny_run: TinyRun, trained: TrainingLayout, out_dir: Path) -> Evalu
         params.evaluation,
         params.env.levels,
         params.run.seed,
-        Student.load(params.student),
+        LocalWorkers(Student.load(params.student)),
         EvaluationLayout(out_dir),
         progress=False,
     )
 
 
 @pytest.fixture(scope="module")
-def evaluated(tiny_run, tmp_path_factory):
-    out_dir = tmp_path_factory.mktemp("phase3") / "v8"
-    return evaluate(tiny_run, TrainingLayout(tiny_run.summary.parent), out_dir), out_dir
+def evaluated(tiny_run):
+    """Phase 3 on the tiny run, as the notebook runs it: its evaluation and its folder."""
+    params = tiny_run.params
+    result = evaluate_matrix(
+        layout=params.layout,
+        phase3=params.phase3,
+        evaluation=params.evaluation,
+        levels=params.env.levels,
+        seed=params.run.seed,
+        workers=LocalWorkers(Student.load(params.student)),
+        progress=False,
+    )
+    return result.evaluation, params.layout.phase3.folder
 
 
 # --- held-out tasks ----------------------------------------------------------------------------
@@ -463,6 +467,7 @@ def test_a_missing_adapter_fails_before_any_work(tiny_run, tmp_path):
     assert not out_dir.exists()
 
 
+@pytest.mark.slow
 def test_identical_models_play_identical_episodes_on_the_shared_streams(evaluated):
     evaluation, _ = evaluated
     episodes = evaluation.episodes
@@ -486,6 +491,7 @@ def test_identical_models_play_identical_episodes_on_the_shared_streams(evaluate
     assert (actions > 1).any()
 
 
+@pytest.mark.slow
 def test_every_item_is_played_sampled_and_greedy_and_both_are_reported(evaluated, tiny_run):
     evaluation, _ = evaluated
     episodes = evaluation.episodes
@@ -502,6 +508,7 @@ def test_every_item_is_played_sampled_and_greedy_and_both_are_reported(evaluated
     assert evaluation.record["modes"] == ["sampled", "greedy"]
 
 
+@pytest.mark.slow
 def test_the_csvs_hold_a_row_per_run_and_per_cell_with_intervals(evaluated, tiny_run):
     evaluation, out_dir = evaluated
     cells = [f"{Q1}_demo", f"{Q2}_demo", "baseline_all_demo", TWIN, "Q3_lowU_lowL_hint"]
@@ -543,9 +550,17 @@ def test_the_csvs_hold_a_row_per_run_and_per_cell_with_intervals(evaluated, tiny
     assert stuckness[["loop_rate", "timeout_rate"]].stack().between(0, 1).all()
     max_steps = tiny_run.params.phase3.max_steps
     assert (stuckness["mean_steps_without_progress"] <= max_steps).all()
-    assert len(evaluation.frontier) == 4
+    assert len(frontier(evaluation.overall, evaluation.retention)) == 4
 
 
+@pytest.mark.slow
+def test_the_phase_writes_its_verdicts_into_the_runs_verdicts_file(evaluated, tiny_run):
+    evaluation, _ = evaluated
+    written = Verdicts.load(tiny_run.params.layout.verdicts)
+    assert written.of("phase3") == phase3_verdicts(evaluation)
+
+
+@pytest.mark.slow
 def test_the_verdicts_are_written_beside_other_phases(evaluated, tmp_path):
     evaluation, _ = evaluated
     path = tmp_path / "verdicts.json"
@@ -580,6 +595,7 @@ def test_the_verdicts_are_written_beside_other_phases(evaluated, tmp_path):
     assert comparison.n == evaluation.record["n_items"]["tasks"] * 2  # Q2 has seed 0 only
 
 
+@pytest.mark.slow
 def test_a_rerun_evaluates_only_the_models_not_logged(evaluated, tiny_run):
     evaluation, out_dir = evaluated
     before = pd.read_csv(out_dir / "overall_task_results.csv")

@@ -18,32 +18,33 @@ import torch
 from labeled_rows import bot_states, labeled_rows
 from sklearn.metrics import f1_score, ndcg_score, r2_score
 
-from teachable.models.student import Student
-from teachable.parameters import Phase4Parameters, StudentParameters
-from teachable.phases.phase0_snapshots import expert_snapshots
-from teachable.phases.phase1_labels import snapshot_uncertainty
-from teachable.phases.phase4_predictor import (
-    REGRESSION_TARGETS,
-    SCALAR_FEATURES,
-    LabeledSet,
-    Predictor,
-    PredictorResult,
-    build_embedder,
-    fit_predictor,
+from teachable.measure.ranking import (
     macro_f1,
     ndcg_at_k,
     precision_at_k,
     r_squared,
     random_ndcg_at_k,
     random_precision,
+)
+from teachable.models.labeling import snapshot_uncertainty
+from teachable.models.predictor import (
+    SCALAR_FEATURES,
+    LabeledSet,
+    Predictor,
+    build_embedder,
+    fit_predictor,
     scalar_features,
     targets_of,
     task_folds,
     text_of,
-    train_predictor,
 )
+from teachable.models.student import Student
+from teachable.parameters import Phase4Parameters
+from teachable.phases.phase0_snapshots import expert_snapshots
+from teachable.phases.phase4_predictor import train_predictor
 from teachable.records.labeled import CPT, LabeledSnapshot, Leverage
 from teachable.records.layout import Phase4Layout, RunLayout
+from teachable.records.predictor import REGRESSION_TARGETS, PredictorResult
 from teachable.records.quadrants import quadrant_of
 from teachable.records.snapshot import Snapshot
 from teachable.records.verdicts import Verdicts
@@ -434,11 +435,10 @@ def test_a_head_without_targets_is_not_measured_and_inconclusive(tmp_path: Path)
 
 
 def test_real_babyai_snapshots_train_and_unlabeled_ones_of_a_new_level_score(
-    tmp_path: Path,
+    student: Student, tmp_path: Path
 ) -> None:
     """Real states and distributions of the tiny student: the predictor trains on labeled
     ones and scores plain snapshots of a level it never saw."""
-    student = Student.load(StudentParameters(model="tiny", batch_size=16))
     tasks = [("GoToLocal", seed) for seed in (2, 3, 4, 5, 6, 10)] + [
         ("PickupLoc", 2),
         ("PickupLoc", 3),

@@ -14,27 +14,27 @@ import pandas as pd
 import pytest
 from labeled_rows import labeled_rows
 
+from teachable.models.conditions import teacher_request
+from teachable.models.labeling import measure, snapshot_uncertainty
+from teachable.models.selection import SELECTORS, Pool, Selector, learnability, select, selector
 from teachable.models.student import Student
 from teachable.models.teachers import BotTeacher
-from teachable.parameters import Parameters, Phase1Parameters, Phase5Parameters, StudentParameters
+from teachable.models.workers import LocalWorkers
+from teachable.parameters import Parameters, Phase1Parameters, Phase5Parameters
 from teachable.phases.phase0_warmup import save_preparation
-from teachable.phases.phase1_labels import measure, snapshot_uncertainty, teacher_request
 from teachable.phases.phase4_predictor import train_predictor
 from teachable.phases.phase5_selection import (
     SelectionReport,
-    SelectionSummary,
     buy_labels,
     candidate_draw,
-    entropy_scores,
-    learnability,
     plan_selections,
     run_selection,
-    select,
     selection_verdicts,
 )
 from teachable.records.estimate import Estimate
 from teachable.records.labeled import LabeledSnapshot, save_labeled
 from teachable.records.quadrants import Thresholds, save_thresholds
+from teachable.records.selection import SelectionSummary
 from teachable.records.snapshot import Snapshot, save_snapshots
 from teachable.records.store import read_json, read_jsonl, write_jsonl
 from teachable.records.training_summary import BASE
@@ -56,11 +56,6 @@ PHASE1 = {"n_rollouts": 2, "n_per_condition": 2, "max_steps": 3, "batch_snapshot
 def unlabeled(row: LabeledSnapshot) -> Snapshot:
     """The snapshot as Phase 0 recorded it: no label field at all."""
     return Snapshot.model_validate(row.model_dump(include=set(Snapshot.model_fields)))
-
-
-@pytest.fixture(scope="module")
-def student() -> Student:
-    return Student.load(StudentParameters(model="tiny", batch_size=16))
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +100,7 @@ def test_each_ranking_method_picks_the_top_k_of_its_own_score(eight):
 
 
 def test_entropy_reads_u_from_the_recorded_distribution(eight):
-    scores = entropy_scores(eight, Phase1Parameters(U_method="margin"))
+    scores = selector("entropy").scores(Pool(eight, "margin", Path("no predictor")), {})
     assert scores == {row.id: snapshot_uncertainty(row, "margin") for row in eight}
     assert len(set(scores.values())) > 1
 
@@ -168,6 +163,37 @@ def test_every_method_gets_exactly_k_and_k_shrinks_to_a_small_pool_or_candidate_
                 assert {row.id for row in picked} <= {row.id for row in allowed}
 
 
+def test_every_selection_method_of_the_vocabulary_is_registered():
+    assert list(SELECTORS) == list(SELECTION_METHODS)
+    assert all(selector(name).name == name for name in SELECTION_METHODS)
+    buyers = [name for name in SELECTION_METHODS if selector(name).buys_labels]
+    assert buyers == ["oracle", "learnability"]
+    with pytest.raises(ValueError, match="unknown selection method 'gut'"):
+        selector("gut")
+
+
+class Lowest(Selector):
+    """A method registered by the test alone: the K with the lowest U."""
+
+    name = "lowest"
+
+    def scores(self, pool, labels):
+        return {row.id: -snapshot_uncertainty(row, pool.U_method) for row in pool.snapshots}
+
+
+def test_a_newly_registered_method_is_picked_up_by_phase5(eight, monkeypatch):
+    monkeypatch.setitem(SELECTORS, Lowest.name, Lowest())
+    pool = Pool(eight, "entropy", Path("no predictor"))
+    scores = {name: selector(name).scores(pool, {}) for name in ("entropy", "lowest")}
+    phase5 = Phase5Parameters(budget=3, methods=["entropy"], seeds=[0])
+    phase5 = phase5.model_copy(update={"methods": ["entropy", "lowest"]})
+    picks = plan_selections(phase5, eight, eight, scores, 0)
+    by_u = sorted(eight, key=lambda row: (-snapshot_uncertainty(row, "entropy"), row.id))
+    assert picks["entropy"] == [by_u[:3]]
+    lowest = sorted(eight, key=lambda row: (snapshot_uncertainty(row, "entropy"), row.id))
+    assert picks["lowest"] == [lowest[:3]]
+
+
 def test_picks_stay_in_the_pool_for_any_training_seeds(rows):
     split = split_snapshots([unlabeled(row) for row in rows], 0.25, 0.5, 0, ["expert"])
     pool = split.rows("pool", [unlabeled(row) for row in rows])
@@ -189,7 +215,8 @@ def test_the_oracle_buys_phase1s_cpt_for_its_candidates_and_counts_the_cost(
     candidates = [unlabeled(row) for row in rows[:3]]
     teacher = BotTeacher()
     log = tmp_path / "oracle" / "candidate_labels.jsonl"
-    labels, cost = buy_labels("oracle", candidates, phase1, 1, student, teacher, log)
+    workers = LocalWorkers(student)
+    labels, cost = buy_labels("oracle", candidates, phase1, 1, workers, teacher, log)
     answers = teacher.advise([teacher_request(row) for row in candidates])
     reference = measure(student, candidates, answers, phase1, 1, leverage=False, cpt=True)
     for row, measured in zip(candidates, reference, strict=True):
@@ -198,11 +225,11 @@ def test_the_oracle_buys_phase1s_cpt_for_its_candidates_and_counts_the_cost(
         assert labels[row.id].rollouts == 5 * phase1.n_per_condition  # base, placebo, 3 formats
     assert (cost.candidates, cost.bought_now, cost.teacher_answers) == (3, 3, 3)
     assert cost.rollouts == 3 * 5 * phase1.n_per_condition and cost.seconds > 0
-    again, cost_again = buy_labels("oracle", candidates, phase1, 1, student, teacher, log)
+    again, cost_again = buy_labels("oracle", candidates, phase1, 1, workers, teacher, log)
     assert again == labels and cost_again.bought_now == 0
     assert cost_again.rollouts == cost.rollouts, "the cost of labels bought earlier still counts"
     other = phase1.model_copy(update={"n_per_condition": 3})
-    _, fresh = buy_labels("oracle", candidates[:1], other, 1, student, teacher, log)
+    _, fresh = buy_labels("oracle", candidates[:1], other, 1, workers, teacher, log)
     assert (fresh.bought_now, fresh.rollouts) == (1, 15), "other parameters buy anew"
 
 
@@ -210,7 +237,8 @@ def test_learnability_buys_only_the_students_own_rollouts(rows, student, tmp_pat
     phase1 = Phase1Parameters(**PHASE1, temperature=5.0)
     candidates = [unlabeled(row) for row in rows[3:5]]
     log = tmp_path / "candidate_labels.jsonl"
-    labels, cost = buy_labels("learnability", candidates, phase1, 1, student, BotTeacher(), log)
+    workers = LocalWorkers(student)
+    labels, cost = buy_labels("learnability", candidates, phase1, 1, workers, BotTeacher(), log)
     for label in labels.values():
         assert label.cpt is None and 0.0 <= label.p_student <= 1.0
         assert label.score == learnability(label.p_student)
@@ -281,16 +309,16 @@ def tiny_parameters(root: Path) -> Parameters:
 def select_all(params: Parameters, student: Student) -> SelectionReport:
     """Phase 5 on a prepared run folder, as the notebook runs it."""
     return run_selection(
-        params.phase5,
-        params.phase1,
-        params.phase3,
-        params.evaluation,
-        params.lora,
-        params.env.levels,
-        params.run.seed,
-        student,
-        BotTeacher(params.teacher),
-        params.layout,
+        phase5=params.phase5,
+        phase1=params.phase1,
+        phase3=params.phase3,
+        evaluation=params.evaluation,
+        lora=params.lora,
+        levels=params.env.levels,
+        seed=params.run.seed,
+        workers=LocalWorkers(student),
+        teacher=BotTeacher(params.teacher),
+        run=params.layout,
         progress=False,
     )
 
@@ -317,6 +345,7 @@ def experiment(tmp_path_factory, student, rows) -> Experiment:
     return Experiment(params, run.phase5.folder, split.parts["pool"].snapshots, report)
 
 
+@pytest.mark.slow
 def test_the_pool_holds_no_label_and_nothing_labeled_before_phase5(experiment):
     run = experiment.params.layout
     for row in read_json(run.phase0.expert_snapshots):
@@ -326,6 +355,7 @@ def test_the_pool_holds_no_label_and_nothing_labeled_before_phase5(experiment):
     assert experiment.pool_ids and not set(experiment.pool_ids) & (labeled | tested)
 
 
+@pytest.mark.slow
 def test_every_method_trains_exactly_k_pool_snapshots_and_is_evaluated(experiment):
     k = experiment.params.phase5.budget
     for method in SELECTION_METHODS:
@@ -345,6 +375,7 @@ def test_every_method_trains_exactly_k_pool_snapshots_and_is_evaluated(experimen
         assert set(overall["model"]) >= {BASE, *(run["id"] for run in runs)}
 
 
+@pytest.mark.slow
 def test_the_oracle_trains_on_its_candidates_top_bought_elp_net(experiment):
     phase5, phase1 = experiment.params.phase5, experiment.params.phase1
     bought = read_jsonl(experiment.out_dir / "oracle" / "candidate_labels.jsonl")
@@ -361,6 +392,7 @@ def test_the_oracle_trains_on_its_candidates_top_bought_elp_net(experiment):
     assert set(cost) == {"oracle", "learnability"}, "the other methods buy no label"
 
 
+@pytest.mark.slow
 def test_the_summary_holds_gains_retention_and_verdicts_from_the_evaluations(experiment):
     summary = SelectionSummary.load(experiment.out_dir / "selection_summary.json")
     params = experiment.params
@@ -389,6 +421,7 @@ def test_the_summary_holds_gains_retention_and_verdicts_from_the_evaluations(exp
     assert table["criterion"].tolist() == list(verdicts)
 
 
+@pytest.mark.slow
 def test_the_base_plays_once_and_a_rerun_trains_plays_and_buys_nothing(experiment, student):
     played = {m: e.record["evaluated_now"] for m, e in experiment.first.evaluations.items()}
     assert played["random"] == [BASE, "random_seed0", "random_seed1"]

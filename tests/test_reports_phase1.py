@@ -8,20 +8,15 @@ import numpy as np
 import pytest
 from labeled_rows import labeled_rows
 
-from teachable.models.student import Student
 from teachable.models.teachers import make_teacher
-from teachable.parameters import Parameters, StudentParameters
+from teachable.models.workers import LocalWorkers
+from teachable.parameters import Parameters
 from teachable.phases.phase1_labels import label_snapshots, phase1_snapshots
 from teachable.records.labeled import LabeledSnapshot, Leverage, assign_quadrants
 from teachable.records.snapshot import Snapshot, save_snapshots
 from teachable.reports.phase1 import SourceComparison, share_chart
 
 TASKS = [("GoToLocal", 2), ("GoToLocal", 3), ("PickupLoc", 2), ("PickupLoc", 3)]
-
-
-@pytest.fixture(scope="module")
-def student() -> Student:
-    return Student.load(StudentParameters(model="tiny", batch_size=16))
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +63,13 @@ def test_both_experiments_are_labeled_together_and_compared(student, rows, tmp_p
     assert [s.source for s in snapshots] == ["student"] * 5 + ["expert"] * 4
     teacher = make_teacher(params)
     report = label_snapshots(
-        snapshots, params.phase1, params.run.seed, student, teacher, out, progress=False
+        snapshots,
+        params.phase1,
+        params.run.seed,
+        LocalWorkers(student),
+        teacher,
+        out,
+        progress=False,
     )
 
     comparison = SourceComparison.of(report.rows, resamples=200, seed=0)

@@ -11,18 +11,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from teachable.phases.phase4_predictor import (
-    REGRESSION_TARGETS,
-    Fit,
-    Fold,
-    head_metrics,
-    labeled_rows,
-    predictor_verdicts,
-    random_ndcg_at_k,
-    ranking_report,
-)
+from teachable.measure.ranking import head_metrics, random_ndcg_at_k, ranking_report
+from teachable.phases.phase4_predictor import labeled_rows, predictor_verdicts
 from teachable.records.estimate import Estimate
 from teachable.records.layout import Phase1Layout
+from teachable.records.predictor import REGRESSION_TARGETS, Fit, Fold
 from teachable.reports.charts import chart_png
 from teachable.reports.phase4 import (
     confusion_chart,

@@ -224,6 +224,7 @@ def test_notebook_or_input_newer_than_the_outputs_makes_the_phase_stale(first_ru
     upstream.unlink()
 
 
+@pytest.mark.slow
 def test_failing_cell_stops_the_cli_with_the_notebook_and_the_error(tmp_path):
     notebooks = copy_notebooks(tmp_path)
     params = write_parameters(tmp_path / "trial.yaml")

@@ -6,17 +6,17 @@ import pytest
 from labeled_rows import labeled_rows
 
 from teachable.models.lora import IGNORED, encode_example
-from teachable.models.student import Student
-from teachable.models.supervision import sft_example
-from teachable.parameters import StudentParameters
+from teachable.models.supervision import (
+    SUPERVISION_FORMATS,
+    SupervisionFormat,
+    patch_text,
+    sft_example,
+    suggestion,
+    teacher_texts,
+)
 from teachable.vocabulary import FORMATS
 
 TASKS = [("GoToLocal", seed) for seed in (2, 3, 4, 5, 6, 10)] + [("PickupLoc", 2), ("PickupLoc", 3)]
-
-
-@pytest.fixture(scope="module")
-def student() -> Student:
-    return Student.load(StudentParameters(model="tiny", batch_size=16))
 
 
 @pytest.fixture(scope="module")
@@ -64,3 +64,29 @@ def test_a_format_without_its_text_or_an_unknown_format_is_refused(rows):
         sft_example(bare, "hint")
     with pytest.raises(ValueError, match="unknown supervision format 'dpo'"):
         sft_example(rows[0], "dpo")
+
+
+def test_every_format_of_the_vocabulary_is_registered_with_the_fields_it_reads(rows):
+    assert list(SUPERVISION_FORMATS) == list(FORMATS)
+    reads = {name: f.reads for name, f in SUPERVISION_FORMATS.items()}
+    assert reads == {
+        "demo": ("suggested_action",),
+        "hint": ("diagnosis", "hint"),
+        "contrast": ("contrast",),
+    }
+    answer = rows[1].teacher
+    assert patch_text("demo", answer) == suggestion(answer.suggested_action)
+    assert patch_text("demo", answer) == f"A teacher suggests: {answer.suggested_action}."
+    assert patch_text("hint", answer) == f"A teacher's hint: {answer.diagnosis} {answer.hint}"
+    assert patch_text("contrast", answer) == f"A teacher explains: {answer.contrast}"
+    assert list(teacher_texts(answer)) == ["diagnosis", "hint", "contrast"]
+
+
+def test_a_newly_registered_format_is_picked_up_by_training_and_patching(rows, monkeypatch):
+    critique = SupervisionFormat("critique", "A teacher objects: {contrast}")
+    monkeypatch.setitem(SUPERVISION_FORMATS, critique.name, critique)
+    row = rows[1]
+    expected = f"A teacher objects: {row.teacher.contrast}"
+    assert sft_example(row, "critique").prompt.patch == expected
+    assert patch_text("critique", row.teacher) == expected
+    assert sft_example(row, "critique").target == row.expert_action

@@ -1,40 +1,89 @@
 """Supervision: what a teacher's help looks like in the student's prompt, and as training data.
 
-The contextual patch test and the warm-up's in-context check put these patches into the prompt;
-the training formats render the same texts, so a format means the same thing when it is patched
-in and when it is trained on. Every format trains the student to answer the expert's action at
-the snapshot: `demo` is the plain state prompt, `hint` adds the teacher's diagnosis and hint,
-`contrast` adds why the expert's action beats the student's. The loss covers the action tokens
-only (`models.lora`). Evaluation prompts carry no patch.
+Each supervision format is a `SupervisionFormat` registered under its name (`FORMATS` of the
+vocabulary): its patch text, built from the teacher-answer fields its template names, and
+whether its training prompt carries that patch. The contextual patch test and the warm-up's
+in-context check put these patches into the prompt; the training formats render the same
+texts, so a format means the same thing when it is patched in and when it is trained on. Every
+format trains the student to answer the expert's action at the snapshot: `demo` is the plain
+state prompt, `hint` adds the teacher's diagnosis and hint, `contrast` adds why the expert's
+action beats the student's. The loss covers the action tokens only (`models.lora`).
+Evaluation prompts carry no patch.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from string import Formatter
 
 from teachable.models.lora import SFTExample
 from teachable.models.rollouts import prompt_for
 from teachable.records.labeled import LabeledSnapshot, TeacherAnswer
-from teachable.vocabulary import FORMATS, Format
+from teachable.vocabulary import Format
 from teachable.world.text_world import TextWorld
 
 
-def format_patch(row: LabeledSnapshot, format: Format) -> str | None:
-    """The text a format adds to the training prompt: none for `demo`, the teacher's texts
-    for `hint` and `contrast`."""
-    if format not in FORMATS:
-        raise ValueError(f"unknown supervision format {format!r}; known: {', '.join(FORMATS)}")
-    if format == "demo":
-        return None
-    if row.teacher is None:
-        raise ValueError(f"snapshot {row.id}: the {format} format needs the teacher's answer")
-    return patch_text(format, row.teacher)
+@dataclass(frozen=True)
+class SupervisionFormat:
+    """A supervision format: its patch `template`, filled from the teacher-answer fields it
+    names, and whether its training prompt carries the patch (`patched_in_training`; a patch
+    that only states the target action would hand the student its answer)."""
+
+    name: Format
+    template: str
+    patched_in_training: bool = True
+
+    @property
+    def reads(self) -> tuple[str, ...]:
+        """The teacher-answer fields the patch is built from, in the template's order."""
+        return tuple(field for _, field, _, _ in Formatter().parse(self.template) if field)
+
+    def fill(self, **fields: str) -> str:
+        """The patch with the given texts in place of the fields it reads."""
+        return self.template.format(**fields)
+
+    def patch(self, answer: TeacherAnswer) -> str:
+        """The patch of this format for one teacher answer."""
+        return self.fill(**{field: getattr(answer, field) for field in self.reads})
+
+    def training_patch(self, row: LabeledSnapshot) -> str | None:
+        """The text the format adds to the training prompt of `row`, if any."""
+        if not self.patched_in_training:
+            return None
+        if row.teacher is None:
+            raise ValueError(
+                f"snapshot {row.id}: the {self.name} format needs the teacher's answer"
+            )
+        return self.patch(row.teacher)
+
+
+SUPERVISION_FORMATS: dict[str, SupervisionFormat] = {}
+
+
+def register(format: SupervisionFormat) -> SupervisionFormat:
+    """Make `format` known by its name to every phase that trains or patches with formats."""
+    SUPERVISION_FORMATS[format.name] = format
+    return format
+
+
+register(SupervisionFormat("demo", "A teacher suggests: {suggested_action}.", False))
+register(SupervisionFormat("hint", "A teacher's hint: {diagnosis} {hint}"))
+register(SupervisionFormat("contrast", "A teacher explains: {contrast}"))
+
+
+def supervision_format(name: str) -> SupervisionFormat:
+    """The registered format called `name`."""
+    if name not in SUPERVISION_FORMATS:
+        known = ", ".join(SUPERVISION_FORMATS)
+        raise ValueError(f"unknown supervision format {name!r}; known: {known}")
+    return SUPERVISION_FORMATS[name]
 
 
 def sft_example(row: LabeledSnapshot, format: Format, history: int = 0) -> SFTExample:
     """The snapshot's state prompt with the format's text, and the expert's action as target."""
-    prompt = prompt_for(TextWorld.restore(row.state), history, format_patch(row, format))
-    return SFTExample(prompt, row.expert_action)
+    patch = supervision_format(format).training_patch(row)
+    return SFTExample(prompt_for(TextWorld.restore(row.state), history, patch), row.expert_action)
 
 
 def sft_examples(
@@ -48,16 +97,16 @@ PLACEBO = "A teacher is watching you."
 
 def suggestion(action: str) -> str:
     """The demo patch: the expert's action, stated plainly."""
-    return f"A teacher suggests: {action}."
+    return supervision_format("demo").fill(suggested_action=action)
 
 
 def patch_text(format: Format, answer: TeacherAnswer) -> str:
-    """The patch of one supervision format: `demo` states the teacher's action, `hint` gives
-    its diagnosis and hint (the rationale), `contrast` says why its action beats the student's."""
-    if format == "demo":
-        return suggestion(answer.suggested_action)
-    if format == "hint":
-        return f"A teacher's hint: {answer.diagnosis} {answer.hint}"
-    if format == "contrast":
-        return f"A teacher explains: {answer.contrast}"
-    raise ValueError(f"unknown supervision format {format!r}; known: {', '.join(FORMATS)}")
+    """The patch of one supervision format for one teacher answer."""
+    return supervision_format(format).patch(answer)
+
+
+def teacher_texts(answer: TeacherAnswer) -> dict[str, str]:
+    """The texts of the teacher's answer that the formats read besides its suggested action,
+    by field, in the formats' order."""
+    fields = dict.fromkeys(field for f in SUPERVISION_FORMATS.values() for field in f.reads)
+    return {field: getattr(answer, field) for field in fields if field != "suggested_action"}

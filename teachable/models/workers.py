@@ -7,22 +7,26 @@ The phase (the driver) hands the units to `Workers.map` and writes each result a
 back, so it stays the only writer of the run folder on every backend.
 
 `LocalWorkers` runs the units in this process on one loaded student; `pipeline.execution`
-runs them on Ray actors that each keep the student loaded. Both count finished units on a
-progress bar, and both stop with `UnitFailed`, naming the unit, once a unit fails for good,
-after every unit that finished before it has been handed back.
+runs them on Ray actors that each keep the student loaded. Both run every unit with the same
+number of torch threads, so a unit's floating-point sums, and the files, come out the same on
+either. Both count finished units on a progress bar, and both stop with `UnitFailed`, naming
+the unit, once a unit fails for good, after every unit that finished before it has been handed
+back.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+import torch
 from tqdm.auto import tqdm
 
 from teachable.models.student import Student
-from teachable.parameters import StudentParameters
+from teachable.parameters import TORCH_THREADS, StudentParameters
 
 Work = Callable[[Student, Any], Any]
 
@@ -59,12 +63,25 @@ class Workers(Protocol):
     ) -> Iterator[tuple[WorkUnit, Any]]: ...
 
 
-class LocalWorkers:
-    """Units run one after another in this process, on `student`."""
+@contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """torch on `count` threads inside the block, on as many as before after it."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
-    def __init__(self, student: Student) -> None:
+
+class LocalWorkers:
+    """Units run one after another in this process, on `student`, with `threads` torch threads
+    (`execution.torch_threads`, as on each Ray worker)."""
+
+    def __init__(self, student: Student, threads: int = TORCH_THREADS) -> None:
         self.student = student
         self.params = student.params
+        self.threads = threads
 
     def map(
         self,
@@ -74,7 +91,10 @@ class LocalWorkers:
         total: int | None = None,
         progress: bool = True,
     ) -> Iterator[tuple[WorkUnit, Any]]:
-        with tqdm(total=total, desc=desc, unit="unit", disable=not progress) as bar:
+        with (
+            tqdm(total=total, desc=desc, unit="unit", disable=not progress) as bar,
+            torch_threads(self.threads),
+        ):
             for unit in units:
                 try:
                     result = work(self.student, unit.payload)
@@ -82,11 +102,6 @@ class LocalWorkers:
                     raise UnitFailed(unit.id, repr(error)) from error
                 bar.update()
                 yield unit, result
-
-
-def workers_of(student: Student | Workers) -> Workers:
-    """Workers for a phase: `student` itself when it is workers, else local ones on it."""
-    return LocalWorkers(student) if isinstance(student, Student) else student
 
 
 def pack_folder(folder: Path) -> dict[str, bytes]:

@@ -115,7 +115,7 @@ def warmup_key(
         "history": student.history,
         "levels": list(levels),
         "seed": seed,
-        "warmup": warmup.model_dump(),
+        "warmup": warmup.model_dump(exclude_none=True),
         "lora": lora.model_dump(include={"r", "alpha", "dropout", "target_modules"}),
     }
     return hashlib.sha1(json.dumps(shaping, sort_keys=True).encode()).hexdigest()[:12]
@@ -211,12 +211,7 @@ def _warm_up(
         "success": evaluate(base, eval_tasks, seed, warmup.max_steps, greedy),
     }
     examples = examples_from(pairs, history, warmup.patched_fraction, seed)
-    lora = LoraParameters(
-        **shape.model_dump(exclude={"learning_rate", "steps", "batch_size"}),
-        learning_rate=warmup.learning_rate,
-        steps=warmup.steps,
-        batch_size=warmup.batch_size,
-    )
+    lora = warmup.over(shape)
     scratch = folder.with_name(folder.name + ".adapter")
     trained = train_lora(base, examples, lora, scratch, progress=progress)
     merge_adapter(trained.student, folder)

@@ -13,71 +13,32 @@ for the same number of steps, so cells differ in what they train on, not in how 
 - `baseline_all_demo`: every labeled snapshot (the one cell that trains on more).
 
 A run is one cell at one seed (`<cell>_seed<seed>`); the seed sets the LoRA initialization, the
-data order and the draw. Each run is an independent unit of work (`train_adapter`): its adapter
-goes to `<run_id>/` and its entry to `training_summary.json` as soon as it finishes, and a rerun
-keeps every run whose adapter and entry match what it would train now.
+data order and the draw. Each run is an independent unit of work (`models.training_runs`): its
+adapter goes to `<run_id>/` and its entry to `training_summary.json` as soon as it finishes, and
+a rerun keeps every run whose adapter and entry match what it would train now.
 """
 
 from __future__ import annotations
 
-import hashlib
-import importlib.util
-import json
-import os
-import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
-import numpy as np
-
-from teachable.models.lora import train_lora
-from teachable.models.student import Student, publish_folder
-from teachable.models.supervision import sft_examples
-from teachable.models.workers import Workers, WorkUnit, pack_folder, unpack_folder, workers_of
-from teachable.parameters import LoraParameters, Phase2Parameters, StudentParameters
+from teachable.models.training_runs import (
+    MatrixRun,
+    draw,
+    is_finished,
+    run_key,
+    save_summary,
+    trained_entries,
+)
+from teachable.models.workers import Workers
+from teachable.parameters import LoraParameters, Phase2Parameters
 from teachable.records.labeled import LabeledSnapshot
 from teachable.records.layout import TrainingLayout
-from teachable.records.training_summary import Cell, RunEntry, TrainingSummary
-from teachable.vocabulary import QUADRANTS, Format
+from teachable.records.training_summary import RunEntry, TrainingSummary
+from teachable.vocabulary import QUADRANTS
 from teachable.world.splits import Split
-
-
-@dataclass(frozen=True)
-class MatrixRun:
-    """One training run: a cell (which snapshots, in which format) at one training seed. A run
-    with a `skip` reason is listed but not trained."""
-
-    cell: str
-    seed: int
-    quadrant: Cell
-    format: Format
-    rows: tuple[LabeledSnapshot, ...]
-    skip: str | None = None
-
-    @property
-    def id(self) -> str:
-        return f"{self.cell}_seed{self.seed}"
-
-    def entry(self, **outcome: object) -> RunEntry:
-        """The run's row of the training summary, with what its training gave (`outcome`)."""
-        return RunEntry(
-            id=self.id,
-            cell=self.cell,
-            seed=self.seed,
-            quadrant=self.quadrant,
-            format=self.format,
-            n_train=len(self.rows),
-            snapshots=[row.id for row in self.rows],
-            **outcome,
-        )
-
-
-def draw(rows: Sequence[LabeledSnapshot], n: int, seed: tuple[int, ...]) -> tuple:
-    """`n` of `rows`, a seeded draw that keeps their order."""
-    picked = np.random.default_rng(seed).choice(len(rows), n, replace=False)
-    return tuple(rows[i] for i in sorted(picked))
 
 
 def plan_matrix(
@@ -112,113 +73,6 @@ def plan_matrix(
     return runs
 
 
-def run_lora(run: MatrixRun, lora: LoraParameters) -> LoraParameters:
-    """The shared hyperparameters with the run's seed as the LoRA seed."""
-    return lora.model_copy(update={"seed": run.seed})
-
-
-def run_key(run: MatrixRun, lora: LoraParameters, student: StudentParameters) -> str:
-    """Everything that shapes a run's adapter, hashed: an entry with another key is retrained."""
-    shaping = {
-        "format": run.format,
-        "snapshots": [row.id for row in run.rows],
-        "lora": run_lora(run, lora).model_dump(mode="json"),
-        "student": student.model_dump(mode="json", exclude={"batch_size"}),
-    }
-    return hashlib.sha1(json.dumps(shaping, sort_keys=True).encode()).hexdigest()[:16]
-
-
-@dataclass(frozen=True)
-class Training:
-    """A unit of Phases 2 and 5: one run's adapter, trained with `lora` at the run's seed."""
-
-    run: MatrixRun
-    lora: LoraParameters
-
-
-@dataclass(frozen=True)
-class TrainedAdapter:
-    """What a training unit hands back: the adapter's files and how its training went."""
-
-    files: dict[str, bytes]
-    losses: list[float]
-    seconds: float
-    steps: int
-
-
-def train_adapter(student: Student, training: Training) -> TrainedAdapter:
-    """The work of a training unit: a fresh adapter on the run's snapshots in its format."""
-    run = training.run
-    examples = sft_examples(run.rows, run.format, student.params.history)
-    with tempfile.TemporaryDirectory() as folder:
-        result = train_lora(student, examples, run_lora(run, training.lora), Path(folder))
-        files = pack_folder(result.adapter_dir)
-    return TrainedAdapter(files, result.losses, result.seconds, result.steps)
-
-
-def trained_entries(
-    workers: Workers,
-    runs: Sequence[MatrixRun],
-    lora: LoraParameters,
-    out: Callable[[MatrixRun], TrainingLayout],
-    group: str,
-    desc: str,
-    progress: bool,
-) -> Iterator[RunEntry]:
-    """Train `runs` as units with `lora`; as each ends, publish its adapter into its folder of
-    `out(run)` and yield its entry (losses also go to Weights & Biases under `group`)."""
-    units = (WorkUnit(run.id, Training(run, lora)) for run in runs)
-    for unit, trained in workers.map(train_adapter, units, desc, len(runs), progress):
-        run = unit.payload.run
-        publish_folder(
-            out(run).adapter(run.id), partial(unpack_folder, trained.files), replace=True
-        )
-        log_to_wandb(run, trained.losses, lora, group)
-        yield run.entry(
-            status="trained",
-            adapter=run.id,
-            losses=[round(loss, 6) for loss in trained.losses],
-            seconds=round(trained.seconds, 2),
-            steps=trained.steps,
-            key=run_key(run, lora, workers.params),
-        )
-
-
-def log_to_wandb(run: MatrixRun, losses: list[float], lora: LoraParameters, group: str) -> None:
-    """Send the run's loss curve to Weights & Biases when `WANDB_PROJECT` is set and the
-    optional `wandb` package is installed; nothing depends on it."""
-    project = os.environ.get("WANDB_PROJECT")
-    if not project or importlib.util.find_spec("wandb") is None:
-        return
-    import wandb
-
-    config = {"format": run.format, "n_train": len(run.rows), **run_lora(run, lora).model_dump()}
-    tracked = wandb.init(project=project, group=group, name=run.id, config=config, reinit=True)
-    for step, loss in enumerate(losses):
-        tracked.log({"loss": loss}, step=step)
-    tracked.finish()
-
-
-def is_finished(entry: RunEntry | None, key: str, out: TrainingLayout) -> bool:
-    """Whether an earlier entry is this very run, with its adapter in place."""
-    return (
-        entry is not None
-        and entry.status == "trained"
-        and entry.key == key
-        and (out.adapter(entry.adapter) / "adapter_config.json").is_file()
-    )
-
-
-def save_summary(
-    out: TrainingLayout, lora: LoraParameters, split: Path, entries: Sequence[RunEntry]
-) -> None:
-    """Write the training summary of `out`: the runs, their hyperparameters and the split."""
-    summary = TrainingSummary(
-        lora=lora, split=os.path.relpath(split, out.folder), runs=list(entries)
-    )
-    summary.save(out.training_summary)
-
-
 @dataclass
 class MatrixReport:
     """What `train_matrix` did: the snapshots it trained on, one entry per run and how many it
@@ -234,7 +88,7 @@ def train_matrix(
     phase2: Phase2Parameters,
     lora: LoraParameters,
     seed: int,
-    student: Student | Workers,
+    workers: Workers,
     out: TrainingLayout,
     run_name: str,
     split: Path,
@@ -245,7 +99,6 @@ def train_matrix(
     `run_name` where Weights & Biases is set up. Every row must lie in the labeled part of the
     run's split, saved at `split`, which the training summary names."""
     Split.load(split).check_within("labeled", rows, "phase 2")
-    workers = workers_of(student)
     runs = plan_matrix(rows, phase2, seed)
     earlier = TrainingSummary.entries_in(out.training_summary)
     lora = phase2.over(lora)

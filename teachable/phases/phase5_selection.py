@@ -6,6 +6,9 @@ labeled, of tasks no other part holds, so the predictor (trained on the labeled 
 them. A pool row carries only what Phase 0 recorded (its state, the student's distribution, the
 expert's action); no label field is read.
 
+Each method is a `Selector` registered under its name (`models.selection`); the phase looks
+it up, lets it buy its labels and score the pool, and picks:
+
 - `random`: a seeded uniform draw, drawn anew for every training seed;
 - `entropy`: the K with the highest U, read from the student's distribution recorded at the
   snapshot (`phase1.U_method`); no rollout;
@@ -43,78 +46,66 @@ predictor > entropy, entropy > random on gain, and every method's retention drop
 
 from __future__ import annotations
 
-import hashlib
-import json
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict
 
+from teachable.measure.gains import outcome_cube, paired_gain
 from teachable.measure.intervals import number, wilson
 from teachable.measure.verdicts import judge
-from teachable.models.student import Student
+from teachable.models.conditions import stable_int, teacher_request
+from teachable.models.evaluation import evaluate_runs
+from teachable.models.labeling import in_groups, snapshot_uncertainty
+from teachable.models.selection import (
+    SELECTORS,
+    CandidateRollouts,
+    Pool,
+    Scores,
+    candidate_outcomes,
+    label_buyer,
+    labeling_key,
+    select,
+    selector,
+)
 from teachable.models.teachers import Teacher
-from teachable.models.workers import Workers, WorkUnit, workers_of
-from teachable.parameters import (
-    EvaluationParameters,
-    LoraParameters,
-    Phase1Parameters,
-    Phase3Parameters,
-    Phase5Parameters,
-    StudentParameters,
-)
-from teachable.phases.phase1_labels import (
-    RolloutCondition,
-    cpt_from_outcomes,
-    in_groups,
-    labeling_parameters,
-    outcomes,
-    phase0_snapshots,
-    rate,
-    rollout_plan,
-    run_conditions,
-    snapshot_uncertainty,
-    stable_int,
-    teacher_request,
-)
-from teachable.phases.phase2_matrix import (
+from teachable.models.training_runs import (
     MatrixRun,
     is_finished,
     run_key,
     save_summary,
     trained_entries,
 )
-from teachable.phases.phase3_evaluation import (
-    RETENTION_DROP_LIMIT,
-    Evaluation,
-    evaluate_runs,
-    outcome_cube,
-    paired_gain,
+from teachable.models.workers import Workers, WorkUnit
+from teachable.parameters import (
+    EvaluationParameters,
+    LoraParameters,
+    Phase1Parameters,
+    Phase3Parameters,
+    Phase5Parameters,
 )
-from teachable.phases.phase4_predictor import Predictor
 from teachable.records.estimate import Estimate
-from teachable.records.labeled import CPT, LabeledSnapshot, load_labeled
-from teachable.records.layout import MethodLayout, Phase4Layout, Phase5Layout, RunLayout
+from teachable.records.evaluation import RETENTION_DROP_LIMIT, Evaluation
+from teachable.records.labeled import LabeledSnapshot, load_labeled
+from teachable.records.layout import MethodLayout, Phase5Layout, RunLayout
+from teachable.records.selection import (
+    CandidateLabel,
+    LabelingCost,
+    MethodResult,
+    PickedLabels,
+    SelectionSummary,
+)
 from teachable.records.snapshot import Snapshot
-from teachable.records.store import append_jsonl, read_json, read_jsonl, write_json, write_jsonl
+from teachable.records.store import append_jsonl, read_jsonl, write_json, write_jsonl
 from teachable.records.training_summary import BASE, RunEntry, TrainingSummary
 from teachable.records.verdicts import Verdict, save_phase_verdicts
 from teachable.vocabulary import SelectionMethod
+from teachable.world.replay import phase0_snapshots
 from teachable.world.splits import Split
 
 ORDER = (("predictor", "entropy"), ("entropy", "random"))  # the plan's order on gain
-
-
-BUYS_LABELS: tuple[SelectionMethod, ...] = ("oracle", "learnability")  # rank by measured labels
-
-
-def learnability(p_student: float) -> float:
-    """p(1 - p): largest for states the student solves half of the time."""
-    return p_student * (1.0 - p_student)
 
 
 def candidate_draw(pool: Sequence[Snapshot], size: int | None, seed: int) -> list[Snapshot]:
@@ -127,115 +118,12 @@ def candidate_draw(pool: Sequence[Snapshot], size: int | None, seed: int) -> lis
     return [ordered[i] for i in sorted(draw.choice(len(ordered), size, replace=False))]
 
 
-class CandidateLabel(BaseModel):
-    """A label a method bought for one pool snapshot, the score it ranks by, and its cost:
-    the rollouts, teacher answers and seconds (its share of its group's) it took."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    id: str
-    key: str
-    score: float
-    cpt: CPT | None = None
-    p_student: float | None = None
-    rollouts: int
-    teacher_answers: int
-    seconds: float
-
-
-class LabelingCost(BaseModel):
-    """What a label-buying method's labels cost: over all its candidates (`rollouts`,
-    `teacher_answers`, `seconds`, whenever they were bought), and how many were bought now."""
-
-    candidates: int
-    bought_now: int
-    rollouts: int
-    teacher_answers: int
-    seconds: float
-
-
-def labeling_key(
-    phase1: Phase1Parameters, seed: int, student: StudentParameters, teacher: Teacher
-) -> str:
-    """Everything that shapes a bought label, hashed: a logged label with another key is
-    bought again."""
-    made_with = labeling_parameters(phase1, seed, student, teacher.params)
-    return hashlib.sha256(json.dumps(made_with, sort_keys=True).encode()).hexdigest()[:16]
-
-
-@dataclass(frozen=True)
-class CandidateRollouts:
-    """A unit of Phase 5's label buying: the rollouts of one group of candidates."""
-
-    conditions: tuple[RolloutCondition, ...]
-    phase1: Phase1Parameters
-    seed: int
-
-
-def candidate_outcomes(
-    student: Student, unit: CandidateRollouts
-) -> tuple[dict[tuple[str, str], np.ndarray], float]:
-    """The work of a label-buying unit: each (snapshot, condition)'s outcomes, from one batched
-    rollout run, and the seconds it took."""
-    started = time.perf_counter()
-    episodes = run_conditions(student, unit.conditions, unit.phase1, unit.seed)
-    results = {name: outcomes(runs) for name, runs in episodes.items()}
-    return results, time.perf_counter() - started
-
-
-def candidate_plans(
-    method: SelectionMethod,
-    group: Sequence[Snapshot],
-    phase1: Phase1Parameters,
-    teacher: Teacher,
-) -> list[list[RolloutCondition]]:
-    """Each candidate's rollout conditions: the CPT's (with the teacher's answers) for
-    `oracle`, the student on its own for `learnability`."""
-    if method == "oracle":
-        answers = teacher.advise([teacher_request(snapshot) for snapshot in group])
-        pairs = zip(group, answers, strict=True)
-        return [rollout_plan(snapshot, answer, phase1, False, True) for snapshot, answer in pairs]
-    if method == "learnability":
-        return [[RolloutCondition(snapshot, "base", phase1.n_rollouts)] for snapshot in group]
-    raise ValueError(f"{method!r} buys no label; the methods that do: {', '.join(BUYS_LABELS)}")
-
-
-def candidate_labels(
-    method: SelectionMethod,
-    plans: Sequence[Sequence[RolloutCondition]],
-    results: dict[tuple[str, str], np.ndarray],
-    seconds: float,
-    key: str,
-) -> list[CandidateLabel]:
-    """One group's labels from its outcomes: ELP_net for `oracle`, p(1 - p) of the base
-    success rate for `learnability`, each with its share of the group's cost."""
-    labels = []
-    for plan in plans:
-        snapshot = plan[0].snapshot
-        by_condition = {c.name: results[(snapshot.id, c.name)] for c in plan}
-        cost = {
-            "rollouts": sum(c.n for c in plan),
-            "teacher_answers": int(method == "oracle"),
-            "seconds": round(seconds / len(plans), 3),
-        }
-        if method == "oracle":
-            cpt = cpt_from_outcomes(by_condition)
-            labels.append(
-                CandidateLabel(id=snapshot.id, key=key, score=cpt.ELP_net, cpt=cpt, **cost)
-            )
-        else:
-            p = rate(by_condition["base"])
-            score = learnability(p)
-            labels.append(CandidateLabel(id=snapshot.id, key=key, score=score, p_student=p, **cost))
-    return labels
-
-
 def buy_labels(
     method: SelectionMethod,
     candidates: Sequence[Snapshot],
     phase1: Phase1Parameters,
     seed: int,
-    student: Student | Workers,
+    workers: Workers,
     teacher: Teacher,
     log: Path,
     progress: bool = False,
@@ -244,7 +132,7 @@ def buy_labels(
     parameters are kept, the rest measured `phase1.batch_snapshots` at a time (a unit each) and
     appended as each group completes; the log is rewritten with the candidates' labels alone at
     the end. Returns the labels by id and what they cost."""
-    workers = workers_of(student)
+    buyer = label_buyer(method)
     key = labeling_key(phase1, seed, workers.params, teacher)
     logged = {}
     for row in read_jsonl(log):
@@ -253,7 +141,7 @@ def buy_labels(
             logged[label.id] = label
     pending = [snapshot for snapshot in candidates if snapshot.id not in logged]
     groups = in_groups(pending, phase1.batch_snapshots)
-    plans = {group[0].id: candidate_plans(method, group, phase1, teacher) for group in groups}
+    plans = {group[0].id: buyer.plans(group, phase1, teacher) for group in groups}
     units = (
         WorkUnit(first, CandidateRollouts(tuple(c for p in plan for c in p), phase1, seed))
         for first, plan in plans.items()
@@ -262,7 +150,7 @@ def buy_labels(
     for unit, (results, seconds) in workers.map(
         candidate_outcomes, units, desc, len(groups), progress
     ):
-        for label in candidate_labels(method, plans[unit.id], results, seconds, key):
+        for label in buyer.labels(plans[unit.id], results, seconds, key):
             append_jsonl(log, label.model_dump(mode="json"))
             logged[label.id] = label
     labels = {snapshot.id: logged[snapshot.id] for snapshot in candidates}
@@ -277,45 +165,9 @@ def buy_labels(
     return labels, cost
 
 
-def entropy_scores(pool: Sequence[Snapshot], phase1: Phase1Parameters) -> dict[str, float]:
-    """U of each pool snapshot, from the student's distribution recorded there."""
-    return {row.id: snapshot_uncertainty(row, phase1.U_method) for row in pool}
-
-
-def predicted_scores(phase4: Phase4Layout, pool: Sequence[Snapshot]) -> dict[str, float]:
-    """The ELP_net the Phase 4 predictor predicts for each pool snapshot from its cheap
-    observables."""
-    predictions = Predictor.load(phase4.predictor_model).predict(pool)
-    return dict(zip(predictions["id"], predictions["ELP_net"].astype(float), strict=True))
-
-
-def select(
-    method: SelectionMethod,
-    rows: Sequence[Snapshot],
-    k: int,
-    scores: Mapping[str, float] | None = None,
-    seed: int | tuple[int, ...] = 0,
-) -> list[Snapshot]:
-    """The `k` rows a method picks: the k with the highest `scores` (a score per row id), best
-    first, ties broken by id; for `random` a seeded draw without replacement from the rows in id
-    order."""
-    if not 1 <= k <= len(rows):
-        raise ValueError(f"cannot select {k} of {len(rows)} snapshots")
-    ordered = sorted(rows, key=lambda row: row.id)
-    if method == "random":
-        drawn = np.random.default_rng(seed).choice(len(ordered), k, replace=False)
-        return [ordered[index] for index in drawn]
-    if scores is None:
-        raise ValueError(f"the {method} method needs its scores")
-    missing = [row.id for row in ordered if row.id not in scores]
-    if missing:
-        raise ValueError(f"the {method} method has no score for snapshot(s) {missing[:3]}")
-    return sorted(ordered, key=lambda row: -scores[row.id])[:k]
-
-
 def budget_k(phase5: Phase5Parameters, pool: int, candidates: int) -> int:
     """K: the budget, lowered to the pool, and to the candidates when a method buys labels."""
-    buying = any(method in BUYS_LABELS for method in phase5.methods)
+    buying = any(selector(method).buys_labels for method in phase5.methods)
     return min(phase5.budget, pool, candidates if buying else pool)
 
 
@@ -323,7 +175,7 @@ def plan_selections(
     phase5: Phase5Parameters,
     pool: Sequence[Snapshot],
     candidates: Sequence[Snapshot],
-    scores: Mapping[SelectionMethod, Mapping[str, float]],
+    scores: Mapping[SelectionMethod, Scores | None],
     seed: int,
 ) -> dict[SelectionMethod, list[list[Snapshot]]]:
     """Each method's picks per training seed (random draws from (run `seed`, training seed);
@@ -336,7 +188,7 @@ def plan_selections(
         method: [
             select(
                 method,
-                candidates if method in BUYS_LABELS else pool,
+                candidates if selector(method).buys_labels else pool,
                 k,
                 scores.get(method),
                 (seed, s),
@@ -444,58 +296,6 @@ def share_base_episodes(sources: Sequence[Path], log: Path) -> None:
         write_jsonl(log, rows)
 
 
-class PickedLabels(BaseModel):
-    """What a method picked, over its runs: mean U, the mean bought ELP_net and p(1 - p) over
-    the picks that were candidates (`n_measured` of them), and the share of its picks the
-    oracle also picked (None without the oracle)."""
-
-    mean_U: float | None
-    mean_ELP_net: float | None
-    mean_learnability: float | None
-    n_measured: int
-    oracle_overlap: float | None
-
-
-class MethodResult(BaseModel):
-    """One method: its runs (one per seed), its success on the held-out tasks (Wilson over
-    episodes), its gains over the base student and its retention drop (hierarchical bootstrap
-    over seeds, items and episodes)."""
-
-    runs: list[str]
-    seeds: list[int]
-    k: int
-    success: Estimate
-    gain: Estimate
-    snapshot_gain: Estimate
-    retention_drop: Estimate
-    per_seed_gain: dict[str, float | None]
-    picked: PickedLabels
-
-
-class SelectionSummary(BaseModel):
-    """`selection_summary.json`: K, the pool and the candidates, what the bought labels cost,
-    each method's result, the paired differences between methods (`first-second`, seed by
-    seed), and the verdicts."""
-
-    budget: int
-    k: int
-    k_reduced: bool
-    pool_size: int
-    candidates: int
-    labeling_cost: dict[str, LabelingCost]
-    format: str
-    lora: dict
-    seeds: list[int]
-    evaluation: dict
-    methods: dict[str, MethodResult]
-    differences: dict[str, Estimate]
-    verdicts: list[Verdict]
-
-    @classmethod
-    def load(cls, path: Path) -> SelectionSummary:
-        return cls.model_validate(read_json(path))
-
-
 @dataclass
 class SelectionReport:
     """What `run_selection` did: each method's runs, entries and evaluation, and the summary."""
@@ -528,7 +328,8 @@ def buy_all_labels(
     """The candidates and the labels each label-buying method of `phase5.methods` buys."""
     candidates = candidate_draw(pool, phase5.candidates, seed)
     labels, costs = {}, {}
-    for method in (m for m in BUYS_LABELS if m in phase5.methods):
+    buyers = [name for name in SELECTORS if name in phase5.methods and selector(name).buys_labels]
+    for method in buyers:
         log = out.phase5.method(method).candidate_labels
         labels[method], costs[method] = buy_labels(
             method, candidates, phase1, seed, workers, teacher, log, progress
@@ -544,7 +345,7 @@ def run_selection(
     lora: LoraParameters,
     levels: Sequence[str],
     seed: int,
-    student: Student | Workers,
+    workers: Workers,
     teacher: Teacher,
     run: RunLayout,
     progress: bool = True,
@@ -559,16 +360,12 @@ def run_selection(
     out = run.phase5
     split = Split.load(run.split)
     pool = split.rows("pool", phase0_snapshots(split.sources, run.phase0))
-    workers = workers_of(student)
     bought = buy_all_labels(phase5, phase1, pool, seed, workers, teacher, run, progress)
-    scores: dict[SelectionMethod, Mapping[str, float]] = {
-        method: {i: label.score for i, label in labels.items()}
-        for method, labels in bought.labels.items()
+    ranked = Pool(pool, phase1.U_method, run.phase4.predictor_model)
+    scores = {
+        method: selector(method).scores(ranked, bought.labels.get(method, {}))
+        for method in phase5.methods
     }
-    if "entropy" in phase5.methods:
-        scores["entropy"] = entropy_scores(pool, phase1)
-    if "predictor" in phase5.methods:
-        scores["predictor"] = predicted_scores(run.phase4, pool)
     picks = plan_selections(phase5, pool, bought.candidates, scores, seed)
     runs = training_runs(phase5, picks, supervised(picks, teacher, phase1))
     test = load_labeled(run.phase1, "test")

@@ -23,7 +23,8 @@ from teachable.parameters import ExecutionParameters, StudentParameters
 
 
 class StudentActor:
-    """A Ray worker: loads the student once, then runs units on it."""
+    """A Ray worker: loads the student once, then runs units on it with `threads` torch
+    threads (`execution.torch_threads`, as the local backend does)."""
 
     def __init__(self, params: StudentParameters, threads: int) -> None:
         import torch
@@ -83,8 +84,9 @@ class RayWorkers:
                 max_restarts=execution.max_retries,
                 max_task_retries=execution.max_retries,
             )
-            threads = max(1, int(execution.num_cpus_per_worker))
-            self._actors = [actor.remote(self.params, threads) for _ in range(count)]
+            self._actors = [
+                actor.remote(self.params, execution.torch_threads) for _ in range(count)
+            ]
         return self._actors
 
     def pids(self) -> list[int]:
@@ -151,4 +153,4 @@ def start_workers(execution: ExecutionParameters, student: StudentParameters) ->
     here, now; Ray's load it in each actor at the first unit)."""
     if execution.backend == "ray":
         return RayWorkers(execution, student)
-    return LocalWorkers(Student.load(student))
+    return LocalWorkers(Student.load(student), execution.torch_threads)

@@ -2,13 +2,14 @@
 
 Phase 2 writes one for the matrix, Phase 5 one per selection method; Phase 3 and Phase 5 read
 them to know which adapters to evaluate. Each run is one `RunEntry`; the summary adds the LoRA
-hyperparameters every run shares and the split file the runs were trained on.
+hyperparameters every run shares and the split file the runs were trained on. `Steps` and
+`LearningRate` validate every training dose, here and in the parameter sections that override it.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -19,6 +20,10 @@ BASE = "base"  # the untrained student's name among the evaluated models
 
 # a quadrant, the train set a baseline draws on, or the method a Phase 5 run was selected by
 Cell = Quadrant | Literal["all", "random"] | SelectionMethod
+
+# every count of optimizer steps and every learning rate a parameter file sets is one of these
+Steps = Annotated[int, Field(ge=1)]
+LearningRate = Annotated[float, Field(gt=0)]
 
 
 class LoraHyperparameters(BaseModel):
@@ -34,8 +39,8 @@ class LoraHyperparameters(BaseModel):
         default_factory=lambda: ["q_proj", "v_proj"],
         description="names of the modules that get LoRA weights",
     )
-    learning_rate: float = Field(5e-4, gt=0, description="AdamW learning rate")
-    steps: int = Field(60, ge=1, description="optimizer steps per training run")
+    learning_rate: LearningRate = Field(5e-4, description="AdamW learning rate")
+    steps: Steps = Field(60, description="optimizer steps per training run")
     batch_size: int = Field(8, ge=1, description="examples per micro-batch")
     gradient_accumulation_steps: int = Field(
         1, ge=1, description="micro-batches accumulated per optimizer step"

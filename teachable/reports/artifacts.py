@@ -16,18 +16,14 @@ from typing import Literal
 import altair as alt
 import pandas as pd
 
-from teachable.phases.phase1_labels import load_reliability
-from teachable.phases.phase1b_cpt_validation import (
-    CPTGate,
-    MicroResult,
-    result_frame,
-)
-from teachable.phases.phase3_evaluation import frontier
-from teachable.phases.phase4_predictor import PredictorResult
-from teachable.phases.phase5_selection import SelectionSummary
+from teachable.measure.frontier import frontier
+from teachable.records.cpt_validation import CPTGate, MicroResult, result_frame
 from teachable.records.labeled import label_frame, load_labeled
 from teachable.records.layout import RunLayout
+from teachable.records.predictor import PredictorResult
 from teachable.records.quadrants import load_thresholds
+from teachable.records.reliability import load_reliability
+from teachable.records.selection import SelectionSummary
 from teachable.records.store import read_json, write_json
 from teachable.records.verdicts import OUTCOMES, Verdicts
 from teachable.reports.charts import save_chart

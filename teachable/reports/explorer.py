@@ -14,6 +14,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from IPython.display import Image, Markdown
 
+from teachable.models.supervision import teacher_texts
 from teachable.records.labeled import LabeledSnapshot
 from teachable.reports.charts import chart_png
 from teachable.reports.phase0 import distribution_chart
@@ -76,9 +77,7 @@ def snapshot_text(row: LabeledSnapshot) -> str:
         lines += [
             f"teacher ({answer.backend}{f', {answer.model}' if answer.model else ''}) "
             f"suggests **{answer.suggested_action}**{flag}",
-            f"- diagnosis: {answer.diagnosis}\n"
-            f"- hint: {answer.hint}\n"
-            f"- contrast: {answer.contrast}",
+            "\n".join(f"- {field}: {text}" for field, text in teacher_texts(answer).items()),
         ]
     return "\n\n".join(lines)
 

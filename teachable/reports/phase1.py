@@ -22,11 +22,11 @@ from teachable.measure.intervals import (
     hierarchical_bootstrap,
     wilson,
 )
-from teachable.phases.phase1_labels import RELIABLE_LABELS
 from teachable.records.estimate import Estimate
 from teachable.records.labeled import LabeledSnapshot, label_frame
 from teachable.records.layout import Phase1Layout
 from teachable.records.quadrants import Thresholds, quadrant_counts, quantile_table, with_quadrants
+from teachable.records.reliability import RELIABLE_LABELS
 from teachable.records.store import read_json, write_json
 from teachable.reports.charts import save_chart
 from teachable.vocabulary import FORMATS, QUADRANTS, Quadrant

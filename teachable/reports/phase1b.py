@@ -10,7 +10,7 @@ import html
 import altair as alt
 import pandas as pd
 
-from teachable.phases.phase1b_cpt_validation import COMPARATORS, SPEARMAN_TARGET, CPTGate
+from teachable.records.cpt_validation import COMPARATORS, SPEARMAN_TARGET, CPTGate
 from teachable.reports.phase1 import QUADRANT_COLOURS
 from teachable.vocabulary import QUADRANTS
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import altair as alt
 import pandas as pd
 
-from teachable.phases.phase3_evaluation import RETENTION_DROP_LIMIT
+from teachable.records.evaluation import RETENTION_DROP_LIMIT
 from teachable.vocabulary import FORMATS, QUADRANTS
 
 

@@ -9,14 +9,14 @@ import altair as alt
 import pandas as pd
 from sklearn.metrics import confusion_matrix
 
-from teachable.phases.phase4_predictor import (
+from teachable.records.estimate import Estimate
+from teachable.records.predictor import (
     GAIN,
     RANKERS,
     REGRESSION_TARGETS,
     PredictorResult,
     ndcg_criterion,
 )
-from teachable.records.estimate import Estimate
 from teachable.vocabulary import QUADRANTS
 
 METRIC_NAMES = {

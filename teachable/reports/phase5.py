@@ -7,7 +7,7 @@ from __future__ import annotations
 import altair as alt
 import pandas as pd
 
-from teachable.phases.phase5_selection import SelectionSummary
+from teachable.records.selection import SelectionSummary
 from teachable.vocabulary import SELECTION_METHODS
 
 COLUMNS = [

@@ -17,12 +17,12 @@ import numpy as np
 import pandas as pd
 from IPython.display import Image
 
-from teachable.parameters import Phase1Parameters
-from teachable.phases.phase1_labels import (
+from teachable.models.quadrant_placement import (
     QuadrantAssignment,
     automatic_thresholds,
     place_in_quadrants,
 )
+from teachable.parameters import Phase1Parameters
 from teachable.records.labeled import LabeledSnapshot, label_frame
 from teachable.records.layout import Phase1Layout
 from teachable.records.quadrants import Thresholds, quadrant_counts, with_quadrants

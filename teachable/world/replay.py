@@ -2,13 +2,16 @@
 
 The record modules read and validate snapshot files; loading through here also replays every
 env state in the BabyAI world, so a row that no longer restores is rejected with its id.
+`phase0_snapshots` reads a run's Phase 0 snapshot files this way.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
-from teachable.records.labeled import LabeledSnapshot, load_rows
+from teachable.records.labeled import LabeledSnapshot, _check_distinct, load_rows
+from teachable.records.layout import Phase0Layout
 from teachable.records.snapshot import Snapshot, SnapshotError, load_snapshots
 from teachable.world.text_world import TextWorld
 
@@ -41,3 +44,15 @@ def load_replayed_rows(path: Path) -> list[LabeledSnapshot]:
     for row in rows:
         check_replay(row, path)
     return rows
+
+
+def phase0_snapshots(sources: Sequence[str], phase0: Phase0Layout) -> list[Snapshot]:
+    """The Phase 0 snapshots of the named experiments, in file order, each replayed."""
+    snapshots = []
+    for source in sources:
+        path = phase0.snapshots(source)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is missing: run phase 0 first")
+        snapshots += load_replayed_snapshots(path)
+    _check_distinct(snapshots, phase0.folder)
+    return snapshots

@@ -1,0 +1,215 @@
+"""Gains: what training did to success, as paired differences over the episodes models played on
+shared random streams, and the evaluation tables made of them (overall, per quadrant, retention,
+the Q1 against Q2 comparison), each figure with its interval and n.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from teachable.measure.intervals import hierarchical_bootstrap, number, wilson
+from teachable.measure.verdicts import outcome
+from teachable.records.estimate import Estimate
+from teachable.records.evaluation import MODES, RETENTION_DROP_LIMIT, PlayMode, Unit
+from teachable.records.training_summary import BASE
+from teachable.vocabulary import QUADRANTS
+
+COMPARED_QUADRANTS = ("Q1_highU_highL", "Q2_highU_lowL")  # the plan expects Q1 to gain most
+
+
+def of_suite(episodes: pd.DataFrame, suite: str, mode: PlayMode) -> pd.DataFrame:
+    """The episodes of one suite in one play mode."""
+    return episodes[(episodes["suite"] == suite) & (episodes["mode"] == mode)]
+
+
+def outcome_cube(
+    episodes: pd.DataFrame, models: Sequence[str], suite: str, mode: PlayMode = "sampled"
+) -> np.ndarray:
+    """Success (1.0 or 0.0) of each model on each episode of a suite, shaped (models, items,
+    episodes): items in sorted key order over every model's episodes in `episodes`, so cubes of
+    different models line up; NaN where a model did not play."""
+    played = of_suite(episodes, suite, mode)
+    keys = sorted(set(played["key"]))
+    n_episodes = int(played["episode"].max()) + 1 if len(played) else 0
+    cube = np.full((len(models), len(keys), n_episodes), np.nan)
+    items = played["key"].map({key: i for i, key in enumerate(keys)}).to_numpy(dtype=int)
+    index = played["episode"].to_numpy(dtype=int)
+    success = played["success"].to_numpy(dtype=float)
+    for m, model in enumerate(models):
+        mine = (played["model"] == model).to_numpy()
+        cube[m, items[mine], index[mine]] = success[mine]
+    return cube
+
+
+def paired_gain(
+    episodes: pd.DataFrame,
+    models: Sequence[str],
+    reference: Sequence[str],
+    suite: str,
+    resamples: int,
+    seed: int,
+    mode: PlayMode = "sampled",
+) -> Estimate:
+    """Mean success of `models` minus `reference` on a suite, paired episode by episode, with
+    a hierarchical bootstrap interval (seeds, items, episodes). Either side may be one model
+    (the base, set against every run of the other side); else both hold as many, paired in order
+    (seed by seed)."""
+    if len(models) != len(reference) and 1 not in (len(models), len(reference)):
+        raise ValueError(
+            f"{len(models)} models against {len(reference)} references: pair one by one or "
+            "against a single reference"
+        )
+    differences = outcome_cube(episodes, models, suite, mode) - outcome_cube(
+        episodes, reference, suite, mode
+    )
+    return hierarchical_bootstrap(differences, resamples, seed)
+
+
+def success_rate(
+    episodes: pd.DataFrame, models: Sequence[str], suite: str, mode: PlayMode
+) -> Estimate:
+    """Success over every episode the models played on a suite, with its Wilson interval."""
+    played = of_suite(episodes, suite, mode)
+    played = played[played["model"].isin(models)]
+    return wilson(int(played["success"].sum()), len(played))
+
+
+def n_items(episodes: pd.DataFrame, suite: str, mode: PlayMode) -> int:
+    """How many items of a suite were played."""
+    return int(of_suite(episodes, suite, mode)["key"].nunique())
+
+
+def estimate_columns(name: str, estimate: Estimate) -> dict:
+    """An estimate as table columns: `name`, `name_low`, `name_high` and `name_n`."""
+    return {
+        name: estimate.value,
+        f"{name}_low": estimate.low,
+        f"{name}_high": estimate.high,
+        f"{name}_n": estimate.n,
+    }
+
+
+def estimate_in(row: Mapping, name: str) -> Estimate:
+    """The estimate `estimate_columns` wrote into a table row."""
+    return Estimate(
+        value=number(row[name]),
+        low=number(row[f"{name}_low"]),
+        high=number(row[f"{name}_high"]),
+        n=int(row[f"{name}_n"]),
+        method="hierarchical bootstrap (seeds, items, episodes)",
+    )
+
+
+def in_mode(mode: PlayMode, columns: Mapping) -> dict:
+    """A play mode's columns: the sampled ones as they are, the greedy ones as `greedy_...`."""
+    prefix = "" if mode == "sampled" else f"{mode}_"
+    return {prefix + name: value for name, value in columns.items()}
+
+
+def modes_of(episodes: pd.DataFrame) -> list[PlayMode]:
+    """The play modes the episodes hold, sampled first."""
+    return [mode for mode in MODES if (episodes["mode"] == mode).any()]
+
+
+def suite_figures(
+    episodes: pd.DataFrame, unit: Unit, suite: str, resamples: int, seed: int
+) -> dict:
+    """A unit's items, success (Wilson) and paired gain over the base on a suite, per mode."""
+    columns = {}
+    for mode in modes_of(episodes):
+        figures = {
+            "n_items": n_items(episodes, suite, mode),
+            **estimate_columns("success", success_rate(episodes, unit.runs, suite, mode)),
+            **estimate_columns(
+                "gain", paired_gain(episodes, unit.runs, [BASE], suite, resamples, seed, mode)
+            ),
+        }
+        columns |= in_mode(mode, figures)
+    return columns
+
+
+def overall_table(
+    episodes: pd.DataFrame, units: Sequence[Unit], resamples: int, seed: int
+) -> pd.DataFrame:
+    """Success on the held-out tasks and the gain over the base, per run and per cell; skipped
+    runs and cells keep their row, without numbers."""
+    return pd.DataFrame(
+        [
+            unit.columns()
+            | (suite_figures(episodes, unit, "tasks", resamples, seed) if unit.runs else {})
+            for unit in units
+        ]
+    )
+
+
+def per_quadrant_table(
+    episodes: pd.DataFrame, units: Sequence[Unit], resamples: int, seed: int
+) -> pd.DataFrame:
+    """Success from each quadrant's test snapshots and the gain over the base there, per
+    evaluated run and cell; every quadrant has a row (no figures where it has no snapshot)."""
+    rows = []
+    for unit in units:
+        if not unit.runs:
+            continue
+        for quadrant in QUADRANTS:
+            chosen = episodes[episodes["quadrant"] == quadrant]
+            figures = suite_figures(chosen, unit, "snapshots", resamples, seed)
+            rows.append(unit.columns() | {"eval_quadrant": quadrant} | figures)
+    return pd.DataFrame(rows)
+
+
+def quadrant_comparison(
+    episodes: pd.DataFrame, units: Sequence[Unit], resamples: int, seed: int
+) -> Estimate:
+    """How much more success on the held-out tasks the runs trained on Q1 have than those
+    trained on Q2, paired by format and seed (the base cancels out of the two gains)."""
+    first, second = COMPARED_QUADRANTS
+    runs = {(u.quadrant, u.format, u.seed): u.name for u in units if u.kind == "run" and u.runs}
+    pairs = sorted((f, s) for (q, f, s) in runs if q == first and (second, f, s) in runs)
+    return paired_gain(
+        episodes,
+        [runs[(first, *pair)] for pair in pairs],
+        [runs[(second, *pair)] for pair in pairs],
+        "tasks",
+        resamples,
+        seed,
+    )
+
+
+def retention_table(
+    episodes: pd.DataFrame,
+    units: Sequence[Unit],
+    training_levels: Sequence[str],
+    resamples: int,
+    seed: int,
+) -> pd.DataFrame:
+    """Success before (the base) and after (each evaluated run and cell) on the fixed retention
+    set, per level and over all, and the paired drop before - after with its interval: negative
+    when the run got better. `drop_within_limit` is the three-way outcome of drop < 10 points."""
+    retention = episodes[episodes["suite"] == "retention"]
+    levels = list(dict.fromkeys(retention["level"]))
+    rows = []
+    for unit in units:
+        if unit.kind == "base" or not unit.runs:
+            continue
+        for level in [*levels, "all"]:
+            chosen = retention if level == "all" else retention[retention["level"] == level]
+            row = unit.columns() | {
+                "level": level,
+                "training_level": None if level == "all" else level in training_levels,
+            }
+            for mode in modes_of(episodes):
+                drop = paired_gain(chosen, [BASE], unit.runs, "retention", resamples, seed, mode)
+                figures = {
+                    "n_items": n_items(chosen, "retention", mode),
+                    **estimate_columns("before", success_rate(chosen, [BASE], "retention", mode)),
+                    **estimate_columns("after", success_rate(chosen, unit.runs, "retention", mode)),
+                    **estimate_columns("drop", drop),
+                    "drop_within_limit": outcome(drop, "<", RETENTION_DROP_LIMIT),
+                }
+                row |= in_mode(mode, figures)
+            rows.append(row)
+    return pd.DataFrame(rows)

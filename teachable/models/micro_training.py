@@ -1,0 +1,159 @@
+"""Micro-training: one fresh LoRA adapter trained for a few steps on a single snapshot's own
+supervision, and what it changes there: the student's success on the snapshot's validation
+streams (the same seeded streams before and after) and the log-probability of the expert's
+action at its unpatched prompt. Phase 1B's units of work and the key of their results."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from scipy.special import log_softmax
+
+from teachable.models.conditions import RolloutCondition
+from teachable.models.lora import TrainResult, train_lora
+from teachable.models.rollouts import prompt_for, run_episodes, success_rate
+from teachable.models.student import Student
+from teachable.models.supervision import sft_example
+from teachable.parameters import LoraParameters, Phase1BParameters, StudentParameters
+from teachable.records.cpt_validation import MicroResult
+from teachable.records.labeled import LabeledSnapshot
+from teachable.vocabulary import ACTIONS, Format
+from teachable.world.text_world import TextWorld
+
+CONDITION = "validation"  # the rollouts' stream family, the same before and after training
+
+
+MEASURED = (
+    "success before and after on the validation streams; log pi(a*) before and after at the "
+    "unpatched snapshot prompt"
+)  # what a result holds: results measured otherwise are made again
+
+
+def trained_format(row: LabeledSnapshot, phase1b: Phase1BParameters) -> Format:
+    """The snapshot's best format over the placebo, unless the parameters fix one."""
+    chosen = phase1b.format
+    return row.cpt.route_net if chosen == "route_net" else chosen
+
+
+def result_key(
+    row: LabeledSnapshot,
+    phase1b: Phase1BParameters,
+    lora: LoraParameters,
+    seed: int,
+    student: StudentParameters,
+) -> str:
+    """Everything that shapes a snapshot's result, hashed: a result with another key is
+    stale and is made again."""
+    example = sft_example(row, trained_format(row, phase1b), student.history)
+    shaping = {
+        "seed": seed,
+        "student": student.model_dump(mode="json", exclude={"batch_size"}),
+        "lora": phase1b.over(lora).model_dump(mode="json"),
+        "rollouts": phase1b.model_dump(
+            include={"n_validation_rollouts", "max_steps", "temperature"}
+        ),
+        "prompt": [example.prompt.observation, example.prompt.patch, example.target],
+        "measured": MEASURED,
+    }
+    return hashlib.sha1(json.dumps(shaping, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def validation_success(
+    student: Student, rows: Sequence[LabeledSnapshot], phase1b: Phase1BParameters, seed: int
+) -> dict[str, float]:
+    """Success rate of the student from each snapshot, every rollout in one batched call."""
+    conditions = [RolloutCondition(row, CONDITION, phase1b.n_validation_rollouts) for row in rows]
+    specs = [spec for condition in conditions for spec in condition.specs(seed, CONDITION)]
+    episodes = run_episodes(
+        student, specs, phase1b.max_steps, phase1b.temperature, student.params.history
+    )
+    n = phase1b.n_validation_rollouts
+    return {
+        row.id: round(success_rate(episodes[index * n : (index + 1) * n]), 6)
+        for index, row in enumerate(rows)
+    }
+
+
+def expert_logprobs(
+    student: Student, rows: Sequence[LabeledSnapshot], history: int
+) -> dict[str, float]:
+    """log pi(a*) per snapshot: the log-probability of the expert action under the student's
+    policy (temperature 1, over the six actions) at the snapshot's unpatched prompt, as the
+    student acts there; one batched scoring call."""
+    prompts = [prompt_for(TextWorld.restore(row.state), history) for row in rows]
+    policy = log_softmax(student.action_logprobs(prompts), axis=1)
+    return {
+        row.id: round(float(policy[index, ACTIONS.index(row.expert_action)]), 6)
+        for index, row in enumerate(rows)
+    }
+
+
+def micro_adapter(
+    student: Student, row: LabeledSnapshot, phase1b: Phase1BParameters, lora: LoraParameters
+) -> TrainResult:
+    """A fresh adapter trained on the snapshot's own supervision alone (kept in memory)."""
+    example = sft_example(row, trained_format(row, phase1b), student.params.history)
+    return train_lora(student, [example], phase1b.over(lora))
+
+
+@dataclass(frozen=True)
+class MicroTraining:
+    """A unit of Phase 1B: one snapshot's micro-training, with the student's success there
+    before it (measured with the whole panel's rollouts)."""
+
+    row: LabeledSnapshot
+    before: float
+    phase1b: Phase1BParameters
+    lora: LoraParameters
+    seed: int
+    key: str
+
+
+@dataclass(frozen=True)
+class PanelBefore:
+    """A unit of Phase 1B: the student's success from each panel snapshot, before training."""
+
+    rows: tuple[LabeledSnapshot, ...]
+    phase1b: Phase1BParameters
+    seed: int
+
+
+def success_before(student: Student, unit: PanelBefore) -> dict[str, float]:
+    """The work of the `before` unit: every panel rollout in one batched call."""
+    return validation_success(student, unit.rows, unit.phase1b, unit.seed)
+
+
+def micro_train(student: Student, unit: MicroTraining) -> MicroResult:
+    """The work of a micro-training unit: train a fresh adapter on the snapshot's supervision,
+    then replay its rollouts, and score the expert action at the snapshot with and without the
+    adapter (each alone, so a resumed panel scores it the same way)."""
+    row, before, phase1b, lora, seed = unit.row, unit.before, unit.phase1b, unit.lora, unit.seed
+    history = student.params.history
+    logp_before = expert_logprobs(student, [row], history)[row.id]
+    trained = micro_adapter(student, row, phase1b, lora)
+    after = validation_success(trained.student, [row], phase1b, seed)[row.id]
+    logp_after = expert_logprobs(trained.student, [row], history)[row.id]
+    return MicroResult(
+        id=row.id,
+        quadrant=row.quadrant,
+        level=row.level,
+        ELP_net=row.cpt.ELP_net,
+        route_net=row.cpt.route_net,
+        U=row.U,
+        L_local=row.L,
+        format=trained_format(row, phase1b),
+        target=row.expert_action,
+        before=before,
+        after=after,
+        delta=round(after - before, 6),
+        logp_before=logp_before,
+        logp_after=logp_after,
+        delta_logp=round(logp_after - logp_before, 6),
+        n_rollouts=phase1b.n_validation_rollouts,
+        losses=[round(loss, 6) for loss in trained.losses],
+        seconds=round(trained.seconds, 2),
+        key=unit.key,
+    )
