@@ -190,20 +190,10 @@ def labeling_measurements(
 
 def labeled_rows(measurement: Measurement, measured: Sequence[Measured]) -> list[LabeledSnapshot]:
     """Every label of a labeling unit's snapshots: U, and the leverage and CPT it measured."""
-    phase1 = measurement.phase1
     return [
-        LabeledSnapshot.of(snapshot).model_copy(
-            update={
-                "U": snapshot_uncertainty(snapshot, phase1.U_method),
-                "U_method": phase1.U_method,
-                "leverage": result.leverage,
-                "cpt": result.cpt,
-                "teacher": answer,
-                "quadrant": None,
-            }
-        )
-        for snapshot, answer, result in zip(
-            measurement.snapshots, measurement.answers, measured, strict=True
+        row.model_copy(update={"cpt": result.cpt, "teacher": answer, "quadrant": None})
+        for row, answer, result in zip(
+            leverage_rows(measurement, measured), measurement.answers, measured, strict=True
         )
     ]
 
