@@ -5,15 +5,16 @@ the Q1 against Q2 comparison), each figure with its interval and n.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
-from teachable.measure.intervals import hierarchical_bootstrap, number, wilson
+from teachable.measure.intervals import hierarchical_bootstrap, negated, number, wilson
 from teachable.measure.verdicts import outcome
 from teachable.records.estimate import Estimate
-from teachable.records.evaluation import MODES, RETENTION_DROP_LIMIT, PlayMode, Unit
+from teachable.records.evaluation import MODES, RETENTION_DROP_LIMIT, Evaluation, PlayMode, Unit
+from teachable.records.selection import MethodResult, PickedLabels
 from teachable.records.training_summary import BASE
 from teachable.vocabulary import QUADRANTS
 
@@ -213,3 +214,41 @@ def retention_table(
                 row |= in_mode(mode, figures)
             rows.append(row)
     return pd.DataFrame(rows)
+
+
+def pooled_episodes(evaluations: Iterable[Evaluation]) -> pd.DataFrame:
+    """The episodes of several evaluations in one frame, the base student's (shared by all)
+    once."""
+    frames = [evaluation.episodes for evaluation in evaluations]
+    episodes = pd.concat(frames, ignore_index=True)
+    base = episodes["model"] == BASE
+    first_base = episodes[base].drop_duplicates(subset=[c for c in episodes if c != "actions"])
+    return pd.concat([first_base, episodes[~base]], ignore_index=True)
+
+
+def method_result(
+    episodes: pd.DataFrame,
+    ids: Sequence[str],
+    seeds: Sequence[int],
+    k: int,
+    picked: PickedLabels,
+    resamples: int,
+    seed: int,
+) -> MethodResult:
+    """One selection method's success, gains and retention drop over its runs `ids`, trained
+    at `seeds`, against the base student."""
+    tasks = outcome_cube(episodes, ids, "tasks")
+    played = tasks[~np.isnan(tasks)]
+    base = np.nanmean(outcome_cube(episodes, [BASE], "tasks"))
+    per_seed = {run_id: number(np.nanmean(tasks[i]) - base) for i, run_id in enumerate(ids)}
+    return MethodResult(
+        runs=list(ids),
+        seeds=list(seeds),
+        k=k,
+        success=wilson(int(played.sum()), len(played)),
+        gain=paired_gain(episodes, ids, [BASE], "tasks", resamples, seed),
+        snapshot_gain=paired_gain(episodes, ids, [BASE], "snapshots", resamples, seed),
+        retention_drop=negated(paired_gain(episodes, ids, [BASE], "retention", resamples, seed)),
+        per_seed_gain=per_seed,
+        picked=picked,
+    )

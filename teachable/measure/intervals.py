@@ -242,3 +242,9 @@ def bootstrap_clusters(
         update |= {"low": None, "high": None}
     estimates = bootstrap_rows(len(groups), of_clusters, resamples, seed, confidence)
     return {name: estimate.model_copy(update=update) for name, estimate in estimates.items()}
+
+
+def negated(estimate: Estimate) -> Estimate:
+    """-x with its interval turned round: a drop from a gain."""
+    flip = {"value": estimate.value, "low": estimate.high, "high": estimate.low}
+    return estimate.model_copy(update={name: None if v is None else -v for name, v in flip.items()})

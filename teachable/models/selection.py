@@ -21,6 +21,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from teachable.measure.intervals import number
 from teachable.measure.labels import cpt_from_outcomes, rate
 from teachable.models.conditions import (
     RolloutCondition,
@@ -33,8 +34,9 @@ from teachable.models.labeling import labeling_parameters, snapshot_uncertainty
 from teachable.models.predictor import Predictor
 from teachable.models.student import Student
 from teachable.models.teachers import Teacher
+from teachable.models.training_runs import MatrixRun
 from teachable.parameters import Phase1Parameters, StudentParameters
-from teachable.records.selection import CandidateLabel
+from teachable.records.selection import CandidateLabel, PickedLabels
 from teachable.records.snapshot import Snapshot
 from teachable.vocabulary import SelectionMethod, UMethod
 
@@ -274,3 +276,27 @@ def candidate_outcomes(
     episodes = run_conditions(student, unit.conditions, unit.phase1, unit.seed)
     results = {name: outcomes(runs) for name, runs in episodes.items()}
     return results, time.perf_counter() - started
+
+
+def mean_of(values: Sequence[float]) -> float | None:
+    return number(np.mean(values)) if len(values) else None
+
+
+def picked_labels(
+    runs: Sequence[MatrixRun],
+    labels: Mapping[SelectionMethod, Mapping[str, CandidateLabel]],
+    oracle_ids: set[str] | None,
+) -> PickedLabels:
+    """What a method's runs picked, averaged over the runs; the bought labels where known."""
+    rows = [row for run in runs for row in run.rows]
+    oracle = labels.get("oracle", {})
+    learn = labels.get("learnability", {})
+    return PickedLabels(
+        mean_U=mean_of([row.U for row in rows]),
+        mean_ELP_net=mean_of([oracle[row.id].score for row in rows if row.id in oracle]),
+        mean_learnability=mean_of([learn[row.id].score for row in rows if row.id in learn]),
+        n_measured=sum(row.id in oracle or row.id in learn for row in rows),
+        oracle_overlap=None
+        if oracle_ids is None
+        else number(np.mean([row.id in oracle_ids for row in rows])),
+    )

@@ -51,10 +51,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
-from teachable.measure.gains import outcome_cube, paired_gain
-from teachable.measure.intervals import number, wilson
+from teachable.measure.gains import method_result, paired_gain, pooled_episodes
 from teachable.measure.verdicts import judge
 from teachable.models.conditions import stable_int, teacher_request
 from teachable.models.evaluation import evaluate_runs
@@ -67,6 +65,7 @@ from teachable.models.selection import (
     candidate_outcomes,
     label_buyer,
     labeling_key,
+    picked_labels,
     select,
     selector,
 )
@@ -94,7 +93,6 @@ from teachable.records.selection import (
     CandidateLabel,
     LabelingCost,
     MethodResult,
-    PickedLabels,
     SelectionSummary,
 )
 from teachable.records.snapshot import Snapshot
@@ -395,70 +393,6 @@ def run_selection(
     return SelectionReport(runs, entries, evaluations, summary)
 
 
-def all_episodes(evaluations: dict[SelectionMethod, Evaluation]) -> pd.DataFrame:
-    """Every method's episodes in one frame, the base student's (shared by all) once."""
-    frames = [evaluation.episodes for evaluation in evaluations.values()]
-    episodes = pd.concat(frames, ignore_index=True)
-    base = episodes["model"] == BASE
-    first_base = episodes[base].drop_duplicates(subset=[c for c in episodes if c != "actions"])
-    return pd.concat([first_base, episodes[~base]], ignore_index=True)
-
-
-def negated(estimate: Estimate) -> Estimate:
-    """-x with its interval turned round: a drop from a gain."""
-    flip = {"value": estimate.value, "low": estimate.high, "high": estimate.low}
-    return estimate.model_copy(update={name: None if v is None else -v for name, v in flip.items()})
-
-
-def mean_of(values: Sequence[float]) -> float | None:
-    return number(np.mean(values)) if len(values) else None
-
-
-def picked_labels(
-    runs: Sequence[MatrixRun], bought: Bought, oracle_ids: set[str] | None
-) -> PickedLabels:
-    """What a method's runs picked, averaged over the runs; the bought labels where known."""
-    rows = [row for run in runs for row in run.rows]
-    oracle = bought.labels.get("oracle", {})
-    learn = bought.labels.get("learnability", {})
-    return PickedLabels(
-        mean_U=mean_of([row.U for row in rows]),
-        mean_ELP_net=mean_of([oracle[row.id].score for row in rows if row.id in oracle]),
-        mean_learnability=mean_of([learn[row.id].score for row in rows if row.id in learn]),
-        n_measured=sum(row.id in oracle or row.id in learn for row in rows),
-        oracle_overlap=None
-        if oracle_ids is None
-        else number(np.mean([row.id in oracle_ids for row in rows])),
-    )
-
-
-def method_result(
-    episodes: pd.DataFrame,
-    runs: Sequence[MatrixRun],
-    k: int,
-    picked: PickedLabels,
-    resamples: int,
-    seed: int,
-) -> MethodResult:
-    """One method's success, gains and retention drop over its runs."""
-    ids = [run.id for run in runs]
-    tasks = outcome_cube(episodes, ids, "tasks")
-    played = tasks[~np.isnan(tasks)]
-    base = np.nanmean(outcome_cube(episodes, [BASE], "tasks"))
-    per_seed = {run_id: number(np.nanmean(tasks[i]) - base) for i, run_id in enumerate(ids)}
-    return MethodResult(
-        runs=ids,
-        seeds=[run.seed for run in runs],
-        k=k,
-        success=wilson(int(played.sum()), len(played)),
-        gain=paired_gain(episodes, ids, [BASE], "tasks", resamples, seed),
-        snapshot_gain=paired_gain(episodes, ids, [BASE], "snapshots", resamples, seed),
-        retention_drop=negated(paired_gain(episodes, ids, [BASE], "retention", resamples, seed)),
-        per_seed_gain=per_seed,
-        picked=picked,
-    )
-
-
 def selection_verdicts(
     methods: dict[str, MethodResult], differences: dict[str, Estimate]
 ) -> list[Verdict]:
@@ -507,14 +441,15 @@ def selection_summary(
     oracle_ids = None
     if "oracle" in runs:
         oracle_ids = {row.id for row in runs["oracle"][0].rows}
-    episodes = all_episodes(evaluations)
+    episodes = pooled_episodes(evaluations.values())
     resamples = evaluation.bootstrap_resamples
     methods = {
         method: method_result(
             episodes,
-            method_runs,
+            [run.id for run in method_runs],
+            [run.seed for run in method_runs],
             k,
-            picked_labels(method_runs, bought, oracle_ids),
+            picked_labels(method_runs, bought.labels, oracle_ids),
             resamples,
             seed,
         )
