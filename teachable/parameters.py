@@ -9,7 +9,8 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
-from typing import Annotated, Literal, get_args, get_origin
+from types import UnionType
+from typing import Annotated, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import (
@@ -23,7 +24,7 @@ from pydantic import (
 
 from teachable.records.layout import RunLayout
 from teachable.records.training_summary import LearningRate, LoraHyperparameters, Steps
-from teachable.vocabulary import FORMATS, Format
+from teachable.vocabulary import FORMATS, SELECTION_METHODS, Format, SelectionMethod, UMethod
 
 KNOWN_LEVELS = (
     "GoTo",
@@ -398,7 +399,7 @@ class Phase1Parameters(Section):
     temperature: float = Field(
         1.0, ge=0.0, description="the student's sampling temperature in labeling rollouts"
     )
-    U_method: Literal["entropy", "margin", "top1"] = Field(
+    U_method: UMethod = Field(
         "entropy",
         description="U from the student's distribution: normalized entropy, 1 - top-2 margin, "
         "or scaled 1 - top probability",
@@ -476,7 +477,7 @@ class Phase1BParameters(LoraOverrides):
         description="micro-batches per optimizer step of each micro-training, in place of "
         "`lora.gradient_accumulation_steps`",
     )
-    format: Literal["route_net", "demo", "hint", "contrast"] = Field(
+    format: Literal["route_net"] | Format = Field(
         "route_net",
         description="supervision format trained: `route_net` (the snapshot's best format over "
         "the placebo) or one fixed format",
@@ -637,10 +638,6 @@ class Phase4Parameters(Section):
         if not k or min(k) < 1:
             raise ValueError("k needs at least one value, each >= 1")
         return k
-
-
-SelectionMethod = Literal["random", "entropy", "predictor", "oracle", "learnability"]
-SELECTION_METHODS: tuple[SelectionMethod, ...] = get_args(SelectionMethod)
 
 
 class Phase5Parameters(LoraOverrides):
@@ -933,6 +930,10 @@ def _type_name(annotation: object, bounds: Sequence = ()) -> str:
         return _type_name(inner, [*bounds, *(item for f in fields for item in f.metadata)])
     if get_origin(annotation) is Literal:
         return "{" + ", ".join(str(arg) for arg in args) + "}"
+    if get_origin(annotation) in (Union, UnionType) and all(
+        get_origin(arg) is Literal for arg in args
+    ):
+        return "{" + ", ".join(str(value) for arg in args for value in get_args(arg)) + "}"
     if type(None) in args:
         rest = [arg for arg in args if arg is not type(None)]
         return " or ".join(_type_name(arg, bounds) for arg in rest) + " or null"
