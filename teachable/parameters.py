@@ -219,6 +219,12 @@ class TeacherParameters(Section):
         description="largest share of a phase's teacher answers that may be invalid or failed "
         "(the bot's action stands in); above it the phase fails",
     )
+    action_in_text: Literal["repair", "exclude"] = Field(
+        "repair",
+        description="a chat model's answer whose texts name an action (the contrast may name "
+        "the student's own): `repair` puts a neutral word in its place, `exclude` lets the bot's "
+        "answer stand in, flagged invalid",
+    )
     cache_dir: Path | None = Field(
         None,
         description="folder of the on-disk answer cache, relative to the parameter file; "

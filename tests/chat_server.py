@@ -3,10 +3,11 @@
 It speaks the part of the OpenAI protocol the teacher uses (`POST /v1/chat/completions`, a
 ChatCompletion body with `usage`, JSON errors with `retry-after-ms` so the client retries at
 once) and logs every hit with the request body and what it answered. Repliers script it: a
-well-behaved model (`first_offered`), random faults (`Flaky`), and outages: every request
-failing (`always`), an action outside the valid list (`outside_the_list`), a server that
-accepts the request and never answers (`silent`), one that fails its first hits and then heals
-(`FailFirst`), and one that fails chosen prompts until told it is well (`Outage`).
+well-behaved model (`first_offered`), one whose texts name its action (`naming_the_action`),
+random faults (`Flaky`), and outages: every request failing (`always`), an action outside the
+valid list (`outside_the_list`), a server that accepts the request and never answers
+(`silent`), one that fails its first hits and then heals (`FailFirst`), and one that fails
+chosen prompts until told it is well (`Outage`).
 """
 
 from __future__ import annotations
@@ -43,20 +44,32 @@ def offered_actions(body: dict) -> list[str]:
     return schema["properties"]["suggested_action"]["enum"]
 
 
-def answer_json(action: str) -> str:
-    return json.dumps(
-        {
-            "suggested_action": action,
-            "diagnosis": f"The agent should {action} now.",
-            "hint": f"Try to {action}.",
-            "contrast": f"{action} makes progress where the other action does not.",
-        }
-    )
+QUIET_TEXTS = {
+    "diagnosis": "The agent must notice what lies ahead.",
+    "hint": "Keep the mission in mind.",
+    "contrast": "The student's action does not help here.",
+}
+
+
+def answer_json(action: str, **texts: str) -> str:
+    """A reply choosing `action`, with texts that name no action unless `texts` replace them."""
+    return json.dumps({"suggested_action": action, **QUIET_TEXTS, **texts})
 
 
 def first_offered(body: dict) -> Reply:
     """A well-behaved model: a valid answer choosing the first action it is offered."""
     return Reply(200, answer_json(offered_actions(body)[0]))
+
+
+def naming_the_action(body: dict) -> Reply:
+    """A model that gives its answer away: the first action offered, named in every text."""
+    action = offered_actions(body)[0]
+    texts = {
+        "diagnosis": f"You should {action} now.",
+        "hint": f"{action.capitalize()}.",
+        "contrast": f"'{action}' beats the student's action.",
+    }
+    return Reply(200, answer_json(action, **texts), "names action")
 
 
 @dataclass

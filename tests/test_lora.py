@@ -1,4 +1,6 @@
-"""LoRA SFT core: loss mask, learning the target, adapter round trip, untouched base, merging."""
+"""LoRA SFT core: loss mask, learning the target, adapter round trip, untouched base, merging;
+the anchor: the differentiable policy is the student's scoring, a heavy anchor holds the anchor
+states, and a weightless one leaves the training exactly as it is without one."""
 
 import json
 import os
@@ -8,8 +10,17 @@ import sys
 import numpy as np
 import pytest
 import torch
+from peft import get_peft_model_state_dict
 
-from teachable.models.lora import IGNORED, SFTExample, encode_example, merge_adapter, train_lora
+from teachable.models.lora import (
+    IGNORED,
+    Anchor,
+    SFTExample,
+    action_log_policy,
+    encode_example,
+    merge_adapter,
+    train_lora,
+)
 from teachable.models.student import Prompt, Student
 from teachable.parameters import LoraParameters, StudentParameters
 from teachable.vocabulary import ACTIONS
@@ -20,6 +31,17 @@ PROMPT = Prompt(
 )
 OTHER = Prompt("pick up the blue key", "You see a blue key 3 steps forward.", patch="Hint: go on.")
 LORA = LoraParameters(r=8, alpha=16, learning_rate=1e-2, steps=20, batch_size=2, seed=3)
+COLORS = ("red", "green", "blue", "purple", "yellow", "grey")
+ANCHOR_PROMPTS = tuple(
+    Prompt(f"go to the {color} box", f"You see a {color} box {steps} steps forward.")
+    for steps, color in enumerate(COLORS, 1)
+)
+PUSHED = [  # one action at every trained state: training moves the whole policy toward it
+    SFTExample(
+        Prompt(f"go to the {color} key", f"You see a {color} key {steps} steps left."), "toggle"
+    )
+    for steps, color in enumerate(COLORS[:3], 1)
+]
 
 
 @pytest.fixture(scope="module")
@@ -112,6 +134,76 @@ def test_training_is_seeded_and_accumulates(student, target, trained):
         student, [SFTExample(PROMPT, target), SFTExample(OTHER, "toggle")], accumulated
     )
     assert len(result.losses) == 3 and all(np.isfinite(result.losses))
+
+
+def test_the_trained_policy_is_the_students_scoring_with_gradients(student, trained):
+    states = [student.state_ids(prompt) for prompt in ANCHOR_PROMPTS]
+    for scorer in (student, trained.student):
+        log_policy = action_log_policy(scorer, states)
+        expected = np.log(scorer.action_probabilities(ANCHOR_PROMPTS))
+        np.testing.assert_allclose(log_policy.detach().numpy(), expected, atol=1e-5)
+    assert log_policy.requires_grad
+    with torch.no_grad(), trained.student.model.disable_adapter():
+        reference = action_log_policy(trained.student, states).numpy()
+    np.testing.assert_allclose(
+        reference, np.log(student.action_probabilities(ANCHOR_PROMPTS)), atol=1e-5
+    )
+
+
+def kl_per_state(before: np.ndarray, after: np.ndarray) -> np.ndarray:
+    """KL(before || after) over the actions at each state, from the two policies."""
+    return (before * (np.log(before) - np.log(after))).sum(axis=1)
+
+
+def test_a_heavy_anchor_holds_the_anchor_states_where_none_lets_them_move(student):
+    lora = LORA.model_copy(update={"steps": 10, "batch_size": 3})
+    warmed = student.action_probabilities(ANCHOR_PROMPTS)
+    runs = {
+        weight: train_lora(student, PUSHED, lora, anchor=Anchor(ANCHOR_PROMPTS, weight, 6))
+        for weight in (0.0, 1e3)
+    }
+    free, held = (
+        kl_per_state(warmed, runs[weight].student.action_probabilities(ANCHOR_PROMPTS))
+        for weight in (0.0, 1e3)
+    )
+    assert held.max() < 0.01
+    assert free.mean() > 1.0 and free.mean() > 100 * held.mean()
+    for run in runs.values():
+        assert len(run.anchor_kl) == lora.steps and run.anchor_kl[0] < 1e-6
+    assert runs[1e3].losses[-1] < runs[1e3].losses[0]
+    assert runs[0.0].anchor_kl[-1] > 100 * runs[1e3].anchor_kl[-1]
+
+
+def adapter_weights(result) -> dict[str, torch.Tensor]:
+    return get_peft_model_state_dict(result.student.model)
+
+
+def test_a_weightless_anchor_leaves_the_training_exactly_as_without_one(student):
+    """No anchor and a weight-0 anchor draw the same batches and take the same steps, bit for
+    bit; the anchor states are drawn from their own seeded stream."""
+    lora = LORA.model_copy(update={"steps": 4})
+    plain = train_lora(student, PUSHED, lora)
+    runs = [
+        train_lora(student, PUSHED, lora),
+        train_lora(student, PUSHED, lora, anchor=Anchor(ANCHOR_PROMPTS, 0.0, 2)),
+    ]
+    for run in runs:
+        assert run.losses == plain.losses
+        weights = adapter_weights(run)
+        assert weights.keys() == adapter_weights(plain).keys()
+        assert all(torch.equal(weights[name], adapter_weights(plain)[name]) for name in weights)
+    assert plain.anchor_kl == [] and len(runs[1].anchor_kl) == lora.steps
+    again = train_lora(student, PUSHED, lora, anchor=Anchor(ANCHOR_PROMPTS, 0.0, 2))
+    assert again.anchor_kl == runs[1].anchor_kl and runs[1].anchor_kl[-1] > 0
+
+
+def test_anchor_settings_are_checked():
+    with pytest.raises(ValueError, match="at least one"):
+        Anchor((), 1.0, 1)
+    with pytest.raises(ValueError, match="weight"):
+        Anchor(ANCHOR_PROMPTS, -1.0, 1)
+    with pytest.raises(ValueError, match="per_step"):
+        Anchor(ANCHOR_PROMPTS, 1.0, 0)
 
 
 def test_merged_checkpoint_scores_like_the_adapter(trained, tmp_path):

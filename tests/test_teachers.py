@@ -7,28 +7,63 @@ on 127.0.0.1, and check what reaches the server as much as what comes back.
 from __future__ import annotations
 
 import json
+import random
 import re
+from collections import Counter
 from pathlib import Path
 
 import openai
 import pytest
-from chat_server import ChatServer, Flaky, Reply, answer_json, completion, first_offered
+from chat_server import (
+    QUIET_TEXTS,
+    ChatServer,
+    Flaky,
+    Reply,
+    answer_json,
+    completion,
+    first_offered,
+    naming_the_action,
+    offered_actions,
+)
+from minigrid.core.constants import COLOR_NAMES
+from minigrid.envs.babyai.core.verifier import OBJ_TYPES
 
 from teachable.models.teachers import (
+    TEXT_FIELDS,
     BotTeacher,
     OpenAITeacher,
     Played,
+    TeacherMonitor,
+    TeacherOutage,
     TeacherRequest,
+    leaked_actions,
     make_teacher,
+    named_actions,
     prompt_messages,
     trajectory_player,
 )
-from teachable.parameters import Parameters, TeacherParameters
+from teachable.parameters import EnvParameters, Parameters, TeacherParameters, load_parameters
 from teachable.records.env_state import EnvState
 from teachable.vocabulary import ACTIONS
 from teachable.world.text_world import TextWorld, env_id, expert_trajectory
 
 MAX_RETRIES = 2
+
+SHIPPED = sorted((Path(__file__).resolve().parents[1] / "parameters").glob("*.yaml"))
+
+LEVELS = sorted(
+    {
+        *EnvParameters().levels,
+        *(level for path in SHIPPED for level in load_parameters(path).env.levels),
+    }
+)
+
+OBJECT = rf"(?:{'|'.join(COLOR_NAMES)}) (?:{'|'.join(OBJ_TYPES)})"
+
+PLACE = re.compile(
+    rf"({OBJECT})(?: is)? (right in front of you|\d+ steps? (?:left|right)"
+    rf"(?: and \d+ steps? forward)?|\d+ steps? forward)"
+)
 
 
 def _trajectory_states(level: str, seed: int) -> list[EnvState]:
@@ -92,7 +127,8 @@ def test_valid_answers_are_parsed_and_the_server_gets_the_valid_actions_as_enum(
     for request, answer, hit in zip(asked, answers, server.hits, strict=True):
         assert answer.valid and not answer.cached and answer.problem is None
         assert answer.suggested_action == request.valid_actions[0]
-        assert answer.hint == f"Try to {request.valid_actions[0]}."
+        assert (answer.diagnosis, answer.hint, answer.contrast) == tuple(QUIET_TEXTS.values())
+        assert answer.names_action == []
         assert (answer.backend, answer.model) == ("openai", "gpt-4o-mini")
         body = hit.body
         schema = body["response_format"]["json_schema"]
@@ -225,6 +261,78 @@ def test_a_setup_mistake_is_raised_not_papered_over(api_key, tmp_path, requests)
     assert not list((tmp_path / "cache").glob("*.json"))
 
 
+def test_an_answer_that_names_its_action_is_flagged_and_repaired(api_key, tmp_path, requests):
+    asked = requests[:6]
+    with ChatServer(naming_the_action) as server:
+        teacher = _openai(server, tmp_path / "cache")
+        answers = teacher.advise(asked)
+
+    assert "never name a valid action" in server.hits[0].body["messages"][0]["content"]
+    for request, answer in zip(asked, answers, strict=True):
+        action = request.valid_actions[0]
+        assert answer.valid and answer.problem is None
+        assert answer.suggested_action == action and answer.names_action == [action]
+        assert (answer.diagnosis, answer.hint, answer.contrast) == (
+            "You should act now.",
+            "Act.",
+            "'act' beats the student's action.",
+        )
+        assert not leaked_actions(answer, request.student_action)
+    usage = teacher.usage()
+    assert (usage["names_action"], usage["invalid"], usage["requests"]) == (6, 0, 6)
+
+
+def test_an_excluded_answer_gives_way_to_the_bot_and_stays_cached_as_given(
+    api_key, tmp_path, requests
+):
+    asked = requests[:6]
+    with ChatServer(naming_the_action) as server:
+        excluding = _openai(server, tmp_path / "cache", action_in_text="exclude")
+        excluded = excluding.advise(asked)
+        repaired = _openai(server, tmp_path / "cache").advise(asked)
+        watched = _openai(server, tmp_path / "cache", action_in_text="exclude")
+        monitor = TeacherMonitor(watched, "phase 1", len(asked), max_fraction=0.1)
+        with pytest.raises(TeacherOutage, match="answers excluded for naming an action: 1;"):
+            watched.advise(asked, monitor=monitor)
+        assert len(server.hits) == len(asked)
+
+    for request, answer in zip(asked, excluded, strict=True):
+        action = request.valid_actions[0]
+        bot = BotTeacher().answer(request)
+        assert not answer.valid and answer.names_action == [action]
+        assert answer.problem == f"the answer's texts name the action(s) '{action}'"
+        assert answer.model_dump(include=set(TEXT_FIELDS) | {"suggested_action"}) == (
+            bot.model_dump(include=set(TEXT_FIELDS) | {"suggested_action"})
+        )
+        assert (answer.backend, answer.model) == ("openai", "gpt-4o-mini")
+        assert answer.prompt_tokens > 0
+    assert excluding.usage()["invalid"] == len(asked)
+    assert all(answer.valid and answer.cached and answer.hint == "Act." for answer in repaired)
+
+
+@pytest.mark.parametrize("expert_too", [False, True])
+def test_a_contrast_may_name_the_students_own_action_only(api_key, tmp_path, requests, expert_too):
+    def naming_the_students(body: dict) -> Reply:
+        student = re.search(r"Student's action: (.+)", _user_prompt(body))[1]
+        other = next(action for action in offered_actions(body) if action != student)
+        unlike = f", unlike {other.upper()}" if expert_too else ""
+        contrast = f"'{student}' does not help here{unlike}."
+        return Reply(200, answer_json(other, contrast=contrast))
+
+    asked = requests[:6]
+    with ChatServer(naming_the_students) as server:
+        answers = _openai(server, tmp_path / "cache").advise(asked)
+
+    for request, answer in zip(asked, answers, strict=True):
+        assert answer.valid
+        own = f"'{request.student_action}' does not help here"
+        if expert_too:
+            assert answer.names_action == [answer.suggested_action]
+            assert answer.contrast == f"{own}, unlike Act."
+        else:
+            assert answer.names_action == [] and answer.contrast == f"{own}."
+
+
 def test_usage_sums_tokens_and_cost(api_key, tmp_path, requests):
     prices = {"price_per_1k_input": 0.5, "price_per_1k_output": 2.0}
     with ChatServer() as server:
@@ -324,51 +432,126 @@ def bot_requests() -> list[TeacherRequest]:
     return requests
 
 
-def test_bot_suggests_the_bots_action_and_contrasts_both_actions(bot_requests):
+def _random_states(level: str, n: int, rng: random.Random) -> list[EnvState]:
+    """`n` states of `level` on distinct tasks: half at a random point of the bot's trajectory,
+    half at reset, each then a few random actions on (fewer where the episode ends)."""
+    states = []
+    for task_seed in rng.sample(range(100_000), n):
+        task = EnvState(env_id(level), task_seed)
+        actions = expert_trajectory(task, 64)[0] if rng.random() < 0.5 else []
+        world = TextWorld.restore(
+            EnvState(task.env_id, task_seed, tuple(actions[: rng.randrange(len(actions) + 1)]))
+        )
+        for _ in range(rng.randint(0, 4)):
+            if world.done:
+                break
+            world.step(rng.choice(ACTIONS))
+        states.append(world.state)
+    return states
+
+
+def _unseen(text: str, world: TextWorld) -> list[str]:
+    """The objects `text` names that neither the observation nor the mission names, and the
+    places it gives that the observation does not."""
+    shown = set(re.findall(OBJECT, world.observation)) | set(re.findall(OBJECT, world.mission))
+    unseen = [name for name in re.findall(OBJECT, text) if name not in shown]
+    for name, place in PLACE.findall(text):
+        offset = "1 step forward" if place == "right in front of you" else place
+        if f"{name} {offset}" not in world.observation:
+            unseen.append(f"{name} {place}")
+    return unseen
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_bot_texts_name_no_action_and_only_what_the_observation_shows(level):
+    rng = random.Random(level)
+    diagnoses = Counter()
+    for state in _random_states(level, 200, rng):
+        world = TextWorld.restore(state)
+        student = rng.choice(ACTIONS)
+        answer = BotTeacher().answer(TeacherRequest.at(world, student))
+        assert not leaked_actions(answer, student), (world.observation, answer)
+        assert not named_actions(f"{answer.diagnosis} {answer.hint}")
+        if student == answer.suggested_action or student not in answer.contrast:
+            assert not named_actions(answer.contrast), answer.contrast
+        for text in (answer.diagnosis, answer.hint, answer.contrast):
+            assert not _unseen(text, world), (world.mission, world.observation, text)
+            assert 1 <= len(re.findall(r"[.!?](?: |$)", text)) <= 2, text
+        diagnoses[answer.diagnosis.split()[0]] += 1
+    assert diagnoses["The"] >= 40 and diagnoses["No"] >= 10, diagnoses
+
+
+def test_bot_suggests_the_bots_action_and_names_only_the_students(bot_requests):
     teacher = BotTeacher()
     answers = teacher.advise(bot_requests)
     for request, answer in zip(bot_requests, answers, strict=True):
         assert answer.valid and answer.backend == "bot"
         assert answer.suggested_action == TextWorld.restore(request.state).expert_action()
-        assert f"'{answer.suggested_action}'" in answer.contrast
-        assert f"'{request.student_action}'" in answer.contrast
-        assert answer.diagnosis.startswith(f"Your mission is to {request.mission}.")
+        if request.student_action == answer.suggested_action:
+            assert answer.contrast == "Your action is the right one here."
+        else:
+            assert answer.contrast.startswith(f"'{request.student_action}' ")
+        assert request.mission not in answer.diagnosis
     assert teacher.usage()["answers"] == len(bot_requests)
     assert teacher.usage()["cost_usd"] == 0
 
 
-def test_bot_texts_name_the_target_where_the_observation_sees_it():
-    checked, ahead = 0, 0
+def test_bot_texts_say_where_the_observation_sees_the_target():
+    seen, unseen, away = 0, 0, 0
     for seed in range(6):
         for state in _trajectory_states("GoToLocal", seed):
             world = TextWorld.restore(state)
             answer = BotTeacher().answer(TeacherRequest.at(world, "toggle"))
             target = re.fullmatch(r"go to (?:the|a) (\w+ \w+)", world.mission).group(1)
-            assert target in answer.diagnosis and target in answer.hint
             assert "'toggle' changes nothing here" in answer.contrast
-            seen = re.findall(rf"You see an? {target} ([^.]+)\.", world.observation)
-            if len(seen) == 1 and world.mission.startswith("go to the"):
-                assert answer.diagnosis.endswith(f"The {target} is {seen[0]}.")
-                checked += 1
-            if re.fullmatch(r"[3-9] steps forward", seen[0] if seen else ""):
+            places = re.findall(rf"You see an? {target} ([^.]+)\.", world.observation)
+            if not places:
+                assert answer.diagnosis.startswith(f"No {target} the mission names is in view.")
+                assert answer.hint == "Explore the room until it comes into view."
+                unseen += 1
+            elif len(places) == 1:
+                assert answer.diagnosis.startswith(f"The {target} is {places[0]}.")
+                assert answer.hint == f"You reach the {target} once it is right in front of you."
+                seen += 1
+            if re.fullmatch(r"[3-9] steps forward", places[0] if places else ""):
                 turn = BotTeacher().answer(TeacherRequest.at(world, "turn left"))
-                assert turn.contrast == (
-                    f"'go forward' beats 'turn left': 'go forward' brings you closer to the "
-                    f"{target}, while 'turn left' takes you farther from the {target}."
+                assert turn.contrast == f"'turn left' takes you farther from the {target}."
+                away += 1
+    assert seen >= 10 and unseen >= 1 and away >= 2
+
+
+def test_bot_says_a_locked_door_in_view_needs_its_key():
+    checked = {"key in view": 0, "key not in view": 0, "key carried": 0}
+    for seed in range(8):
+        for state in _trajectory_states("UnlockLocal", seed):
+            world = TextWorld.restore(state)
+            door = re.search(r"You see a locked (\w+) door ([^.]+)\.", world.observation)
+            answer = BotTeacher().answer(TeacherRequest.at(world, "toggle"))
+            if door is None:
+                continue
+            color, place = door.groups()
+            locked = f"The {color} door {place} is locked"
+            key = re.search(rf"You see a {color} key ([^.]+)\.", world.observation)
+            if f"You carry a {color} key." in world.observation:
+                assert answer.diagnosis.startswith(f"{locked}, and the key you carry opens it.")
+                checked["key carried"] += 1
+            elif key is None:
+                assert answer.diagnosis.startswith(f"{locked}; no key for it is in view.")
+                assert answer.hint.startswith(
+                    "Explore the room until a key for it comes into view."
                 )
-                ahead += 1
-    assert checked >= 10 and ahead >= 2
+                checked["key not in view"] += 1
+            else:
+                assert answer.diagnosis.startswith(f"{locked}; the {color} key {key[1]} opens it.")
+                assert f"{color} key" in answer.hint
+                checked["key in view"] += 1
+    assert min(checked.values()) >= 1, checked
 
 
-def test_bot_says_a_locked_door_needs_its_key():
-    state = EnvState(env_id("UnlockLocal"), 1)
-    world = TextWorld.restore(state)
-    door = next(obj for obj in world.env.unwrapped.grid.grid if obj and obj.type == "door")
-    answer = BotTeacher().answer(TeacherRequest.at(world, "toggle"))
-    assert f"The {door.color} door is locked, so you need the {door.color} key first" in (
-        answer.diagnosis
-    )
-    assert f"the {door.color} key" in answer.hint
+def test_named_actions_finds_action_phrases_in_any_case():
+    text = "Turn LEFT, then go  forward and pick-up the key; toggle it. You drop nothing."
+    assert named_actions(text) == ["turn left", "go forward", "pick up", "drop", "toggle"]
+    assert named_actions("It turns you left, drops the key, toggled; step forward.") == []
 
 
 def test_bot_answers_are_deterministic(bot_requests):
@@ -386,5 +569,6 @@ def test_bot_without_an_action_falls_back_and_flags_it():
     (answer,) = teacher.advise([TeacherRequest.at(finished, "go forward")])
     assert not answer.valid and answer.problem
     assert answer.suggested_action in ACTIONS
+    assert answer.diagnosis == "The episode is over."
     assert answer.contrast == "The episode is over, so no action changes anything now."
     assert teacher.usage()["invalid"] == 1

@@ -3,7 +3,9 @@
 Warm-up, micro-training, the training matrix and selection all call `train_lora`. It trains a
 fresh PEFT LoRA adapter on a module tree that shares the student's base weights, so the student
 stays usable and unchanged and hundreds of adapters can be trained in one process. The loss
-covers the action tokens only.
+covers the action tokens only. An `Anchor` adds a KL term that holds the policy at other states
+to the student's own (the adapter disabled), so a training teaches its states without shifting
+the whole policy.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import copy
 import json
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
@@ -21,11 +23,19 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from tqdm.auto import tqdm
 
-from teachable.models.student import Continuation, Prompt, Student, publish_folder, sharing_copy
+from teachable.models.student import (
+    Continuation,
+    Prompt,
+    Student,
+    publish_folder,
+    sharing_copy,
+)
 from teachable.parameters import LoraParameters
 from teachable.vocabulary import ACTIONS
 
 IGNORED = -100  # label of tokens outside the loss (prompt and padding)
+
+ANCHOR_STREAM = 1  # mixed with `lora.seed` to seed the anchor draws apart from the batch order
 
 
 @dataclass(frozen=True)
@@ -36,16 +46,37 @@ class SFTExample:
     target: str
 
 
+@dataclass(frozen=True)
+class Anchor:
+    """States where training holds the policy to the student's own: each optimizer step draws
+    `per_step` of `prompts` (without replacement) and adds `weight` x their mean
+    KL(student || trained) over the actions to the loss."""
+
+    prompts: Sequence[Prompt]
+    weight: float
+    per_step: int
+
+    def __post_init__(self) -> None:
+        if not self.prompts:
+            raise ValueError("an anchor needs at least one state")
+        if self.weight < 0:
+            raise ValueError(f"anchor weight must be >= 0, got {self.weight}")
+        if self.per_step < 1:
+            raise ValueError(f"anchor per_step must be >= 1, got {self.per_step}")
+
+
 @dataclass
 class TrainResult:
-    """What `train_lora` gives back: the saved adapter (when asked), the loss of every
-    optimizer step, the wall time, and the trained student, ready to score."""
+    """What `train_lora` gives back: the saved adapter (when asked), the supervision loss of
+    every optimizer step, the wall time, the trained student, ready to score, and, with an
+    anchor, each step's mean KL at its drawn anchor states (before that step's update)."""
 
     adapter_dir: Path | None
     losses: list[float]
     seconds: float
     steps: int
     student: Student | None = None
+    anchor_kl: list[float] = field(default_factory=list)
 
 
 def encode_example(student: Student, example: SFTExample) -> tuple[list[int], list[int]]:
@@ -100,6 +131,39 @@ def _sft_loss(trainee: Student, batch: list[tuple[list[int], list[int]]]) -> tor
     )
 
 
+def action_log_policy(student: Student, states: Sequence[list[int]]) -> torch.Tensor:
+    """log pi over the actions at encoded states (rows, k): the student's scoring (summed
+    action-token log-probabilities, softmaxed over the actions) under the caller's grad mode."""
+    return student.score_states(states, prefix=student.encode_prefix()).log_softmax(-1)
+
+
+def anchor_divergence(trainee: Student, states: Sequence[list[int]]) -> torch.Tensor:
+    """Mean over `states` of KL(reference || trained) over the actions, differentiable in the
+    trained policy; the reference is the trainee with its adapter disabled (no second model).
+
+    This direction is mass-covering: it charges the trained policy for every action it takes
+    mass from where the reference had it, and its gradient in the trained logits, pi_trained -
+    pi_reference, is a distillation toward the whole reference distribution. So it keeps the
+    rest of the policy (the reference's spread over actions, not only its mode), and it pulls
+    back an action that training has already driven toward 0, where the reverse KL's gradient,
+    weighted by the trained probabilities, fades away.
+    """
+    with torch.no_grad(), trainee.model.disable_adapter():
+        reference = action_log_policy(trainee, states)
+    trained = action_log_policy(trainee, states)
+    return torch.nn.functional.kl_div(trained, reference, reduction="batchmean", log_target=True)
+
+
+def _anchor_step(
+    trainee: Student, anchor: Anchor, states: list[list[int]], draws: np.random.Generator
+) -> float:
+    """Backpropagate the anchor term of one optimizer step; its mean KL."""
+    drawn = draws.choice(len(states), min(anchor.per_step, len(states)), replace=False)
+    divergence = anchor_divergence(trainee, [states[index] for index in drawn])
+    (anchor.weight * divergence).backward()
+    return divergence.item()
+
+
 def _lora_config(lora: LoraParameters) -> LoraConfig:
     return LoraConfig(
         task_type="CAUSAL_LM",
@@ -127,16 +191,21 @@ def train_lora(
     lora: LoraParameters,
     output_dir: Path | None = None,
     progress: bool = False,
+    anchor: Anchor | None = None,
 ) -> TrainResult:
     """Train a fresh LoRA adapter on `examples` over the student's base weights.
 
     `lora.steps` AdamW steps, each over `lora.gradient_accumulation_steps` micro-batches of
-    `lora.batch_size` examples, seeded by `lora.seed`. The adapter is saved in the PEFT layout
-    to `output_dir` when given; `student` itself is left as it was.
+    `lora.batch_size` examples, seeded by `lora.seed`. With an `anchor`, each step also draws
+    its anchor states (from a stream of its own, so the batch order is the same as without)
+    and adds the anchor term (`anchor_divergence`). The adapter is saved in the PEFT layout to
+    `output_dir` when given; `student` itself is left as it was.
     """
     if not examples:
         raise ValueError("train_lora needs at least one SFT example")
     encoded = [_state_and_target(student, example) for example in examples]
+    anchor_states = [] if anchor is None else [student.state_ids(p) for p in anchor.prompts]
+    anchor_draws = np.random.default_rng([lora.seed, ANCHOR_STREAM])
     device = student.device
     started = time.perf_counter()
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
@@ -147,7 +216,7 @@ def train_lora(
         optimizer = torch.optim.AdamW(trainable, lr=lora.learning_rate)
         batches = _index_stream(len(encoded), lora.batch_size, np.random.default_rng(lora.seed))
         model.train()
-        losses = []
+        losses, anchor_kl = [], []
         for _ in tqdm(range(lora.steps), desc="LoRA SFT", leave=False, disable=not progress):
             optimizer.zero_grad(set_to_none=True)
             step_loss = 0.0
@@ -156,6 +225,8 @@ def train_lora(
                 loss = _sft_loss(trainee, batch) / lora.gradient_accumulation_steps
                 loss.backward()
                 step_loss += loss.item()
+            if anchor is not None:
+                anchor_kl.append(_anchor_step(trainee, anchor, anchor_states, anchor_draws))
             optimizer.step()
             losses.append(step_loss)
     model.eval()
@@ -163,7 +234,8 @@ def train_lora(
     if output_dir is not None:
         adapter_dir = publish_folder(Path(output_dir), partial(save_adapter, model), replace=True)
     trained = Student(model, student.tokenizer, student.params, student.base_model, adapter_dir)
-    return TrainResult(adapter_dir, losses, time.perf_counter() - started, lora.steps, trained)
+    seconds = time.perf_counter() - started
+    return TrainResult(adapter_dir, losses, seconds, lora.steps, trained, anchor_kl)
 
 
 def merge_adapter(student_with_adapter: Student, output_dir: Path) -> Path:

@@ -444,7 +444,6 @@ class Student:
         over the cached prefix, with all candidate actions packed after every state.
         """
         states = [self.state_ids(prompt) for prompt in prompts]
-        packed = _PackedActions.of([self.action_ids(action) for action in actions])
         order = sorted(range(len(states)), key=lambda index: len(states[index]))
         scores = np.zeros((len(states), len(actions)))
         size = self.params.batch_size
@@ -452,10 +451,23 @@ class Student:
         with torch.inference_mode():
             for chunk in tqdm(chunks, desc="scoring", leave=False, disable=not progress):
                 chunk_states = [states[index] for index in chunk]
-                continuations = [packed.continuation] * len(chunk)
-                logits = self.continuation_logits(self._prefix_cache, chunk_states, continuations)
-                scores[chunk] = packed.sum_logprobs(logits.float().log_softmax(-1)).cpu().numpy()
+                scores[chunk] = self.score_states(chunk_states, actions).cpu().numpy()
         return scores
+
+    def score_states(
+        self,
+        states: Sequence[list[int]],
+        actions: Sequence[str] = ACTIONS,
+        prefix: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
+    ) -> torch.Tensor:
+        """log p(action | state) summed over the action's tokens for encoded states, in one
+        forward over `prefix` (the cached system prefix by default), under the caller's grad
+        mode: (len(states), len(actions))."""
+        packed = _PackedActions.of([self.action_ids(action) for action in actions])
+        continuations = [packed.continuation] * len(states)
+        prefix = self._prefix_cache if prefix is None else prefix
+        logits = self.continuation_logits(prefix, states, continuations)
+        return packed.sum_logprobs(logits.float().log_softmax(-1))
 
     def action_logprobs_naive(
         self, prompts: Sequence[Prompt], actions: Sequence[str] = ACTIONS, progress: bool = False

@@ -1,15 +1,19 @@
 """Teachers: for a snapshot, the action to take and short texts that say why.
 
 Two backends share one interface. `BotTeacher` takes BabyAI's bot as the expert and writes its
-texts from the state itself: what the mission names, where that is, what blocks the way, and
-what the student's action and the suggested one would each do. `OpenAITeacher` asks a
-chat-completions model (OpenAI, or any compatible server through `base_url`) with Structured
-Outputs whose `suggested_action` is an enum of the valid actions. Every valid answer is cached
-on disk under a hash of its request, so a rerun sends nothing; an unusable answer is repaired
-once, then replaced by the bot's action and flagged `valid=False`, and that fallback is never
-cached: the next run asks again. Retries with backoff on 429/5xx/timeouts are the `openai`
-client's own, each attempt bounded by `teacher.timeout_s`. Tokens and cost are summed per
-teacher.
+texts from what the student's observation shows: what the mission needs, where that is in view
+(or that it is not in view), what blocks the way, and what the student's action would do. The
+texts never give the answer away: they name no action (the contrast names only the student's
+own, when it is not the expert's) and no object the observation does not show.
+`OpenAITeacher` asks a chat-completions model (OpenAI, or any compatible server through
+`base_url`) with Structured Outputs whose `suggested_action` is an enum of the valid actions.
+Every valid answer is cached on disk under a hash of its request, so a rerun sends nothing; an
+unusable answer is repaired once, then replaced by the bot's action and flagged `valid=False`,
+and that fallback is never cached: the next run asks again. An answer whose texts name an
+action is flagged (`names_action`) and, by `teacher.action_in_text`, repaired with a neutral
+word or replaced by the bot's answer, flagged `valid=False`. Retries with backoff on
+429/5xx/timeouts are the `openai` client's own, each attempt bounded by `teacher.timeout_s`.
+Tokens and cost are summed per teacher.
 
 A phase that asks a teacher watches its answers with a `TeacherMonitor`: a progress bar of the
 answers and requests, and the share of invalid or failed answers held to
@@ -22,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -31,7 +36,16 @@ import openai
 from dotenv import find_dotenv, load_dotenv
 from minigrid.core.constants import DIR_TO_VEC
 from minigrid.core.world_object import WorldObj
-from minigrid.envs.babyai.core.verifier import AfterInstr, AndInstr, BeforeInstr, PutNextInstr
+from minigrid.envs.babyai.core.verifier import (
+    AfterInstr,
+    AndInstr,
+    BeforeInstr,
+    GoToInstr,
+    ObjDesc,
+    OpenInstr,
+    PickupInstr,
+    PutNextInstr,
+)
 from pydantic import BaseModel, ValidationError
 from tqdm.auto import tqdm
 
@@ -40,14 +54,17 @@ from teachable.records.env_state import EnvState
 from teachable.records.labeled import TeacherAnswer, TeacherHealth
 from teachable.records.store import read_json, write_json
 from teachable.vocabulary import ACTIONS
-from teachable.world.text_world import TextWorld, expert_trajectory
+from teachable.world.text_world import TextWorld, expert_trajectory, offset_words
 
 SYSTEM_PROMPT = (
     "You teach an agent that acts in a BabyAI grid world from text. Given its mission, what it "
     "sees and its valid actions, choose the best next action. Answer in JSON: suggested_action "
     "(one of the valid actions), diagnosis (1-2 short sentences on what the agent must notice), "
-    "hint (one short sentence of guidance) and contrast (one sentence on why your action beats "
-    "the student's action). Be brief; do not reason step by step."
+    "hint (one short sentence of guidance) and contrast (one sentence on why the student's "
+    "action falls short of yours). Diagnosis, hint and contrast never name a valid action, "
+    "neither yours nor another; only the contrast may name the student's action, when it is not "
+    "yours. They state only what the observation shows: name no object or door it does not "
+    "mention, and place each where it says. Be brief; do not reason step by step."
 )
 
 
@@ -140,8 +157,8 @@ class Teacher:
 
     def usage(self) -> dict:
         """Answers given, requests sent (and HTTP attempts, retries included), failed requests,
-        cache hits, tokens, estimated cost, invalid answers and repairs, summed over this
-        teacher's life (one run)."""
+        cache hits, tokens, estimated cost, invalid answers, repairs and answers whose texts
+        named an action, summed over this teacher's life (one run)."""
         keys = (
             "answers",
             "requests",
@@ -152,6 +169,7 @@ class Teacher:
             "completion_tokens",
             "invalid",
             "repairs",
+            "names_action",
         )
         usage = {"backend": self.backend, "model": self.model}
         usage.update({key: self.counts[key] for key in keys})
@@ -273,17 +291,94 @@ class TeacherMonitor:
             "  Nothing invalid was cached: once the server answers, the next run asks these "
             "again (teacher.timeout_s and teacher.max_retries bound each request).",
         ]
+        if teacher.params.action_in_text == "exclude" and teacher.counts["names_action"]:
+            lines.append(
+                f"  answers excluded for naming an action: {teacher.counts['names_action']}; the "
+                "cache keeps them as given, and teacher.action_in_text = repair uses them."
+            )
         return "\n".join(lines)
 
 
-@dataclass(frozen=True)
-class Goal:
-    """What the agent should head for now: the nearest object the current clause of the
-    mission names, or the key of the locked door it names."""
+ACTION_PATTERNS = {
+    action: re.compile(r"\b" + r"[\s-]*".join(action.split()) + r"\b", re.IGNORECASE)
+    for action in ACTIONS
+}
 
-    name: str
+TEXT_FIELDS = ("diagnosis", "hint", "contrast")
+
+NEUTRAL_ACTION = "act"
+
+
+def named_actions(text: str) -> list[str]:
+    """The action strings `text` names as phrases, in any case, in the order of `ACTIONS`."""
+    return [action for action, pattern in ACTION_PATTERNS.items() if pattern.search(text)]
+
+
+def leaked_actions(answer: TeacherAnswer, student_action: str | None) -> dict[str, list[str]]:
+    """By text field, the actions it names that it may not: any in the diagnosis and hint; in
+    the contrast any but the student's own, unless that is the suggested action."""
+    own = {student_action} - {answer.suggested_action}
+    leaks = {}
+    for field in TEXT_FIELDS:
+        allowed = own if field == "contrast" else set()
+        found = [
+            action for action in named_actions(getattr(answer, field)) if action not in allowed
+        ]
+        if found:
+            leaks[field] = found
+    return leaks
+
+
+def neutral_text(text: str, actions: Sequence[str]) -> str:
+    """`text` with each of `actions` replaced by a word that names no action."""
+    for action in actions:
+        text = ACTION_PATTERNS[action].sub(
+            lambda match: _capital(NEUTRAL_ACTION) if match[0][0].isupper() else NEUTRAL_ACTION,
+            text,
+        )
+    return text
+
+
+@dataclass(frozen=True)
+class Seen:
+    """An object the student's observation shows: the object, its cell, and its offset
+    (right, forward) from the agent."""
+
+    obj: WorldObj
     position: tuple[int, int]
-    locked_door: str | None = None
+    offset: tuple[int, int]
+
+    @property
+    def name(self) -> str:
+        return _name(self.obj)
+
+    @property
+    def where(self) -> str:
+        """Its place worded as the observation words it."""
+        return offset_words(*self.offset)
+
+    @property
+    def in_front(self) -> bool:
+        return self.offset == (0, 1)
+
+
+@dataclass(frozen=True)
+class Sight:
+    """What the observation shows of what the mission needs now: how the mission words it,
+    what the current clause asks of it (reach, hold, open or place), the nearest such object
+    in view, and whether that is a locked door the agent carries no key for (then its key, if
+    in view)."""
+
+    wanted: str
+    task: str
+    target: Seen | None = None
+    needs_key: bool = False
+    key: Seen | None = None
+
+    @property
+    def goal(self) -> Seen | None:
+        """What to head for, as far as the observation shows: the key, or the target."""
+        return self.key if self.needs_key else self.target
 
 
 @dataclass(frozen=True)
@@ -306,21 +401,6 @@ def _capital(text: str) -> str:
     return text[:1].upper() + text[1:]
 
 
-def _steps(n: int, direction: str) -> str:
-    return f"{n} step{'' if n == 1 else 's'} {direction}"
-
-
-def where(right: int, forward: int) -> str:
-    """An offset in the agent's frame, worded like the observations: "1 step left and 2 steps
-    forward"; things behind the agent are "back"."""
-    parts = []
-    if right:
-        parts.append(_steps(abs(right), "right" if right > 0 else "left"))
-    if forward:
-        parts.append(_steps(abs(forward), "forward" if forward > 0 else "back"))
-    return " and ".join(parts) or "where you stand"
-
-
 def _bearing(env, position: tuple[int, int]) -> tuple[int, int]:
     """(right, forward) steps from the agent to `position`, in the agent's own frame."""
     dx, dy = position[0] - int(env.agent_pos[0]), position[1] - int(env.agent_pos[1])
@@ -338,6 +418,17 @@ def _objects(env) -> list[tuple[WorldObj, tuple[int, int]]]:
     ]
 
 
+def in_view(env) -> list[Seen]:
+    """The objects the student's observation shows (the visible cells of its view)."""
+    _, visible = env.gen_obs_grid()
+    seen = []
+    for obj, position in _objects(env):
+        cell = env.relative_coords(*position)
+        if cell is not None and visible[cell]:
+            seen.append(Seen(obj, position, _bearing(env, position)))
+    return seen
+
+
 def _clause(instr):
     """The clause of a mission being worked on: sequences move on once a part succeeded."""
     if isinstance(instr, BeforeInstr | AndInstr):
@@ -347,36 +438,40 @@ def _clause(instr):
     return instr
 
 
-def _targets(env) -> list:
-    """The objects the current clause names, except one the agent already carries."""
+CLAUSE_TASKS = {GoToInstr: "reach", PickupInstr: "hold", OpenInstr: "open"}
+
+
+def _task(env) -> tuple[str, ObjDesc]:
+    """What the current clause asks (reach, hold, open or place) and of which objects."""
     instr = _clause(env.instrs)
     if isinstance(instr, PutNextInstr):
-        carried = any(obj is env.carrying for obj in instr.desc_move.obj_set)
-        desc = instr.desc_fixed if carried else instr.desc_move
-    else:
-        desc = instr.desc
-    return [obj for obj in desc.obj_set if obj is not env.carrying]
+        if any(obj is env.carrying for obj in instr.desc_move.obj_set):
+            return "place", instr.desc_fixed
+        return "hold", instr.desc_move
+    return CLAUSE_TASKS[type(instr)], instr.desc
 
 
-def goal(env) -> Goal | None:
-    """The nearest named object, or the key its locked door needs; None when nothing is left."""
-    objects = _objects(env)
-    targets = [(obj, at) for obj, at in objects if any(obj is t for t in _targets(env))]
-    if not targets:
-        return None
+def _nearest(items: Sequence[Seen]) -> Seen | None:
+    return min(items, key=lambda item: sum(map(abs, item.offset)), default=None)
 
-    def distance(item: tuple[WorldObj, tuple[int, int]]) -> int:
-        return sum(abs(step) for step in _bearing(env, item[1]))
 
-    target, position = min(targets, key=distance)
+def _locked(obj: WorldObj) -> bool:
+    return obj.type == "door" and obj.is_locked
+
+
+def sight(env) -> Sight:
+    """What the observation shows of what the mission needs now."""
+    task, desc = _task(env)
+    wanted = " ".join(word for word in (desc.color, desc.type or "object") if word)
+    seen = in_view(env)
+    target = _nearest([item for item in seen if any(item.obj is obj for obj in desc.obj_set)])
+    if target is None or not _locked(target.obj):
+        return Sight(wanted, task, target)
     holding = env.carrying
-    has_key = holding is not None and holding.type == "key" and holding.color == target.color
-    if target.type == "door" and target.is_locked and not has_key:
-        keys = [(obj, at) for obj, at in objects if obj.type == "key" and obj.color == target.color]
-        if keys:
-            key, key_position = min(keys, key=distance)
-            return Goal(_name(key), key_position, locked_door=_name(target))
-    return Goal(_name(target), position)
+    if holding is not None and holding.type == "key" and holding.color == target.obj.color:
+        return Sight(wanted, task, target)
+    keys = [it for it in seen if it.obj.type == "key" and it.obj.color == target.obj.color]
+    return Sight(wanted, task, target, needs_key=True, key=_nearest(keys))
 
 
 def actions_to_reach(env, position: tuple[int, int]) -> int | None:
@@ -409,13 +504,13 @@ def _cell_state(cell: WorldObj | None) -> tuple:
     return (cell.type, cell.color)
 
 
-def _pose(env, front: tuple[int, int], target: Goal | None) -> Pose:
+def _pose(env, front: tuple[int, int], goal: Seen | None) -> Pose:
     return Pose(
         position=(int(env.agent_pos[0]), int(env.agent_pos[1])),
         direction=int(env.agent_dir),
         carrying=None if env.carrying is None else _name(env.carrying),
         ahead=_cell_state(env.grid.get(*front)),
-        reach=None if target is None else actions_to_reach(env, target.position),
+        reach=None if goal is None else actions_to_reach(env, goal.position),
     )
 
 
@@ -431,123 +526,168 @@ def _front_change(before: tuple, after: tuple) -> str | None:
     return f"opens {thing}" if after[2] else f"closes {thing}"
 
 
-def effect(state: EnvState, action: str, target: Goal | None) -> str:
+def effect(state: EnvState, action: str, goal: Seen | None) -> str:
     """What taking `action` at `state` does, as a verb phrase ("brings you closer to the red
-    key"), found by taking it in a restored world."""
+    key"), found by taking it in a restored world; progress is judged only toward a goal the
+    observation shows."""
     world = TextWorld.restore(state)
     env = world.env.unwrapped
     front = (int(env.front_pos[0]), int(env.front_pos[1]))
-    before = _pose(env, front, target)
+    before = _pose(env, front, goal)
     result = world.step(action)
     if result.done:
         return "completes the mission" if result.success else "ends the episode without success"
-    after = _pose(env, front, target)
+    after = _pose(env, front, goal)
     if before.carrying != after.carrying:
-        return f"picks up {after.carrying}" if after.carrying else f"drops {before.carrying}"
+        return _handled(before.carrying, after.carrying, goal)
     if change := _front_change(before.ahead, after.ahead):
         return change
     if (before.position, before.direction) != (after.position, after.direction):
-        return _progress(before, after, target, action)
+        return _progress(before, after, goal, action)
     if action == "go forward":
         return "does not move you: the way ahead is blocked"
     return "changes nothing here"
 
 
-def _progress(before: Pose, after: Pose, target: Goal | None, action: str) -> str:
+def _handled(before: str | None, after: str | None, goal: Seen | None) -> str:
+    """A change of what the agent carries, and whether it is what the mission needs now."""
+    if after is None:
+        return f"drops {before}"
+    if goal is None or goal.name == after:
+        return f"picks up {after}"
+    return f"picks up {after}, but the mission needs {goal.name}"
+
+
+def _progress(before: Pose, after: Pose, goal: Seen | None, action: str) -> str:
     """A move or a turn, judged by the actions still needed to reach the goal."""
-    if target is None or before.reach is None or after.reach is None:
+    if goal is None or before.reach is None or after.reach is None:
         return "moves you forward" if action == "go forward" else f"turns you {action.split()[-1]}"
     if after.reach < before.reach:
-        return f"brings you closer to {target.name}"
+        return f"brings you closer to {goal.name}"
     if after.reach > before.reach:
-        return f"takes you farther from {target.name}"
-    return f"does not bring you closer to {target.name}"
+        return f"takes you farther from {goal.name}"
+    return f"does not bring you closer to {goal.name}"
 
 
-def _deed(env, action: str, target: Goal | None) -> str:
-    """The suggested action as an instruction that names what it acts on."""
+def _blocker(env, view: Sight) -> str | None:
+    """What stands right in front of the agent and blocks its way, unless the mission needs it."""
     front = env.grid.get(*env.front_pos)
-    if action == "pick up" and front is not None:
-        if target is not None and target.locked_door and target.name == _name(front):
-            return f"pick up {_name(front)}: it unlocks {target.locked_door}"
-        return f"pick up {_name(front)} in front of you"
-    if action == "toggle" and front is not None and front.type in ("door", "box"):
-        if front.type == "door" and front.is_locked:
-            return f"unlock {_name(front)} with the key you carry"
-        verb = "close" if front.type == "door" and front.is_open else "open"
-        return f"{verb} {_name(front)} in front of you"
-    if action == "drop" and env.carrying is not None:
-        return f"drop {_name(env.carrying)} here"
-    if action in ("turn left", "turn right", "go forward") and target is not None:
-        return f"{action} on your way to {target.name}"
-    return action
+    needed = [item.obj for item in (view.target, view.key) if item is not None]
+    if front is None or front.can_overlap() or any(front is obj for obj in needed):
+        return None
+    thing = "a wall" if front.type == "wall" else _name(front)
+    return f"{_capital(thing)} right in front of you blocks the way."
 
 
-def _diagnosis(mission: str, target: Goal | None, bearing: tuple[int, int] | None) -> str:
-    first = f"Your mission is to {mission}."
+def _diagnosis(env, view: Sight) -> str:
+    """What the observation shows of the mission's need, and what blocks the way."""
+    target = view.target
     if target is None:
-        return f"{first} Nothing it names is left to reach."
-    if target.locked_door:
-        return (
-            f"{first} {_capital(target.locked_door)} is locked, so you need {target.name} "
-            f"first; it is {where(*bearing)}."
+        found = f"No {view.wanted} the mission names is in view."
+    elif view.needs_key:
+        key = view.key
+        opener = "no key for it is in view" if key is None else f"{key.name} {key.where} opens it"
+        found = f"{_capital(target.name)} {target.where} is locked; {opener}."
+    elif _locked(target.obj):
+        found = f"{_capital(target.name)} {target.where} is locked, and the key you carry opens it."
+    else:
+        found = f"{_capital(target.name)} is {target.where}."
+    return " ".join(filter(None, (found, _blocker(env, view))))
+
+
+HINTS = {  # what a clause asks of its goal: (while the goal is farther, once it is in front)
+    "reach": ("You reach {goal} once it is right in front of you.",) * 2,
+    "hold": (
+        "You can hold {goal} once it is right in front of you.",
+        "{Goal} right in front of you is the one to hold.",
+    ),
+    "open": (
+        "You can open {goal} once it is right in front of you.",
+        "{Goal} right in front of you is the door to open.",
+    ),
+    "place": ("{Carried} you carry must end up in an empty cell next to {goal}.",) * 2,
+}
+
+FULL_HANDS = "You carry {carried}, and your hands must be free to hold another."
+
+
+def _hint(env, view: Sight) -> str:
+    """What the mission needs next, in terms of what the observation shows, and whether the
+    agent's hands must be freed for it."""
+    goal = view.goal
+    task = "hold" if view.needs_key else view.task
+    carried = "" if env.carrying is None else _name(env.carrying)
+    if goal is None:
+        missing = "a key for it" if view.needs_key else "it"
+        need = f"Explore the room until {missing} comes into view."
+    else:
+        need = HINTS[task][goal.in_front].format(
+            goal=goal.name, Goal=_capital(goal.name), Carried=_capital(carried)
         )
-    return f"{first} {_capital(target.name)} is {where(*bearing)}."
+    if task != "hold" or not carried:
+        return need
+    return f"{need} {FULL_HANDS.format(carried=carried)}"
 
 
-def _contrast(state: EnvState, suggested: str, student: str | None, target: Goal | None) -> str:
-    good = effect(state, suggested, target)
+def _contrast(state: EnvState, suggested: str, student: str | None, goal: Seen | None) -> str:
+    """Why the student's action falls short, naming only that action."""
     if student is None:
-        return f"There is no student action to compare with; '{suggested}' {good}."
+        return "There is no student action to compare with."
     if student == suggested:
-        return f"'{suggested}' is the right move: it {good}."
-    bad = effect(state, student, target)
-    if bad == good:
-        return (
-            f"'{suggested}' and '{student}' do the same here (each {good}); the expert prefers "
-            f"'{suggested}'."
-        )
-    return f"'{suggested}' beats '{student}': '{suggested}' {good}, while '{student}' {bad}."
+        return "Your action is the right one here."
+    bad = effect(state, student, goal)
+    if bad == effect(state, suggested, goal):
+        return f"'{student}' {bad}, yet another action is better here."
+    return f"'{student}' {bad}."
 
 
-def _heading(bearing: tuple[int, int] | None, valid_actions: tuple[str, ...]) -> str:
-    """A stand-in for a missing expert action: step toward the goal, or turn to face it."""
-    if bearing is None:
+def _heading(goal: Seen | None, valid_actions: tuple[str, ...]) -> str:
+    """A stand-in for a missing expert action: step toward the goal in view, or turn to it."""
+    if goal is None:
         return valid_actions[0]
-    right, forward = bearing
+    right, forward = goal.offset
     action = (
         "go forward" if right == 0 and forward > 0 else "turn left" if right < 0 else "turn right"
     )
     return action if action in valid_actions else valid_actions[0]
 
 
+EPISODE_OVER_TEXTS = ("The episode is over.", "Nothing is left to do.", EPISODE_OVER)
+
+
 class BotTeacher(Teacher):
-    """BabyAI's bot as the teacher: its action on the restored state, texts from the state."""
+    """BabyAI's bot as the teacher: its action on the restored state, texts from what the
+    student's observation shows, naming no action but the student's own in the contrast."""
 
     backend = "bot"
 
     def answer(self, request: TeacherRequest) -> TeacherAnswer:
         """The bot's action and texts; where the bot has no usable action, a move toward the
-        goal stands in, flagged `valid=False`."""
+        goal in view stands in, flagged `valid=False`."""
         world = TextWorld.restore(request.state)
+        action, problem = world.expert_action(), None  # replays the episode anew, so look after
         env = world.env.unwrapped
-        target = goal(env)
-        bearing = None if target is None else _bearing(env, target.position)
-        action, problem = world.expert_action(), None
+        view = None if world.done else sight(env)
         if action is None:
             problem = "the bot has no action here (episode over, bot failed or bot says done)"
         elif action not in request.valid_actions:
             problem = f"the bot's action {action!r} is not among the valid actions"
         if problem:
-            action = _heading(bearing, request.valid_actions)
-        student = request.student_action
+            action = _heading(None if view is None else view.goal, request.valid_actions)
+        diagnosis, hint, contrast = (
+            EPISODE_OVER_TEXTS
+            if view is None
+            else (
+                _diagnosis(env, view),
+                _hint(env, view),
+                _contrast(request.state, action, request.student_action, view.goal),
+            )
+        )
         return TeacherAnswer(
             suggested_action=action,
-            diagnosis=_diagnosis(world.mission, target, bearing),
-            hint=_capital(_deed(env, action, target)) + ".",
-            contrast=EPISODE_OVER
-            if world.done
-            else _contrast(request.state, action, student, target),
+            diagnosis=diagnosis,
+            hint=hint,
+            contrast=contrast,
             valid=problem is None,
             backend=self.backend,
             problem=problem,
@@ -677,19 +817,39 @@ class OpenAITeacher(Teacher):
         return self.cache_dir / f"{digest}.json"
 
     def answer(self, request: TeacherRequest) -> TeacherAnswer:
-        """The cached answer, or a fresh one; only valid answers are cached, so a request the
-        client gave up on, or one whose answer fell back to the bot, is asked again next run."""
+        """The cached answer, or a fresh one, screened for named actions; only valid answers
+        are cached, as the model gave them, so a request the client gave up on, or one whose
+        answer fell back to the bot, is asked again next run."""
         body = self.request_body(request)
         path = self.cache_path(body)
-        if path.exists():
-            cached = self._cached(path)
-            if cached.valid:  # a cache written before fallbacks were kept out of it may hold one
-                self.counts["cache_hits"] += 1
-                return cached
+        cached = self._cached(path) if path.exists() else None
+        if cached is not None and cached.valid:  # an old cache may hold a fallback
+            self.counts["cache_hits"] += 1
+            return self._screened(request, cached)
         answer = self._ask(request, body)
-        if answer.valid:
-            write_json(path, {"request": body, "answer": answer.model_dump(mode="json")})
-        return answer
+        if not answer.valid:
+            return answer
+        write_json(path, {"request": body, "answer": answer.model_dump(mode="json")})
+        return self._screened(request, answer)
+
+    def _screened(self, request: TeacherRequest, answer: TeacherAnswer) -> TeacherAnswer:
+        """`answer` if its texts name no action they may not; else flagged and, by
+        `teacher.action_in_text`, repaired (and checked again) or replaced by the bot's."""
+        leaks = leaked_actions(answer, request.student_action)
+        if not leaks:
+            return answer
+        self.counts["names_action"] += 1
+        named = [action for action in ACTIONS if any(action in found for found in leaks.values())]
+        if self.params.action_in_text == "repair":
+            texts = {field: neutral_text(getattr(answer, field), leaks[field]) for field in leaks}
+            repaired = answer.model_copy(update={**texts, "names_action": named})
+            if not leaked_actions(repaired, request.student_action):
+                return repaired
+        problem = f"the answer's texts name the action(s) {', '.join(map(repr, named))}"
+        source = {"backend", "model", "cached", "prompt_tokens", "completion_tokens"}
+        kept = answer.model_dump(include=source)
+        update = {**kept, "valid": False, "problem": problem, "names_action": named}
+        return self.fallback.answer(request).model_copy(update=update)
 
     def _cached(self, path: Path) -> TeacherAnswer:
         try:

@@ -53,6 +53,7 @@ class TeacherAnswer(BaseModel):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     problem: str | None = None  # why `valid` is False
+    names_action: list[str] = []  # actions its texts named where they may not (flagged)
 
 
 class TeacherHealth(BaseModel):

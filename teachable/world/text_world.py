@@ -48,8 +48,9 @@ def _steps(n: int, direction: str) -> str:
     return f"{n} step{'' if n == 1 else 's'} {direction}"
 
 
-def _offset(right: int, forward: int) -> str:
-    """ "1 step left and 2 steps forward"; an object in line gets one component."""
+def offset_words(right: int, forward: int) -> str:
+    """An offset in the agent's frame as the observations word it: "1 step left and 2 steps
+    forward"; an object in line gets one component."""
     parts = []
     if right:
         parts.append(_steps(abs(right), "right" if right > 0 else "left"))
@@ -100,7 +101,7 @@ def describe(env: gym.Env) -> str:
     ]
     things = [(r, f, obj) for r, f, obj in things if obj is not None and obj.type != "wall"]
     for right, forward, obj in sorted(things, key=lambda t: (abs(t[0]) + t[1], t[1], t[0])):
-        sentences.append(f"You see {_name(obj)} {_offset(right, forward)}.")
+        sentences.append(f"You see {_name(obj)} {offset_words(right, forward)}.")
     return " ".join(sentences) or "You see nothing nearby."
 
 

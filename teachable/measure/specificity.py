@@ -1,0 +1,116 @@
+"""Drift and specificity of an adapter from per-state changes of its policy over the actions.
+
+At each probe state (with its expert action a*): KL(warmed || trained) and the change of
+log pi(a*); at each trained state: the change of log pi(its target); and, at each probe state,
+the change of log pi of every trained state's target. Specificity is the mean change at the
+trained states minus the mean change of the same target actions at the probe states, which is
+what a push of the labels' action mix alone gives everywhere, so such a push scores 0.
+
+Intervals: t intervals over states. Specificity crosses the two sets (probe states x trained
+targets), so its standard error adds the trained states' part (the spread of each trained
+state's change minus its target's mean change at the probes) and the probe states' part (the
+spread of each probe state's change of the trained mix), with Welch-Satterthwaite degrees of
+freedom; a set of one state is taken as fixed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats
+
+from teachable.measure.intervals import number
+from teachable.records.adapter_probe import AdapterProbe
+from teachable.records.estimate import CONFIDENCE, Estimate
+
+
+@dataclass(frozen=True)
+class PolicyChanges:
+    """Per-state changes of a trained policy from the warmed one: `drift` and `expert_change`
+    per probe state, `target_change` per trained state, and `probe_target_change[i, j]`, the
+    change at probe state i of log pi of trained state j's target."""
+
+    drift: np.ndarray
+    expert_change: np.ndarray
+    target_change: np.ndarray
+    probe_target_change: np.ndarray
+
+    @classmethod
+    def of(
+        cls,
+        warmed_probes: np.ndarray,
+        trained_probes: np.ndarray,
+        experts: np.ndarray,
+        warmed_states: np.ndarray,
+        trained_states: np.ndarray,
+        targets: np.ndarray,
+    ) -> PolicyChanges:
+        """From log-policies (states, actions) of both students at the probe states and at the
+        trained states, and the action indices of the experts and the targets."""
+        change = trained_probes - warmed_probes
+        drift = (np.exp(warmed_probes) * -change).sum(axis=1)
+        at_targets = (trained_states - warmed_states)[np.arange(len(targets)), targets]
+        expert_change = change[np.arange(len(experts)), experts]
+        return cls(drift, expert_change, at_targets, change[:, targets])
+
+
+def welch_t(
+    value: float, parts: Mapping[str, np.ndarray], n: int, confidence: float = CONFIDENCE
+) -> Estimate:
+    """`value` (a sum or difference of the means of independent named `parts`) with a t
+    interval: the squared standard errors of the parts add, the degrees of freedom are
+    Welch-Satterthwaite's, and a part of one value adds nothing (it is fixed)."""
+    samples = parts.values()
+    terms = [(part.var(ddof=1) / len(part), len(part) - 1) for part in samples if len(part) > 1]
+    sizes = " + ".join(f"{len(part)} {name}" for name, part in parts.items())
+    method = f"Welch t interval over {sizes}"
+    if not terms:
+        return Estimate(value=number(value), n=n, confidence=confidence, method=method)
+    variance = sum(term for term, _ in terms)
+    half = 0.0
+    if variance > 0:
+        freedom = variance**2 / sum(term**2 / df for term, df in terms)
+        half = float(stats.t.ppf((1 + confidence) / 2, freedom) * np.sqrt(variance))
+    return Estimate(
+        value=number(value),
+        low=number(value - half),
+        high=number(value + half),
+        n=n,
+        confidence=confidence,
+        method=method,
+    )
+
+
+def drift_and_specificity(changes: PolicyChanges, confidence: float = CONFIDENCE) -> AdapterProbe:
+    """The mean of each per-state change and specificity, each with its t interval and n."""
+    probe_target = changes.probe_target_change
+    n_probes, n_trained = probe_target.shape
+    if not n_probes or not n_trained:
+        raise ValueError("drift and specificity need at least one probe and one trained state")
+    trained_part = changes.target_change - probe_target.mean(axis=0)
+    probe_part = probe_target.mean(axis=1)
+    return AdapterProbe(
+        drift=welch_t(changes.drift.mean(), {"probe states": changes.drift}, n_probes, confidence),
+        expert_change=welch_t(
+            changes.expert_change.mean(),
+            {"probe states": changes.expert_change},
+            n_probes,
+            confidence,
+        ),
+        target_change=welch_t(
+            changes.target_change.mean(),
+            {"trained states": changes.target_change},
+            n_trained,
+            confidence,
+        ),
+        specificity=welch_t(
+            trained_part.mean(),
+            {"trained states": trained_part, "probe states": probe_part},
+            n_probes + n_trained,
+            confidence,
+        ),
+        n_probes=n_probes,
+        n_trained=n_trained,
+    )
