@@ -550,6 +550,12 @@ class Phase2Parameters(LoraOverrides):
         "baselines train on demo)",
     )
 
+    demo_steps: Steps = Field(
+        1,
+        description="expert actions per snapshot the demo cells train on: 1, the snapshot's own; "
+        "more, the expert's recovery trajectory from it, one example per state",
+    )
+
     _distinct_seeds = field_validator("seeds")(distinct_seeds)
     _distinct_formats = field_validator("formats")(listed_once("format"))
 
@@ -672,6 +678,11 @@ class Phase5Parameters(LoraOverrides):
         "and data order; `random` draws anew per seed)",
     )
     format: Format = Field("demo", description="supervision format every selection is trained in")
+    demo_steps: Steps = Field(
+        1,
+        description="expert actions per snapshot a demo selection trains on: 1, the snapshot's "
+        "own; more, the expert's recovery trajectory from it, one example per state",
+    )
 
     _distinct_methods = field_validator("methods")(listed_once("method"))
     _distinct_seeds = field_validator("seeds")(distinct_seeds)

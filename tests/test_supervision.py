@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from labeled_rows import labeled_rows
 
@@ -11,10 +13,14 @@ from teachable.models.supervision import (
     SupervisionFormat,
     patch_text,
     sft_example,
+    sft_examples,
     suggestion,
     teacher_texts,
 )
+from teachable.models.training_runs import MatrixRun, run_key
+from teachable.parameters import LoraParameters, StudentParameters
 from teachable.vocabulary import FORMATS
+from teachable.world.text_world import TextWorld, expert_trajectory
 
 TASKS = [("GoToLocal", seed) for seed in (2, 3, 4, 5, 6, 10)] + [("PickupLoc", 2), ("PickupLoc", 3)]
 
@@ -90,3 +96,36 @@ def test_a_newly_registered_format_is_picked_up_by_training_and_patching(rows, m
     assert sft_example(row, "critique").prompt.patch == expected
     assert patch_text("critique", row.teacher) == expected
     assert sft_example(row, "critique").target == row.expert_action
+
+
+def test_demo_steps_follow_the_experts_recovery_trajectory_state_by_state(rows):
+    row = next(r for r in rows if len(expert_trajectory(r.state, 3)[0]) == 3)
+    actions, _ = expert_trajectory(row.state, 3)
+    examples = sft_examples([row], "demo", demo_steps=3)
+    assert [e.target for e in examples] == actions
+    assert examples[0] == sft_example(row, "demo")
+    state = row.state
+    for example, action in zip(examples, actions, strict=True):
+        world = TextWorld.restore(state)
+        assert (example.prompt.mission, example.prompt.observation) == (
+            world.mission,
+            world.observation,
+        )
+        state = state.then(action)
+    assert len({e.prompt.observation for e in examples}) > 1
+
+
+def test_demo_steps_leave_the_formats_that_speak_of_the_snapshot_alone(rows):
+    for format in ("hint", "contrast"):
+        assert sft_examples(rows[:4], format, demo_steps=3) == sft_examples(rows[:4], format)
+    assert sft_examples(rows[:4], "demo", demo_steps=1) == [
+        sft_example(r, "demo") for r in rows[:4]
+    ]
+
+
+def test_a_recovery_trajectory_is_a_new_run_and_one_step_is_the_old_one(rows):
+    params = StudentParameters(model="tiny")
+    lora = LoraParameters()
+    run = MatrixRun("baseline_all_demo", 0, "all", "demo", tuple(rows[:3]))
+    assert run_key(run, lora, params) == run_key(replace(run, demo_steps=1), lora, params)
+    assert run_key(run, lora, params) != run_key(replace(run, demo_steps=2), lora, params)

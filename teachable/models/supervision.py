@@ -21,18 +21,21 @@ from teachable.models.lora import SFTExample
 from teachable.models.rollouts import prompt_for
 from teachable.records.labeled import LabeledSnapshot, TeacherAnswer
 from teachable.vocabulary import Format
-from teachable.world.text_world import TextWorld
+from teachable.world.text_world import TextWorld, expert_trajectory
 
 
 @dataclass(frozen=True)
 class SupervisionFormat:
     """A supervision format: its patch `template`, filled from the teacher-answer fields it
     names, and whether its training prompt carries the patch (`patched_in_training`; a patch
-    that only states the target action would hand the student its answer)."""
+    that only states the target action would hand the student its answer). A format that
+    `follows_recovery` trains, with `demo_steps` > 1, on the expert's recovery trajectory from
+    the snapshot, one example per state; the others' texts speak of the snapshot alone."""
 
     name: Format
     template: str
     patched_in_training: bool = True
+    follows_recovery: bool = False
 
     @property
     def reads(self) -> tuple[str, ...]:
@@ -67,7 +70,11 @@ def register(format: SupervisionFormat) -> SupervisionFormat:
     return format
 
 
-register(SupervisionFormat("demo", "A teacher suggests: {suggested_action}.", False))
+register(
+    SupervisionFormat(
+        "demo", "A teacher suggests: {suggested_action}.", False, follows_recovery=True
+    )
+)
 register(SupervisionFormat("hint", "A teacher's hint: {diagnosis} {hint}"))
 register(SupervisionFormat("contrast", "A teacher explains: {contrast}"))
 
@@ -86,9 +93,26 @@ def sft_example(row: LabeledSnapshot, format: Format, history: int = 0) -> SFTEx
     return SFTExample(prompt_for(TextWorld.restore(row.state), history, patch), row.expert_action)
 
 
+def recovery_examples(row: LabeledSnapshot, steps: int, history: int = 0) -> list[SFTExample]:
+    """The expert's first `steps` actions from the snapshot, each at its own state as a plain
+    state prompt (fewer where the bot finishes sooner); the first is the snapshot's own."""
+    actions, _ = expert_trajectory(row.state, steps)
+    states = [row.state]
+    for action in actions[:-1]:
+        states.append(states[-1].then(action))
+    return [
+        SFTExample(prompt_for(TextWorld.restore(state), history), action)
+        for state, action in zip(states, actions, strict=True)
+    ]
+
+
 def sft_examples(
-    rows: Sequence[LabeledSnapshot], format: Format, history: int = 0
+    rows: Sequence[LabeledSnapshot], format: Format, history: int = 0, demo_steps: int = 1
 ) -> list[SFTExample]:
+    """The training examples of `rows` in `format`: one per snapshot, or the recovery
+    trajectory's `demo_steps` per snapshot for a format that follows it."""
+    if demo_steps > 1 and supervision_format(format).follows_recovery:
+        return [example for row in rows for example in recovery_examples(row, demo_steps, history)]
     return [sft_example(row, format, history) for row in rows]
 
 

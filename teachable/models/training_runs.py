@@ -31,7 +31,8 @@ from teachable.vocabulary import Format
 @dataclass(frozen=True)
 class MatrixRun:
     """One training run: a cell (which snapshots, in which format) at one training seed. A run
-    with a `skip` reason is listed but not trained."""
+    with a `skip` reason is listed but not trained; `demo_steps` is how many recovery actions
+    per snapshot a format that follows the recovery trajectory trains on."""
 
     cell: str
     seed: int
@@ -39,6 +40,7 @@ class MatrixRun:
     format: Format
     rows: tuple[LabeledSnapshot, ...]
     skip: str | None = None
+    demo_steps: int = 1
 
     @property
     def id(self) -> str:
@@ -77,6 +79,8 @@ def run_key(run: MatrixRun, lora: LoraParameters, student: StudentParameters) ->
         "lora": run_lora(run, lora).model_dump(mode="json"),
         "student": student.model_dump(mode="json", exclude={"batch_size"}),
     }
+    if run.demo_steps > 1:  # one step is the snapshot's own example, as every format trains
+        shaping["demo_steps"] = run.demo_steps
     return hashlib.sha1(json.dumps(shaping, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -101,7 +105,7 @@ class TrainedAdapter:
 def train_adapter(student: Student, training: Training) -> TrainedAdapter:
     """The work of a training unit: a fresh adapter on the run's snapshots in its format."""
     run = training.run
-    examples = sft_examples(run.rows, run.format, student.params.history)
+    examples = sft_examples(run.rows, run.format, student.params.history, run.demo_steps)
     with tempfile.TemporaryDirectory() as folder:
         result = train_lora(student, examples, run_lora(run, training.lora), Path(folder))
         files = pack_folder(result.adapter_dir)

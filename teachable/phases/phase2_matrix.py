@@ -47,7 +47,7 @@ def plan_matrix(
     """Every run, seed by seed in a fixed order: quadrants x `phase2.formats`, then the two
     baselines.
     The draws of seed `s` come from (run `seed`, `s`, which cell), whatever the other seeds."""
-    n = phase2.n_train
+    n, steps = phase2.n_train, phase2.demo_steps
     runs = []
     for s in phase2.seeds:
         for index, quadrant in enumerate(QUADRANTS):
@@ -62,14 +62,21 @@ def plan_matrix(
                 ]
                 continue
             drawn = draw(rows, n, (seed, s, index))
-            runs += [MatrixRun(f"{quadrant}_{f}", s, quadrant, f, drawn) for f in phase2.formats]
-        runs.append(MatrixRun("baseline_all_demo", s, "all", "demo", tuple(train)))
+            runs += [
+                MatrixRun(f"{quadrant}_{f}", s, quadrant, f, drawn, demo_steps=steps)
+                for f in phase2.formats
+            ]
+        runs.append(
+            MatrixRun("baseline_all_demo", s, "all", "demo", tuple(train), demo_steps=steps)
+        )
         if len(train) < n:
             reason = f"{len(train)} labeled snapshot(s), fewer than phase2.n_train={n}"
             runs.append(MatrixRun("baseline_random_demo", s, "random", "demo", (), reason))
         else:
             drawn = draw(train, n, (seed, s, len(QUADRANTS)))
-            runs.append(MatrixRun("baseline_random_demo", s, "random", "demo", drawn))
+            runs.append(
+                MatrixRun("baseline_random_demo", s, "random", "demo", drawn, demo_steps=steps)
+            )
     return runs
 
 

@@ -227,7 +227,14 @@ def training_runs(
     """Each method's runs, one per training seed, on its picks with their supervision."""
     return {
         method: [
-            MatrixRun(method, s, method, phase5.format, tuple(rows[row.id] for row in picked))
+            MatrixRun(
+                method,
+                s,
+                method,
+                phase5.format,
+                tuple(rows[row.id] for row in picked),
+                demo_steps=phase5.demo_steps,
+            )
             for s, picked in zip(phase5.seeds, seeds, strict=True)
         ]
         for method, seeds in picks.items()
