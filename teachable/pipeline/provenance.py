@@ -1,7 +1,8 @@
 """What a run ran on and what it did: parameters, seeds, git commit, packages, device, phases.
 
 `Provenance` is written to `runs/<run>/provenance.json` when a run starts, before each phase
-and when it ends, so even a run that died mid-phase says what it was doing.
+and when it ends, so even a run that died mid-phase says what it was doing. It describes the
+last invocation; `pipeline.history` keeps every one.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 
 from teachable.parameters import Parameters
 from teachable.records.layout import RunLayout
-from teachable.records.store import write_json
+from teachable.records.store import BadFile, read_json, write_json
 
 PACKAGES = (
     "teachable",
@@ -111,6 +112,7 @@ class PhaseRecord:
     started_at: str | None = None
     finished_at: str | None = None
     teacher: list[str] = field(default_factory=list)  # the health of each teacher it asked
+    units: dict[str, int] | None = None  # what it had left to run, by kind, where known
 
 
 @dataclass
@@ -150,6 +152,19 @@ class Provenance:
 
     def save(self, run: RunLayout) -> None:
         write_json(run.provenance, asdict(self))
+
+    @classmethod
+    def load(cls, run: RunLayout) -> Provenance | None:
+        """The run's last invocation as recorded; None when there is none or it does not read
+        as one."""
+        if not run.provenance.is_file():
+            return None
+        try:
+            data = read_json(run.provenance)
+            phases = [PhaseRecord(**phase) for phase in data.pop("phases", [])]
+            return cls(**data, phases=phases)
+        except (BadFile, TypeError, AttributeError):
+            return None
 
     def finish(self, status: str, run: RunLayout) -> None:
         self.status, self.finished_at = status, now()

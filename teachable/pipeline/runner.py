@@ -8,6 +8,8 @@ skips a phase whose outputs are up to date. A new phase is one more entry in `PH
 One run per run folder: the runner holds `runs/<run>/run.lock` for the whole run
 (`pipeline.lock`). A phase that asks a teacher writes its teacher's health; the runner keeps
 its one-line summary in the phase's record, and the command prints it when the run ends.
+Each phase's record keeps the units it had left to run (`pipeline.workload`); every
+invocation is appended to the run's history (`pipeline.history`).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,9 +30,11 @@ from nbconvert.preprocessors import CoalesceStreamsPreprocessor
 from papermill.exceptions import PapermillExecutionError
 
 from teachable.parameters import Parameters
+from teachable.pipeline.history import Invocation, append_invocation
 from teachable.pipeline.lock import hold_lock
 from teachable.pipeline.progress import kernel_arguments
 from teachable.pipeline.provenance import PhaseRecord, Provenance, now
+from teachable.pipeline.workload import units_left
 from teachable.records.labeled import load_teacher_health
 from teachable.records.layout import RunLayout
 from teachable.records.store import BadFile, read_json, read_jsonl, write_json
@@ -225,8 +229,8 @@ def check_readable_inputs(parameters: Parameters, phases: Sequence[Phase]) -> No
                 elif path.suffix == ".json":
                     read_json(path)
             except BadFile as error:
-                writers = [other.name for other in PHASES if path in other.outputs(run)]
-                remedy = f"; phase {' or '.join(writers)} writes it anew" if writers else ""
+                named = writers(run, path)
+                remedy = f"; phase {' or '.join(named)} writes it anew" if named else ""
                 raise PrerequisiteMissing(
                     f"phase {phase.name} cannot start: {error}{remedy}"
                 ) from None
@@ -272,14 +276,20 @@ def stamp_path(parameters: Parameters, phase: Phase) -> Path:
     return parameters.layout.stamp(phase.name)
 
 
+NEVER_FINISHED = "no finished run on record"
+
+
+PARAMETERS_CHANGED = "its parameters changed"
+
+
 def stale_reason(parameters: Parameters, phase: Phase, notebooks_dir: Path) -> str | None:
     """Why the phase must run, or None when its outputs are up to date: they exist, are newer
     than its notebook, its inputs and the package source, and its parameters are unchanged."""
     stamp = stamp_path(parameters, phase)
     if not stamp.exists():
-        return "no finished run on record"
+        return NEVER_FINISHED
     if read_json(stamp)["parameters_sha256"] != parameters_digest(parameters, phase):
-        return "its parameters changed"
+        return PARAMETERS_CHANGED
     run = parameters.layout
     outputs = list(phase.outputs(run))
     missing = [path for path in outputs if not path.exists()]
@@ -293,21 +303,38 @@ def stale_reason(parameters: Parameters, phase: Phase, notebooks_dir: Path) -> s
         *sorted(PACKAGE_DIR.rglob("*.py")),
     ]
     for path in sources:
+        if not path.exists():
+            return f"{path} is missing"
         if path.stat().st_mtime > oldest_output:
             return f"{path} is newer than its outputs"
     return None
 
 
-def check_inputs(parameters: Parameters, phase: Phase) -> None:
-    """Stop before starting a kernel when an input the phase reads is not there."""
+def writers(run: RunLayout, path: Path) -> list[str]:
+    """The phases that write `path` of the run."""
+    return [phase.name for phase in PHASES if path in phase.outputs(run)]
+
+
+def missing_input(
+    parameters: Parameters, phase: Phase, written: Collection[Path] = ()
+) -> str | None:
+    """What stops the phase before its kernel starts: an input that is not there (and not
+    among `written`, the outputs of phases that run before it), said with who writes it."""
     run = parameters.layout
     for path in phase.inputs(run):
-        if not path.exists():
-            writers = [other.name for other in PHASES if path in other.outputs(run)]
-            raise PhaseFailed(
+        if not path.exists() and path not in written:
+            return (
                 f"phase {phase.name} needs {path}, which does not exist; "
-                f"run phase {' or '.join(writers) or '?'} first"
+                f"run phase {' or '.join(writers(run, path)) or '?'} first"
             )
+    return None
+
+
+def check_inputs(parameters: Parameters, phase: Phase) -> None:
+    """Stop before starting a kernel when an input the phase reads is not there."""
+    missing = missing_input(parameters, phase)
+    if missing is not None:
+        raise PhaseFailed(missing)
 
 
 # JupyterLab's HTML page, less what it would fetch from a CDN: require.js, MathJax, mermaid and
@@ -417,6 +444,7 @@ def run_phase(
         print(f"{label}: up to date since {finished_at}, skipped (--force reruns it)")
         return
     print(f"{label}: running, {reason}")
+    record.units = units_left(phase.name, parameters, reason == PARAMETERS_CHANGED)
     record.status, record.reason, record.started_at = "running", reason, now()
     record.report = str(report_path(parameters, phase))
     try:
@@ -482,14 +510,15 @@ def run_phases(
     phases: Sequence[Phase] = PHASES,
     notebooks_dir: Path = NOTEBOOKS_DIR,
     force: bool = False,
+    command: str | None = None,
 ) -> Provenance:
-    """Run the phases in order and record the run in `provenance.json`, holding the run
-    folder's lock throughout; raise `FolderBusy` at once when another process holds it,
-    `PhaseFailed` at the first phase that fails, `GateFailed` at the first gate that stops
-    the run."""
+    """Run the phases in order, record the run in `provenance.json` and append it, with its
+    `command` (default: this process's), to the run's history, holding the run folder's lock
+    throughout; raise `FolderBusy` at once when another process holds it, `PhaseFailed` at
+    the first phase that fails, `GateFailed` at the first gate that stops the run."""
     if parameters.source is None:
         raise ValueError("the runner needs parameters read from a file (load_parameters)")
-    with hold_lock(parameters.layout.lock):
+    with hold_lock(parameters.layout.lock) as holder:
         provenance = Provenance.start(parameters, PACKAGE_DIR)
         status = "failed"
         try:
@@ -502,4 +531,6 @@ def run_phases(
             status = "finished"
         finally:
             provenance.finish(status, parameters.layout)
+            invocation = Invocation.of(provenance, command or holder.command)
+            append_invocation(parameters.layout, invocation)
     return provenance

@@ -336,7 +336,13 @@ class RunLayout(FolderLayout):
 
     @property
     def provenance(self) -> Path:
+        """The last invocation of `run` on this folder: parameters, code, machine, phases."""
         return self.folder / "provenance.json"
+
+    @property
+    def history(self) -> Path:
+        """Every invocation of `run` on this folder, one line each, appended as it ends."""
+        return self.folder / "history.jsonl"
 
     @property
     def lock(self) -> Path:
