@@ -296,6 +296,7 @@ class Student:
         self.base_model = base_model if base_model is not None else model
         self.adapter = adapter
         self.float32_head = float32_head
+        self._packed: dict[tuple[str, ...], _PackedActions] = {}
 
     @classmethod
     def load(cls, params: StudentParameters, adapter: str | Path | None = None) -> Student:
@@ -465,6 +466,15 @@ class Student:
                 scores[chunk] = self.score_states(chunk_states, actions).cpu().numpy()
         return scores
 
+    def packed_actions(self, actions: tuple[str, ...]) -> _PackedActions:
+        """The candidate actions' tokens packed after a state, built once per set of actions
+        (scoring packs them for every batch of every rollout step), as plain tensors that
+        training with gradients may use too."""
+        if actions not in self._packed:
+            with torch.inference_mode(False):
+                self._packed[actions] = _PackedActions.of([self.action_ids(a) for a in actions])
+        return self._packed[actions]
+
     def score_states(
         self,
         states: Sequence[list[int]],
@@ -474,7 +484,7 @@ class Student:
         """log p(action | state) summed over the action's tokens for encoded states, in one
         forward over `prefix` (the cached system prefix by default), under the caller's grad
         mode: (len(states), len(actions))."""
-        packed = _PackedActions.of([self.action_ids(action) for action in actions])
+        packed = self.packed_actions(tuple(actions))
         continuations = [packed.continuation] * len(states)
         prefix = self._prefix_cache if prefix is None else prefix
         logits = self.continuation_logits(prefix, states, continuations)
