@@ -22,6 +22,7 @@ from pydantic import (
     model_validator,
 )
 
+from teachable.records.dose import Dose
 from teachable.records.layout import RunLayout
 from teachable.records.training_summary import LearningRate, LoraHyperparameters, Steps
 from teachable.vocabulary import FORMATS, SELECTION_METHODS, Format, SelectionMethod, UMethod
@@ -246,16 +247,10 @@ class LoraParameters(Section, LoraHyperparameters):
     """Hyperparameters of the one LoRA SFT function every phase trains through."""
 
 
-class LoraOverrides(Section):
-    """Values that replace the shared `lora` section's for one phase's runs; null keeps
-    `lora`'s."""
+class BatchOverrides(Section):
+    """Batch shape that replaces the shared `lora` section's for one phase's runs; null keeps
+    `lora`'s. How hard a run pushes (learning rate, steps, anchor) is its dose, not this."""
 
-    steps: Steps | None = Field(
-        None, description="optimizer steps per run in place of `lora.steps`"
-    )
-    learning_rate: LearningRate | None = Field(
-        None, description="learning rate in place of `lora.learning_rate`"
-    )
     batch_size: int | None = Field(
         None, ge=1, description="micro-batch size in place of `lora.batch_size`"
     )
@@ -268,8 +263,31 @@ class LoraOverrides(Section):
 
     def over(self, lora: LoraParameters) -> LoraParameters:
         """`lora` with every override that is set put in its place, validated."""
-        updates = self.model_dump(include=set(LoraOverrides.model_fields), exclude_none=True)
+        overridable = set(LoraOverrides.model_fields) & set(type(self).model_fields)
+        updates = self.model_dump(include=overridable, exclude_none=True)
         return type(lora).model_validate({**lora.model_dump(), **updates})
+
+
+class LoraOverrides(BatchOverrides):
+    """Batch shape, steps and learning rate in place of the shared `lora` section's."""
+
+    steps: Steps | None = Field(
+        None, description="optimizer steps per run in place of `lora.steps`"
+    )
+    learning_rate: LearningRate | None = Field(
+        None, description="learning rate in place of `lora.learning_rate`"
+    )
+
+
+class DosedTraining(BatchOverrides):
+    """A phase whose trainings take a dose: the calibrated one (`dose.json`), unless `dose`
+    pins one."""
+
+    dose: Dose | None = Field(
+        None,
+        description="learning rate, steps and anchor weight of every training of this phase; "
+        "null: the dose the calibration (phase 1a) chose",
+    )
 
 
 class WarmupParameters(LoraOverrides):
@@ -455,21 +473,107 @@ class Phase1Parameters(Section):
         return self
 
 
-class Phase1BParameters(LoraOverrides):
+def distinct_seeds(seeds: list[int]) -> list[int]:
+    """At least one seed, each >= 0 and listed once."""
+    if not seeds or min(seeds) < 0 or len(set(seeds)) < len(seeds):
+        raise ValueError("seeds needs at least one seed, each >= 0 and listed once")
+    return seeds
+
+
+def listed_once(noun: str) -> Callable[[list], list]:
+    """A field validator: at least one `noun`, each listed once."""
+
+    def check(values: list) -> list:
+        if not values or len(set(values)) < len(values):
+            raise ValueError(f"{noun}s needs at least one {noun}, each listed once")
+        return values
+
+    return check
+
+
+class DoseGrid(Section):
+    """The doses the calibration measures: every combination of the three lists."""
+
+    learning_rates: list[LearningRate] = Field(
+        default_factory=lambda: [3e-4, 1e-3], description="learning rates of the grid"
+    )
+    steps: list[Steps] = Field(
+        default_factory=lambda: [4, 12], description="optimizer steps of the grid"
+    )
+    anchor_weights: list[Annotated[float, Field(ge=0.0)]] = Field(
+        default_factory=lambda: [0.0, 5.0, 20.0],
+        description="anchor weights of the grid; 0 trains without an anchor",
+    )
+
+    _distinct_rates = field_validator("learning_rates")(listed_once("learning rate"))
+    _distinct_steps = field_validator("steps")(listed_once("step count"))
+    _distinct_weights = field_validator("anchor_weights")(listed_once("anchor weight"))
+
+
+class TrainingParameters(Section):
+    """The training instrument of every training after the warm-up (Phases 1B, 2 and 5): the
+    anchor that holds the rest of the policy, the probes that measure drift and specificity,
+    and the calibration (phase 1a) that chooses each kind's dose before 1B and Phase 2."""
+
+    anchor_tasks: int = Field(
+        20,
+        ge=1,
+        description="warm-up tasks whose expert states form the anchor replay set (never a "
+        "test, held-out or retention task)",
+    )
+    anchor_per_step: int = Field(
+        8, ge=1, description="anchor states drawn from the replay set at every optimizer step"
+    )
+    probe_tasks: int = Field(
+        12,
+        ge=2,
+        description="labeled-part tasks whose expert states are probed, half to choose the dose "
+        "on and half to check it",
+    )
+    probe_retention_tasks: int = Field(
+        8,
+        ge=2,
+        description="retention-level tasks Phase 3 does not play whose expert states are "
+        "probed, half and half as the labeled ones",
+    )
+    probe_states_per_task: int = Field(
+        4, ge=1, description="expert states probed per probe task, spread along its trajectory"
+    )
+    calibration_snapshots: int = Field(
+        6,
+        ge=2,
+        description="labeled snapshots (from tasks no probe plays) the calibration trains on: "
+        "each alone for a one-snapshot dose, all together for a cell dose",
+    )
+    grid: DoseGrid = Field(default_factory=DoseGrid, description="the doses calibrated")
+    drift_budget: float = Field(
+        0.05,
+        gt=0.0,
+        description="mean KL(warmed || trained) per probe state, in nats, a chosen dose may "
+        "move the policy at states it was not trained on",
+    )
+    retention_tolerance: float = Field(
+        0.1,
+        gt=0.0,
+        description="loss of log pi(a*) at retention-level probe states, in nats, the chosen "
+        "cell dose may cause before do-no-harm fails",
+    )
+    continue_on_failed_gate: bool = Field(
+        False,
+        description="go on when no dose is specific or the chosen dose does harm (announced "
+        "loudly); false: the run stops there",
+    )
+
+
+class Phase1BParameters(DosedTraining):
     """CPT validation: one micro-trained LoRA adapter per panel snapshot, its real change in
     success set against the snapshot's ELP_net. Each micro-training takes the `lora`
-    hyperparameters under Phase 1B's steps, learning rate and batch sizes.
+    hyperparameters under Phase 1B's batch sizes and the one-snapshot dose.
     `continue_on_failed_gate` lets a pilot go on past a failed gate (the runner says so loudly);
     by default a failed gate stops the run."""
 
     n_per_quadrant: int = Field(
         50, ge=1, description="labeled snapshots per quadrant in the micro-training panel"
-    )
-    steps: Steps = Field(
-        2, description="LoRA steps of each micro-training, in place of `lora.steps`"
-    )
-    learning_rate: LearningRate = Field(
-        1e-3, description="learning rate of each micro-training, in place of `lora.learning_rate`"
     )
     batch_size: int = Field(
         1,
@@ -507,25 +611,7 @@ class Phase1BParameters(LoraOverrides):
     )
 
 
-def distinct_seeds(seeds: list[int]) -> list[int]:
-    """At least one seed, each >= 0 and listed once."""
-    if not seeds or min(seeds) < 0 or len(set(seeds)) < len(seeds):
-        raise ValueError("seeds needs at least one seed, each >= 0 and listed once")
-    return seeds
-
-
-def listed_once(noun: str) -> Callable[[list], list]:
-    """A field validator: at least one `noun`, each listed once."""
-
-    def check(values: list) -> list:
-        if not values or len(set(values)) < len(values):
-            raise ValueError(f"{noun}s needs at least one {noun}, each listed once")
-        return values
-
-    return check
-
-
-class Phase2Parameters(LoraOverrides):
+class Phase2Parameters(DosedTraining):
     """Training matrix: on the split's labeled snapshots, one LoRA run per quadrant x format
     and two baselines per seed of `seeds`, all with the `lora` hyperparameters; a value set here
     overrides `lora`'s for every run (the plan's --batch-size and
@@ -652,7 +738,7 @@ class Phase4Parameters(Section):
         return k
 
 
-class Phase5Parameters(LoraOverrides):
+class Phase5Parameters(DosedTraining):
     """Selection (H7): `budget` snapshots of the split's unlabeled pool chosen by each of
     `methods`, once per seed of `seeds`, each trained in `format` with the `lora`
     hyperparameters (a value set here overrides `lora`'s) and evaluated with the `phase3`
@@ -722,6 +808,10 @@ class Parameters(Section):
     phase1: Phase1Parameters = Field(
         default_factory=Phase1Parameters,
         description="Phase 1: labeling with U, leverage, CPT and quadrants",
+    )
+    training: TrainingParameters = Field(
+        default_factory=TrainingParameters,
+        description="the training instrument: anchor, probes and the dose calibration (phase 1a)",
     )
     phase1b: Phase1BParameters = Field(
         default_factory=Phase1BParameters,

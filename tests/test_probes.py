@@ -128,7 +128,7 @@ def test_the_intervals_cover_on_simulated_crossed_designs(n_probes, n_trained, f
     rng = np.random.default_rng(0)
     covered = dict.fromkeys(figures, 0)
     for _ in range(400):
-        probe = drift_and_specificity(crossed_changes(n_probes, n_trained, rng)[0])
+        probe = drift_and_specificity([crossed_changes(n_probes, n_trained, rng)[0]])
         for name in covered:
             estimate = getattr(probe, name)
             covered[name] += estimate.low <= 1.0 <= estimate.high
@@ -143,7 +143,7 @@ def test_one_trained_state_is_fixed_and_the_probes_carry_the_interval():
     covered = 0
     for _ in range(400):
         changes, own = crossed_changes(52, 1, rng)
-        probe = drift_and_specificity(changes)
+        probe = drift_and_specificity([changes])
         covered += probe.specificity.low <= own <= probe.specificity.high
     assert 0.92 <= covered / 400 <= 0.98
     assert probe.target_change.low is None and probe.target_change.value is not None
@@ -164,4 +164,4 @@ def test_welch_t_adds_the_parts_and_keeps_a_single_value_fixed():
     flat = welch_t(1.0, {"a": np.ones(5)}, 5)
     assert flat.low == flat.high == 1.0
     with pytest.raises(ValueError, match="at least one"):
-        drift_and_specificity(PolicyChanges(np.zeros(0), np.zeros(0), np.ones(2), np.zeros((0, 2))))
+        drift_and_specificity([PolicyChanges(np.zeros(0), np.zeros(0), np.ones(2), np.zeros((0, 2)))])

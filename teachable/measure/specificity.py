@@ -15,7 +15,7 @@ freedom; a set of one state is taken as fixed.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -55,6 +55,17 @@ class PolicyChanges:
         expert_change = change[np.arange(len(experts)), experts]
         return cls(drift, expert_change, at_targets, change[:, targets])
 
+    def lists(self) -> dict[str, list]:
+        """The changes as plain lists, a JSON line of the calibration log."""
+        return {name: getattr(self, name).tolist() for name in self.__dataclass_fields__}
+
+    @classmethod
+    def from_lists(cls, lists: Mapping[str, list]) -> PolicyChanges:
+        """The changes `lists` wrote."""
+        return cls(
+            **{name: np.array(lists[name], dtype=float) for name in cls.__dataclass_fields__}
+        )
+
 
 def welch_t(
     value: float, parts: Mapping[str, np.ndarray], n: int, confidence: float = CONFIDENCE
@@ -83,31 +94,30 @@ def welch_t(
     )
 
 
-def drift_and_specificity(changes: PolicyChanges, confidence: float = CONFIDENCE) -> AdapterProbe:
-    """The mean of each per-state change and specificity, each with its t interval and n."""
-    probe_target = changes.probe_target_change
-    n_probes, n_trained = probe_target.shape
-    if not n_probes or not n_trained:
+def drift_and_specificity(
+    trainings: Sequence[PolicyChanges], confidence: float = CONFIDENCE
+) -> AdapterProbe:
+    """The mean of each per-state change and specificity, each with its t interval and n,
+    pooled over `trainings` probed at the same probe states: a probe state's figures are
+    averaged over the trainings, and every trained state of every training counts once."""
+    if not trainings or any(not t.probe_target_change.size for t in trainings):
         raise ValueError("drift and specificity need at least one probe and one trained state")
-    trained_part = changes.target_change - probe_target.mean(axis=0)
-    probe_part = probe_target.mean(axis=1)
+    drift = np.mean([t.drift for t in trainings], axis=0)
+    expert = np.mean([t.expert_change for t in trainings], axis=0)
+    targets = np.concatenate([t.target_change for t in trainings])
+    trained_part = np.concatenate(
+        [t.target_change - t.probe_target_change.mean(axis=0) for t in trainings]
+    )
+    probe_part = np.mean([t.probe_target_change.mean(axis=1) for t in trainings], axis=0)
+    n_probes, n_trained = len(drift), len(targets)
+    probes = "probe states"
     return AdapterProbe(
-        drift=welch_t(changes.drift.mean(), {"probe states": changes.drift}, n_probes, confidence),
-        expert_change=welch_t(
-            changes.expert_change.mean(),
-            {"probe states": changes.expert_change},
-            n_probes,
-            confidence,
-        ),
-        target_change=welch_t(
-            changes.target_change.mean(),
-            {"trained states": changes.target_change},
-            n_trained,
-            confidence,
-        ),
+        drift=welch_t(drift.mean(), {probes: drift}, n_probes, confidence),
+        expert_change=welch_t(expert.mean(), {probes: expert}, n_probes, confidence),
+        target_change=welch_t(targets.mean(), {"trained states": targets}, n_trained, confidence),
         specificity=welch_t(
             trained_part.mean(),
-            {"trained states": trained_part, "probe states": probe_part},
+            {"trained states": trained_part, probes: probe_part},
             n_probes + n_trained,
             confidence,
         ),

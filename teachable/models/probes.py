@@ -9,6 +9,7 @@ per-state changes and the figures with their intervals.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 import numpy as np
 from scipy.special import log_softmax
@@ -26,6 +27,12 @@ def _log_policies(student: Student, prompts: Sequence[Prompt]) -> dict[Prompt, n
     return dict(zip(distinct, log_softmax(student.action_logprobs(distinct), axis=1), strict=True))
 
 
+def unpatched(examples: Sequence[SFTExample]) -> list[SFTExample]:
+    """The trained states as the student acts there: each example's prompt without the
+    supervision text it was trained with, and its target."""
+    return [replace(example, prompt=replace(example.prompt, patch=None)) for example in examples]
+
+
 def policy_changes(
     warmed: Student,
     trained: Student,
@@ -33,7 +40,8 @@ def policy_changes(
     examples: Sequence[SFTExample],
 ) -> PolicyChanges:
     """Per-state changes from `warmed` to `trained` at the probe states (`target` is the
-    expert action a*) and at the trained states (`target` is the training target)."""
+    expert action a*) and at the trained states, unpatched (`target` is the training target)."""
+    examples = unpatched(examples)
     prompts = [example.prompt for example in [*probes, *examples]]
     before, after = _log_policies(warmed, prompts), _log_policies(trained, prompts)
 
@@ -61,4 +69,4 @@ def probe_adapter(
 ) -> AdapterProbe:
     """Drift at the probe states and specificity of the change at the trained states, each
     with its interval and n (`measure.specificity`)."""
-    return drift_and_specificity(policy_changes(warmed, trained, probes, examples))
+    return drift_and_specificity([policy_changes(warmed, trained, probes, examples)])

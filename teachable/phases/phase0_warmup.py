@@ -33,22 +33,9 @@ from teachable.records.layout import Phase0Layout, PreparedStudentLayout
 from teachable.records.store import read_json, write_json
 from teachable.vocabulary import ACTIONS
 from teachable.world.tasks import task_suite
-from teachable.world.text_world import TextWorld, expert_trajectory
+from teachable.world.text_world import TextWorld, expert_decisions
 
 SHIFT_STATES = 64
-
-
-BOT_MAX_STEPS = 64
-
-
-def _decisions(tasks: list[EnvState], max_steps: int) -> list[tuple[EnvState, str]]:
-    """Every (state, bot action) pair along the bot's trajectories on `tasks`."""
-    pairs = []
-    for task in tasks:
-        actions, _ = expert_trajectory(task, max_steps)
-        for t, action in enumerate(actions):
-            pairs.append((EnvState(task.env_id, task.seed, tuple(actions[:t])), action))
-    return pairs
 
 
 def _prompts(pairs: list[tuple[EnvState, str]], history: int) -> list[Prompt]:
@@ -197,8 +184,8 @@ def _warm_up(
     shutil.rmtree(folder, ignore_errors=True)
     train_tasks = task_suite("warmup", warmup.n_tasks, levels, seed).tasks
     eval_tasks = task_suite("warmup_eval", warmup.eval_tasks, levels, seed).tasks
-    pairs = _decisions(train_tasks, BOT_MAX_STEPS)
-    eval_pairs = _decisions(eval_tasks, BOT_MAX_STEPS)
+    pairs = expert_decisions(train_tasks)
+    eval_pairs = expert_decisions(eval_tasks)
     probe = [
         eval_pairs[i]
         for i in np.random.default_rng(seed).permutation(len(eval_pairs))[:SHIFT_STATES]

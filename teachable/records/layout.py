@@ -154,6 +154,33 @@ class Phase1Layout(FolderLayout):
 
 
 @dataclass(frozen=True)
+class Phase1ALayout(FolderLayout):
+    @property
+    def dose(self) -> Path:
+        """The dose-response curve, the chosen doses and their verdicts (the gate)."""
+        return self.folder / "dose.json"
+
+    @property
+    def anchor_states(self) -> Path:
+        """The anchor replay set every training after the warm-up is held at."""
+        return self.folder / "anchor_states.jsonl"
+
+    @property
+    def probe_states(self) -> Path:
+        """The probe set every adapter's drift and specificity are measured at."""
+        return self.folder / "probe_states.jsonl"
+
+    @property
+    def log(self) -> Path:
+        """Each calibration training's policy changes, appended as it ends (resume)."""
+        return self.folder / "calibration.jsonl"
+
+    @property
+    def plots(self) -> Path:
+        return self.folder / "plots"
+
+
+@dataclass(frozen=True)
 class Phase1BLayout(FolderLayout):
     @property
     def results_log(self) -> Path:
@@ -286,6 +313,10 @@ class RunLayout(FolderLayout):
     @property
     def phase1(self) -> Phase1Layout:
         return Phase1Layout(self.folder / "phase1")
+
+    @property
+    def phase1a(self) -> Phase1ALayout:
+        return Phase1ALayout(self.folder / "phase1a")
 
     @property
     def phase1b(self) -> Phase1BLayout:

@@ -16,7 +16,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from teachable.records.env_state import EnvState
-from teachable.world.text_world import env_id, expert_trajectory
+from teachable.world.text_world import BOT_MAX_STEPS, env_id, expert_trajectory
 
 
 @dataclass
@@ -31,7 +31,7 @@ def build_suite(
     levels: Sequence[str],
     n_tasks: int,
     seed: int,
-    max_steps: int = 64,
+    max_steps: int = BOT_MAX_STEPS,
     exclude: set[tuple[str, int]] = frozenset(),
     residue: tuple[int, int] = (0, 1),
 ) -> Suite:

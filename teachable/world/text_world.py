@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import io
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import gymnasium as gym
@@ -216,3 +216,18 @@ def expert_trajectory(state: EnvState, max_steps: int) -> tuple[list[str], bool]
         world.step(action)
         actions.append(action)
     return actions, world.success
+
+
+BOT_MAX_STEPS = 64  # the bot's step limit wherever it plays a whole task
+
+
+def expert_decisions(
+    tasks: Sequence[EnvState], max_steps: int = BOT_MAX_STEPS
+) -> list[tuple[EnvState, str]]:
+    """Every (state, bot action) pair along the bot's trajectories from the starts of `tasks`."""
+    pairs = []
+    for task in tasks:
+        actions, _ = expert_trajectory(task, max_steps)
+        for t, action in enumerate(actions):
+            pairs.append((EnvState(task.env_id, task.seed, tuple(actions[:t])), action))
+    return pairs
