@@ -33,10 +33,12 @@ _EXPORTS = {
     "prepared_student": "teachable.phases.phase0_warmup",
     "collect_student_failures": "teachable.phases.phase0_snapshots",
     "collect_expert_snapshots": "teachable.phases.phase0_snapshots",
-    # Phase 1 and 1B
+    # Phases 1, 1A and 1B
     "phase1_snapshots": "teachable.phases.phase1_labels",
     "label_snapshots": "teachable.phases.phase1_labels",
     "label_test_snapshots": "teachable.phases.phase1_labels",
+    "calibrate_dose": "teachable.phases.phase1a_dose",
+    "load_instrument": "teachable.models.instrument",
     "validate_cpt": "teachable.phases.phase1b_cpt_validation",
     # Phases 2 to 5
     "train_matrix": "teachable.phases.phase2_matrix",

@@ -22,9 +22,9 @@ from pydantic import (
     model_validator,
 )
 
-from teachable.records.dose import Dose
+from teachable.records.dose import Dose, LearningRate, Steps
 from teachable.records.layout import RunLayout
-from teachable.records.training_summary import LearningRate, LoraHyperparameters, Steps
+from teachable.records.training_summary import LoraHyperparameters
 from teachable.vocabulary import FORMATS, SELECTION_METHODS, Format, SelectionMethod, UMethod
 
 KNOWN_LEVELS = (
@@ -527,8 +527,8 @@ class TrainingParameters(Section):
     probe_tasks: int = Field(
         12,
         ge=2,
-        description="labeled-part tasks whose expert states are probed, half to choose the dose "
-        "on and half to check it",
+        description="labeled-part tasks (at most half of them) whose expert states are probed, "
+        "half to choose the dose on and half to check it",
     )
     probe_retention_tasks: int = Field(
         8,
@@ -610,6 +610,12 @@ class Phase1BParameters(DosedTraining):
         "the run",
     )
 
+    @property
+    def trained_formats(self) -> tuple[Format, ...]:
+        """Every format a micro-training may train in: all of them when each snapshot trains
+        in its route."""
+        return FORMATS if self.format == "route_net" else (self.format,)
+
 
 class Phase2Parameters(DosedTraining):
     """Training matrix: on the split's labeled snapshots, one LoRA run per quadrant x format
@@ -644,6 +650,12 @@ class Phase2Parameters(DosedTraining):
 
     _distinct_seeds = field_validator("seeds")(distinct_seeds)
     _distinct_formats = field_validator("formats")(listed_once("format"))
+
+    @property
+    def trained_formats(self) -> tuple[Format, ...]:
+        """Every format a run of the matrix trains in: demo (the baselines and the control)
+        and the quadrant cells' formats."""
+        return tuple(dict.fromkeys(["demo", *self.formats]))
 
 
 class EvaluationParameters(Section):

@@ -57,7 +57,7 @@ from teachable.records.store import read_json, write_json
 from teachable.records.training_summary import BASE, RunEntry
 from teachable.records.verdicts import Verdicts, save_phase_verdicts
 from teachable.reports.artifacts import ARTIFACTS, build_artifacts
-from teachable.vocabulary import QUADRANTS
+from teachable.vocabulary import ACTIONS, QUADRANTS
 from teachable.world.splits import split_snapshots
 
 TASKS = [("GoToLocal", seed) for seed in (2, 3, 4, 5, 6, 10)] + [("PickupLoc", 2), ("PickupLoc", 3)]
@@ -102,7 +102,8 @@ def labeled(student: Student, rng: np.random.Generator) -> list[LabeledSnapshot]
 
 
 def micro_results(rows: list[LabeledSnapshot], rng: np.random.Generator) -> list[MicroResult]:
-    """Phase 1B results whose deltas follow ELP_net with noise."""
+    """Phase 1B results whose deltas follow ELP_net with noise; each control trains on the
+    first wrong action and changes nothing, so the raw and the corrected delta agree."""
     results = []
     for row in rows:
         before = 0.25
@@ -124,6 +125,12 @@ def micro_results(rows: list[LabeledSnapshot], rng: np.random.Generator) -> list
                 logp_before=-1.5,
                 logp_after=-1.5 + row.cpt.ELP_net,
                 delta_logp=row.cpt.ELP_net,
+                control_target=next(a for a in ACTIONS if a != row.expert_action),
+                control_after=before,
+                control_delta=0.0,
+                delta_vs_control=after - before,
+                control_logp_after=-1.6,
+                control_delta_logp=-0.1,
                 n_rollouts=4,
                 losses=[1.0, 0.5],
                 seconds=0.1,

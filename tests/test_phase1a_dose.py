@@ -16,6 +16,8 @@ from teachable.records.dose import DoseCalibration, load_reference_states
 from teachable.records.layout import RunLayout
 from teachable.records.store import read_jsonl
 from teachable.records.verdicts import Verdicts
+from teachable.reports.charts import save_chart
+from teachable.reports.phase1a import choice_frame, curve_frame, dose_response_chart, verdict_html
 from teachable.world.splits import split_snapshots
 from teachable.world.tasks import purpose_of
 
@@ -151,3 +153,18 @@ def test_a_rerun_trains_nothing_again(calibrated, student, rows):
     again = calibrate(params, rows, student)
     assert read_jsonl(log) == before
     assert again.calibration == report.calibration
+
+
+def test_the_report_tables_and_charts_the_curve(calibrated, tmp_path):
+    _, report = calibrated
+    calibration = report.calibration
+    curve = curve_frame(calibration)
+    assert len(curve) == len(calibration.points)
+    assert (curve["specificity_low"] <= curve["specificity"]).all()
+    assert list(choice_frame(calibration)["kind"]) == ["micro", "cell"]
+    files = save_chart(dose_response_chart(calibration), tmp_path / "dose")
+    assert {file.suffix for file in files} == {".png", ".svg"}
+    assert "Dose response" in (tmp_path / "dose.svg").read_text()
+    assert "do-no-harm drift" in verdict_html(calibration, continuing=True)
+    banner = verdict_html(calibration, continuing=False)
+    assert ("DOSE GATE FAILS" in banner) == (calibration.outcome == "fails")

@@ -22,6 +22,7 @@ TASKS = [("GoToLocal", seed) for seed in (2, 3, 4, 5, 6, 10)] + [("PickupLoc", 2
 CELLS = [f"{q}_{f}" for q in QUADRANTS for f in FORMATS] + [
     "baseline_all_demo",
     "baseline_random_demo",
+    "control_shuffled_demo",
 ]
 SEEDS = [0, 1]
 RUN_IDS = [f"{cell}_seed{seed}" for seed in SEEDS for cell in CELLS]
@@ -82,7 +83,7 @@ def matrix(tmp_path_factory, student, rows):
 
 
 @pytest.mark.slow
-def test_the_matrix_has_14_runs_per_seed_trained_or_skipped_with_a_reason(matrix, rows):
+def test_the_matrix_has_15_runs_per_seed_trained_or_skipped_with_a_reason(matrix, rows):
     out, params, report = matrix
     summary = read_json(out / "training_summary.json")
     assert [entry["id"] for entry in summary["runs"]] == RUN_IDS
@@ -108,8 +109,13 @@ def test_the_matrix_has_14_runs_per_seed_trained_or_skipped_with_a_reason(matrix
     entries = {entry.id: entry for entry in report.entries}
     for seed in SEEDS:
         assert {entries[f"Q3_lowU_lowL_{f}_seed{seed}"].status for f in FORMATS} == {"skipped"}
-        assert entries[f"baseline_all_demo_seed{seed}"].n_train == len(rows)
-        cells = [e for e in report.entries if e.seed == seed and e.cell != "baseline_all_demo"]
+        every = ("baseline_all_demo", "control_shuffled_demo")
+        for cell in every:
+            assert entries[f"{cell}_seed{seed}"].n_train == len(rows)
+        control = entries[f"control_shuffled_demo_seed{seed}"]
+        assert control.snapshots == entries[f"baseline_all_demo_seed{seed}"].snapshots
+        assert control.key != entries[f"baseline_all_demo_seed{seed}"].key
+        cells = [e for e in report.entries if e.seed == seed and e.cell not in every]
         assert {e.n_train for e in cells if e.status == "trained"} == {2}, "cells of equal size"
         for quadrant in QUADRANTS:  # the formats of a quadrant share the seed's draw
             draws = {tuple(entries[f"{quadrant}_{f}_seed{seed}"].snapshots) for f in FORMATS}
@@ -117,13 +123,13 @@ def test_the_matrix_has_14_runs_per_seed_trained_or_skipped_with_a_reason(matrix
     assert report.newly_trained == sum(e.status == "trained" for e in report.entries) >= 20
 
 
-def test_a_matrix_of_one_format_keeps_its_draws_and_both_baselines(rows):
+def test_a_matrix_of_one_format_keeps_its_draws_both_baselines_and_the_control(rows):
     every = plan_matrix(rows, Phase2Parameters(n_train=2, seeds=SEEDS), seed=0)
     demo = plan_matrix(rows, Phase2Parameters(n_train=2, seeds=SEEDS, formats=["demo"]), seed=0)
     kept = [run for run in every if run.format == "demo"]
     assert [(r.cell, r.seed) for r in demo] == [(r.cell, r.seed) for r in kept]
     assert [r.rows for r in demo] == [r.rows for r in kept], "a format's draw ignores the others"
-    assert len(demo) == len(SEEDS) * (len(QUADRANTS) + 2)
+    assert len(demo) == len(SEEDS) * (len(QUADRANTS) + 3)
 
 
 @pytest.mark.slow

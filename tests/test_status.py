@@ -143,13 +143,17 @@ def test_units_are_the_parameters_counts_less_what_the_run_holds(tmp_path):
     assert labeled.teacher_answers == 1 and again.planned == 2
 
     # before Phase 1 counted the quadrants, every cell is planned: 4 x 3 formats + 2 baselines
-    assert matrix_runs(parameters, layout) == 14 * 2
+    # + the shuffled-target control
+    assert matrix_runs(parameters, layout) == 15 * 2
     counts = {"Q1_highU_highL": 1, "Q2_highU_lowL": 5, "Q3_lowU_lowL": 5, "Q4_lowU_highL": 5}
     write_json(layout.phase1.record, {"quadrant_counts": counts})
     [matrix] = phase_units("2", parameters, layout)
-    assert (matrix.kind, matrix.planned) == (MATRIX_RUNS, (3 * 3 + 2) * 2)
+    assert (matrix.kind, matrix.planned) == (MATRIX_RUNS, (3 * 3 + 3) * 2)
     [models] = phase_units("3", parameters, layout)
-    assert (models.kind, models.planned) == (MODELS_TO_EVALUATE, 1 + 22)
+    assert (models.kind, models.planned) == (MODELS_TO_EVALUATE, 1 + 24)
+    write_json(layout.phase1.record, {"quadrant_counts": {"Q1_highU_highL": 1}})
+    [matrix] = phase_units("2", parameters, layout)
+    assert matrix.planned == 1 * 2, "one labeled snapshot: baseline_all alone"
 
 
 def test_every_unit_has_a_time_in_the_table():
@@ -232,7 +236,7 @@ def test_a_provenance_without_units_is_paced_by_the_units_its_parameters_plan(tm
     )
     provenance.save(parameters.layout)
     recorded = recorded_phase(parameters.layout, "2", PILOT)
-    assert recorded.units == {MATRIX_RUNS: 14 * 3} and recorded.seconds == 300
+    assert recorded.units == {MATRIX_RUNS: 15 * 3} and recorded.seconds == 300
 
 
 def test_openai_teacher_cost_is_answers_times_tokens_times_prices(tmp_path, capsys):

@@ -1,6 +1,8 @@
-"""The CPT gate's statistics on a micro-training panel: Spearman's rho of ELP_net with the real
-change in success (delta), within each quadrant too, Q1's mean delta against Q2's, each judged
-three-way on its interval, and the unjudged comparators (rho of every other cheap label)."""
+"""The CPT gate's statistics on a micro-training panel: Spearman's rho of ELP_net with the
+utility (`delta_vs_control`, the true micro-training's success after minus its wrong-target
+control's), within each quadrant too, Q1's mean utility against Q2's, each judged three-way on
+its interval; and, unjudged, the same figures on the raw delta and the comparators (rho of every
+other cheap label with the utility)."""
 
 from __future__ import annotations
 
@@ -12,7 +14,9 @@ from teachable.measure.verdicts import combined, judge
 from teachable.records.cpt_validation import (
     COMPARATORS,
     PHASE,
+    RAW,
     SPEARMAN_TARGET,
+    UTILITY,
     CPTGate,
     QuadrantPanel,
 )
@@ -20,59 +24,76 @@ from teachable.records.estimate import Estimate
 from teachable.vocabulary import QUADRANTS, Quadrant
 
 
-def _deltas(frame: pd.DataFrame, quadrant: Quadrant) -> np.ndarray:
-    return frame.loc[frame["quadrant"] == quadrant, "delta"].to_numpy(float)
+def _within(frame: pd.DataFrame, quadrant: Quadrant, column: str) -> np.ndarray:
+    return frame.loc[frame["quadrant"] == quadrant, column].to_numpy(float)
+
+
+def q1_minus_q2(frame: pd.DataFrame, column: str, seed: int, resamples: int) -> Estimate:
+    """Q1's mean of `column` minus Q2's, with its interval."""
+    q1, q2 = (_within(frame, q, column) for q in ("Q1_highU_highL", "Q2_highU_lowL"))
+    return difference_of_means(q1, q2, resamples, seed)
 
 
 def comparator_rho(frame: pd.DataFrame, label: str, seed: int, resamples: int) -> Estimate:
-    """Spearman's rho of `label` and delta over the panel rows that carry the label."""
-    pairs = frame[[label, "delta"]].astype(float).dropna()
-    return spearman(pairs[label], pairs["delta"], resamples, seed)
+    """Spearman's rho of `label` and the gate's utility over the panel rows that carry the
+    label."""
+    pairs = frame[[label, UTILITY]].astype(float).dropna()
+    return spearman(pairs[label], pairs[UTILITY], resamples, seed)
+
+
+def mean_change(frame: pd.DataFrame, column: str, seed: int, resamples: int) -> Estimate | None:
+    """The mean of `column` over the rows that carry it, with its interval; None when the
+    panel lacks the column."""
+    if column not in frame:
+        return None
+    return hierarchical_bootstrap(frame[column].dropna().to_numpy(float), resamples, seed)
 
 
 def gate(frame: pd.DataFrame, seed: int, resamples: int = 1000) -> CPTGate:
-    """The gate on a panel (columns quadrant, ELP_net, delta): Spearman's rho of ELP_net and
-    delta must reach 0.3, and the mean delta of Q1 must exceed Q2's; each criterion is judged
-    on its interval. Each comparator column the panel holds (L_local, U, delta_logp) gets its
-    rho with delta, and delta_logp its mean, each with its interval; none is judged."""
-    x, y = frame["ELP_net"].to_numpy(float), frame["delta"].to_numpy(float)
-    rho = spearman(x, y, resamples, seed)
+    """The gate on a panel (columns quadrant, ELP_net, delta_vs_control, delta): Spearman's rho
+    of ELP_net and the utility delta_vs_control must reach 0.3, and the mean utility of Q1 must
+    exceed Q2's; each criterion is judged on its interval. The raw delta gets the same figures,
+    reported beside them. Each comparator column the panel holds (L_local, U, delta_logp) gets
+    its rho with the utility, and delta_logp and control_delta_logp their means, each with its
+    interval; none is judged."""
+    elp = frame["ELP_net"].to_numpy(float)
+    rho = spearman(elp, frame[UTILITY].to_numpy(float), resamples, seed)
     per_quadrant = {
         quadrant: QuadrantPanel(
             spearman=spearman(
-                frame.loc[frame["quadrant"] == quadrant, "ELP_net"].to_numpy(float),
-                _deltas(frame, quadrant),
+                _within(frame, quadrant, "ELP_net"),
+                _within(frame, quadrant, UTILITY),
                 resamples,
                 seed,
             ),
-            mean_delta=hierarchical_bootstrap(_deltas(frame, quadrant), resamples, seed),
+            mean_delta_vs_control=hierarchical_bootstrap(
+                _within(frame, quadrant, UTILITY), resamples, seed
+            ),
+            mean_delta=hierarchical_bootstrap(_within(frame, quadrant, RAW), resamples, seed),
         )
         for quadrant in QUADRANTS
     }
-    q1_minus_q2 = difference_of_means(
-        _deltas(frame, "Q1_highU_highL"), _deltas(frame, "Q2_highU_lowL"), resamples, seed
-    )
-    rho_claim = f"Spearman rho(ELP_net, delta) >= {SPEARMAN_TARGET}"
+    gain = q1_minus_q2(frame, UTILITY, seed, resamples)
+    rho_claim = f"Spearman rho(ELP_net, {UTILITY}) >= {SPEARMAN_TARGET}"
     verdicts = [
         judge(PHASE, "rho", rho_claim, rho, ">=", SPEARMAN_TARGET),
-        judge(PHASE, "q1_minus_q2", "mean delta of Q1 - Q2 > 0", q1_minus_q2, ">", 0.0),
+        judge(PHASE, "q1_minus_q2", f"mean {UTILITY} of Q1 - Q2 > 0", gain, ">", 0.0),
     ]
     comparators = {
         label: comparator_rho(frame, label, seed, resamples)
         for label in COMPARATORS
         if label in frame
     }
-    mean_delta_logp = None
-    if "delta_logp" in frame:
-        changes = frame["delta_logp"].dropna().to_numpy(float)
-        mean_delta_logp = hierarchical_bootstrap(changes, resamples, seed)
     return CPTGate(
         n=len(frame),
         spearman=rho,
         per_quadrant=per_quadrant,
-        q1_minus_q2=q1_minus_q2,
+        q1_minus_q2=gain,
         verdicts=verdicts,
         outcome=combined(verdicts),
+        raw_spearman=spearman(elp, frame[RAW].to_numpy(float), resamples, seed),
+        raw_q1_minus_q2=q1_minus_q2(frame, RAW, seed, resamples),
         comparators=comparators,
-        mean_delta_logp=mean_delta_logp,
+        mean_delta_logp=mean_change(frame, "delta_logp", seed, resamples),
+        mean_control_delta_logp=mean_change(frame, "control_delta_logp", seed, resamples),
     )

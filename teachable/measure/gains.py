@@ -1,6 +1,8 @@
 """Gains: what training did to success, as paired differences over the episodes models played on
 shared random streams, and the evaluation tables made of them (overall, per quadrant, retention,
-the Q1 against Q2 comparison), each figure with its interval and n.
+the Q1 against Q2 comparison), each figure with its interval and n. Where the runs include the
+shuffled-target control (`CONTROL`), the overall and per-quadrant tables give every other run and
+cell its gain over the control too (`gain_vs_control`), paired seed by seed on the same episodes.
 """
 
 from __future__ import annotations
@@ -13,7 +15,14 @@ import pandas as pd
 from teachable.measure.intervals import hierarchical_bootstrap, negated, number, wilson
 from teachable.measure.verdicts import outcome
 from teachable.records.estimate import Estimate
-from teachable.records.evaluation import MODES, RETENTION_DROP_LIMIT, Evaluation, PlayMode, Unit
+from teachable.records.evaluation import (
+    CONTROL,
+    MODES,
+    RETENTION_DROP_LIMIT,
+    Evaluation,
+    PlayMode,
+    Unit,
+)
 from teachable.records.selection import MethodResult, PickedLabels
 from teachable.records.training_summary import BASE
 from teachable.vocabulary import QUADRANTS
@@ -115,10 +124,29 @@ def modes_of(episodes: pd.DataFrame) -> list[PlayMode]:
     return [mode for mode in MODES if (episodes["mode"] == mode).any()]
 
 
+def control_runs(units: Sequence[Unit]) -> dict[str, str]:
+    """Each evaluated run of a cell other than the control, mapped to the control's run of the
+    same training seed: the pairs a gain over the control is measured on. Empty without a
+    trained control; the base and the control's own runs are never paired."""
+    control = {u.seed: u.name for u in units if u.kind == "run" and u.cell == CONTROL and u.runs}
+    return {
+        u.name: control[u.seed]
+        for u in units
+        if u.kind == "run" and u.cell != CONTROL and u.runs and u.seed in control
+    }
+
+
 def suite_figures(
-    episodes: pd.DataFrame, unit: Unit, suite: str, resamples: int, seed: int
+    episodes: pd.DataFrame,
+    unit: Unit,
+    suite: str,
+    resamples: int,
+    seed: int,
+    controls: Mapping[str, str],
 ) -> dict:
-    """A unit's items, success (Wilson) and paired gain over the base on a suite, per mode."""
+    """A unit's items, success (Wilson) and paired gain over the base on a suite, per mode,
+    and its gain over the control on the seeds where `controls` pairs its runs with one."""
+    paired = [run for run in unit.runs if run in controls]
     columns = {}
     for mode in modes_of(episodes):
         figures = {
@@ -128,6 +156,11 @@ def suite_figures(
                 "gain", paired_gain(episodes, unit.runs, [BASE], suite, resamples, seed, mode)
             ),
         }
+        if paired:
+            versus = paired_gain(
+                episodes, paired, [controls[run] for run in paired], suite, resamples, seed, mode
+            )
+            figures |= estimate_columns("gain_vs_control", versus)
         columns |= in_mode(mode, figures)
     return columns
 
@@ -135,12 +168,17 @@ def suite_figures(
 def overall_table(
     episodes: pd.DataFrame, units: Sequence[Unit], resamples: int, seed: int
 ) -> pd.DataFrame:
-    """Success on the held-out tasks and the gain over the base, per run and per cell; skipped
-    runs and cells keep their row, without numbers."""
+    """Success on the held-out tasks and the gain over the base (and over the control), per
+    run and per cell; skipped runs and cells keep their row, without numbers."""
+    controls = control_runs(units)
     return pd.DataFrame(
         [
             unit.columns()
-            | (suite_figures(episodes, unit, "tasks", resamples, seed) if unit.runs else {})
+            | (
+                suite_figures(episodes, unit, "tasks", resamples, seed, controls)
+                if unit.runs
+                else {}
+            )
             for unit in units
         ]
     )
@@ -149,17 +187,26 @@ def overall_table(
 def per_quadrant_table(
     episodes: pd.DataFrame, units: Sequence[Unit], resamples: int, seed: int
 ) -> pd.DataFrame:
-    """Success from each quadrant's test snapshots and the gain over the base there, per
-    evaluated run and cell; every quadrant has a row (no figures where it has no snapshot)."""
+    """Success from each quadrant's test snapshots and the gain over the base (and over the
+    control) there, per evaluated run and cell; every quadrant has a row (no figures where it
+    has no snapshot)."""
+    controls = control_runs(units)
     rows = []
     for unit in units:
         if not unit.runs:
             continue
         for quadrant in QUADRANTS:
             chosen = episodes[episodes["quadrant"] == quadrant]
-            figures = suite_figures(chosen, unit, "snapshots", resamples, seed)
+            figures = suite_figures(chosen, unit, "snapshots", resamples, seed, controls)
             rows.append(unit.columns() | {"eval_quadrant": quadrant} | figures)
     return pd.DataFrame(rows)
+
+
+def over_control(table: pd.DataFrame) -> pd.DataFrame:
+    """The rows of a table that carry a gain over the control: none when no run had one."""
+    if "gain_vs_control" not in table:
+        return table.iloc[:0]
+    return table[table["gain_vs_control"].notna()]
 
 
 def quadrant_comparison(

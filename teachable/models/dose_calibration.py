@@ -189,16 +189,14 @@ def calibration_rows(
     rows: Sequence[LabeledSnapshot], probes: Sequence[ReferenceState], size: int, seed: int
 ) -> tuple[list[LabeledSnapshot], list[LabeledSnapshot]]:
     """Two disjoint sets of up to `size` snapshots, whole tasks each, none from a probed task:
-    the first to choose doses on, the second to check the choice on."""
+    the first to choose doses on, the second to check the choice on. Tasks are dealt in a
+    seeded order to the set that holds fewer snapshots."""
     probed = {state.state.task for state in probes}
     tasks = sorted({row.task for row in rows} - probed)
-    order = np.random.default_rng(seed).permutation(len(tasks))
     chosen: list[LabeledSnapshot] = []
     checked: list[LabeledSnapshot] = []
-    for index in order:
-        task_rows = [row for row in rows if row.task == tasks[index]]
-        target = chosen if len(chosen) < size else checked
-        if len(checked) >= size:
-            break
-        target += task_rows[: size - len(target)]
+    for index in np.random.default_rng(seed).permutation(len(tasks)):
+        target = chosen if len(chosen) <= len(checked) else checked
+        if len(target) < size:
+            target += [row for row in rows if row.task == tasks[index]][: size - len(target)]
     return chosen, checked

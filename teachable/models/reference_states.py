@@ -68,10 +68,10 @@ def probe_states(
     per_task: int,
     seed: int,
 ) -> list[ReferenceState]:
-    """Expert states on `n_labeled` tasks drawn from `labeled_tasks` and on the `retention`
-    tasks, each task's states in one half."""
+    """Expert states on `n_labeled` tasks drawn from `labeled_tasks` (at most half of them)
+    and on the `retention` tasks, each task's states in one half."""
     ordered = sorted(labeled_tasks)
-    count = min(n_labeled, len(ordered))
+    count = min(n_labeled, len(ordered) // 2)  # the rest are left to train on
     drawn = np.random.default_rng([seed, PROBE_STREAM]).choice(len(ordered), count, replace=False)
     labeled = [EnvState(*ordered[index]) for index in sorted(drawn)]
     return [

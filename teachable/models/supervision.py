@@ -14,7 +14,7 @@ Evaluation prompts carry no patch.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from string import Formatter
 
 from teachable.models.lora import SFTExample
@@ -106,14 +106,39 @@ def recovery_examples(row: LabeledSnapshot, steps: int, history: int = 0) -> lis
     ]
 
 
+def trains_on_recovery(format: Format, demo_steps: int) -> bool:
+    """Whether `format` at `demo_steps` trains on the expert's recovery trajectory, one example
+    per state, rather than on the snapshot alone."""
+    return demo_steps > 1 and supervision_format(format).follows_recovery
+
+
 def sft_examples(
-    rows: Sequence[LabeledSnapshot], format: Format, history: int = 0, demo_steps: int = 1
+    rows: Sequence[LabeledSnapshot],
+    format: Format,
+    history: int = 0,
+    demo_steps: int = 1,
+    targets: Sequence[str] | None = None,
 ) -> list[SFTExample]:
     """The training examples of `rows` in `format`: one per snapshot, or the recovery
-    trajectory's `demo_steps` per snapshot for a format that follows it."""
-    if demo_steps > 1 and supervision_format(format).follows_recovery:
-        return [example for row in rows for example in recovery_examples(row, demo_steps, history)]
-    return [sft_example(row, format, history) for row in rows]
+    trajectory's `demo_steps` per snapshot for a format that follows it. `targets`, when given,
+    replace the examples' actions one by one (a control's wrong targets)."""
+    if trains_on_recovery(format, demo_steps):
+        examples = [e for row in rows for e in recovery_examples(row, demo_steps, history)]
+    else:
+        examples = [sft_example(row, format, history) for row in rows]
+    if targets is None:
+        return examples
+    if len(targets) != len(examples):
+        raise ValueError(f"{len(targets)} targets for {len(examples)} training examples")
+    return [replace(e, target=t) for e, t in zip(examples, targets, strict=True)]
+
+
+def sft_targets(rows: Sequence[LabeledSnapshot], format: Format, demo_steps: int = 1) -> list[str]:
+    """The actions the examples of `sft_examples` train toward, in their order, without
+    rendering a prompt."""
+    if trains_on_recovery(format, demo_steps):
+        return [action for row in rows for action in expert_trajectory(row.state, demo_steps)[0]]
+    return [row.expert_action for row in rows]
 
 
 PLACEBO = "A teacher is watching you."

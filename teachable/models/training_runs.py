@@ -17,11 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
-from teachable.models.lora import train_lora
+from teachable.models.instrument import Instrument
 from teachable.models.student import Student, publish_folder
 from teachable.models.supervision import sft_examples
 from teachable.models.workers import Workers, WorkUnit, pack_folder, unpack_folder
 from teachable.parameters import LoraParameters, StudentParameters
+from teachable.records.adapter_probe import AdapterProbe
 from teachable.records.labeled import LabeledSnapshot
 from teachable.records.layout import TrainingLayout
 from teachable.records.training_summary import Cell, RunEntry, TrainingSummary
@@ -32,7 +33,9 @@ from teachable.vocabulary import Format
 class MatrixRun:
     """One training run: a cell (which snapshots, in which format) at one training seed. A run
     with a `skip` reason is listed but not trained; `demo_steps` is how many recovery actions
-    per snapshot a format that follows the recovery trajectory trains on."""
+    per snapshot a format that follows the recovery trajectory trains on; `targets`, when set,
+    are the actions its examples train toward in place of the expert's, in example order (a
+    control's permuted targets)."""
 
     cell: str
     seed: int
@@ -41,6 +44,7 @@ class MatrixRun:
     rows: tuple[LabeledSnapshot, ...]
     skip: str | None = None
     demo_steps: int = 1
+    targets: tuple[str, ...] | None = None
 
     @property
     def id(self) -> str:
@@ -71,9 +75,12 @@ def run_lora(run: MatrixRun, lora: LoraParameters) -> LoraParameters:
     return lora.model_copy(update={"seed": run.seed})
 
 
-def run_key(run: MatrixRun, lora: LoraParameters, student: StudentParameters) -> str:
+def run_key(
+    run: MatrixRun, lora: LoraParameters, instrument: Instrument, student: StudentParameters
+) -> str:
     """Everything that shapes a run's adapter, hashed: an entry with another key is retrained."""
     shaping = {
+        "instrument": instrument.key(run.format),
         "format": run.format,
         "snapshots": [row.id for row in run.rows],
         "lora": run_lora(run, lora).model_dump(mode="json"),
@@ -81,41 +88,53 @@ def run_key(run: MatrixRun, lora: LoraParameters, student: StudentParameters) ->
     }
     if run.demo_steps > 1:  # one step is the snapshot's own example, as every format trains
         shaping["demo_steps"] = run.demo_steps
+    if run.targets is not None:
+        shaping["targets"] = list(run.targets)
     return hashlib.sha1(json.dumps(shaping, sort_keys=True).encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
 class Training:
-    """A unit of Phases 2 and 5: one run's adapter, trained with `lora` at the run's seed."""
+    """A unit of Phases 2 and 5: one run's adapter, trained with `lora` at the run's seed and
+    with the instrument's dose, anchor and probes."""
 
     run: MatrixRun
     lora: LoraParameters
+    instrument: Instrument
 
 
 @dataclass(frozen=True)
 class TrainedAdapter:
-    """What a training unit hands back: the adapter's files and how its training went."""
+    """What a training unit hands back: the adapter's files, how its training went, and its
+    drift and specificity at the probe states."""
 
     files: dict[str, bytes]
     losses: list[float]
     seconds: float
     steps: int
+    probe: AdapterProbe
 
 
 def train_adapter(student: Student, training: Training) -> TrainedAdapter:
     """The work of a training unit: a fresh adapter on the run's snapshots in its format."""
     run = training.run
-    examples = sft_examples(run.rows, run.format, student.params.history, run.demo_steps)
+    examples = sft_examples(
+        run.rows, run.format, student.params.history, run.demo_steps, run.targets
+    )
+    lora, seen = run_lora(run, training.lora), {row.task for row in run.rows}
     with tempfile.TemporaryDirectory() as folder:
-        result = train_lora(student, examples, run_lora(run, training.lora), Path(folder))
+        result, probe = training.instrument.train(
+            student, examples, run.format, lora, seen, Path(folder)
+        )
         files = pack_folder(result.adapter_dir)
-    return TrainedAdapter(files, result.losses, result.seconds, result.steps)
+    return TrainedAdapter(files, result.losses, result.seconds, result.steps, probe)
 
 
 def trained_entries(
     workers: Workers,
     runs: Sequence[MatrixRun],
     lora: LoraParameters,
+    instrument: Instrument,
     out: Callable[[MatrixRun], TrainingLayout],
     group: str,
     desc: str,
@@ -123,7 +142,7 @@ def trained_entries(
 ) -> Iterator[RunEntry]:
     """Train `runs` as units with `lora`; as each ends, publish its adapter into its folder of
     `out(run)` and yield its entry (losses also go to Weights & Biases under `group`)."""
-    units = (WorkUnit(run.id, Training(run, lora)) for run in runs)
+    units = (WorkUnit(run.id, Training(run, lora, instrument)) for run in runs)
     for unit, trained in workers.map(train_adapter, units, desc, len(runs), progress):
         run = unit.payload.run
         publish_folder(
@@ -136,7 +155,9 @@ def trained_entries(
             losses=[round(loss, 6) for loss in trained.losses],
             seconds=round(trained.seconds, 2),
             steps=trained.steps,
-            key=run_key(run, lora, workers.params),
+            dose=instrument.dose(run.format),
+            probe=trained.probe,
+            key=run_key(run, lora, instrument, workers.params),
         )
 
 

@@ -56,7 +56,6 @@ from teachable.records.labeled import LabeledSnapshot
 from teachable.records.layout import Phase1ALayout
 from teachable.records.store import append_jsonl, read_jsonl
 from teachable.records.verdicts import save_phase_verdicts
-from teachable.vocabulary import FORMATS
 from teachable.world.splits import Split
 from teachable.world.tasks import task_suite
 
@@ -66,11 +65,9 @@ def trainees(
 ) -> list[Trainee]:
     """The micro-training of 1B (every format when it trains each snapshot's route) and the
     cells of Phase 2 (its formats, and demo for the baselines and Phase 5)."""
-    micro = FORMATS if phase1b.format == "route_net" else (phase1b.format,)
-    cell = tuple(dict.fromkeys(["demo", *phase2.formats]))
     return [
-        Trainee("micro", micro, phase1b.over(lora), phase1b.dose, snapshots),
-        Trainee("cell", cell, phase2.over(lora), phase2.dose, phase2.n_train),
+        Trainee("micro", phase1b.trained_formats, phase1b.over(lora), phase1b.dose, snapshots),
+        Trainee("cell", phase2.trained_formats, phase2.over(lora), phase2.dose, phase2.n_train),
     ]
 
 

@@ -1,17 +1,23 @@
 """Phase 1B: does the cheap patch test predict what real fine-tuning does?
 
 For a panel of labeled snapshots (`n_per_quadrant` per quadrant), a fresh LoRA adapter is
-trained for `steps` steps on the snapshot's own supervision (its `route_net` format, or the
-format the parameters fix), and the student plays `n_validation_rollouts` rollouts from the
-snapshot before and after. Before and after use the same seeded random streams, so the utility
-`delta = success after - success before` measures the adapter, not the draws. The gate: the
-Spearman correlation of ELP_net with delta must reach 0.3, and Q1 must gain more than Q2, each
-judged on its 95% interval (holds, fails or inconclusive); only a failed criterion stops a run.
+trained with the one-snapshot dose of Phase 1A, its anchor and probes (`models.instrument`) on
+the snapshot's own supervision (its `route_net` format, or the format the parameters fix), and
+the student plays `n_validation_rollouts` rollouts from the snapshot before and after. Before
+and after use the same seeded random streams, so the raw `delta = success after - success
+before` measures the adapter, not the draws. Each snapshot's control is an adapter with the same
+dose on the same example whose target is a wrong action (drawn on the snapshot's own stream),
+played on the same streams: the utility `delta_vs_control = success after - the control's
+success after` is what the expert's action taught beyond any training at the state. The gate:
+the Spearman correlation of ELP_net with delta_vs_control must reach 0.3, and Q1 must gain more
+than Q2, each judged on its 95% interval (holds, fails or inconclusive); only a failed criterion
+stops a run. The raw delta's figures are reported beside them.
 
-Beside the gate, and never judged, the comparators say which cheap label does track delta:
-Spearman's rho of L_local, of U, and of `delta_logp` (the change of log pi(a*), the policy's
-log-probability of the expert action at the snapshot's unpatched prompt, caused by the adapter)
-with delta, each with its interval, and the mean `delta_logp` with its interval.
+Beside the gate, and never judged, the comparators say which cheap label does track the
+utility: Spearman's rho of L_local, of U, and of `delta_logp` (the change of log pi(a*), the
+policy's log-probability of the expert action at the snapshot's unpatched prompt, caused by the
+adapter) with delta_vs_control, each with its interval, and the mean change of log pi(a*) from
+the true and from the control adapter, each with its interval.
 
 Results go to `micro_training.jsonl` as each snapshot finishes (a rerun skips finished ones),
 then to `micro_training_results.json` and `cpt_correlation.json`, and the gate's verdicts to the
@@ -28,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from teachable.measure.cpt_gate import gate
+from teachable.models.instrument import Instrument
 from teachable.models.micro_training import (
     MicroTraining,
     PanelBefore,
@@ -86,6 +93,7 @@ def validate_cpt(
     rows: Sequence[LabeledSnapshot],
     phase1b: Phase1BParameters,
     lora: LoraParameters,
+    instrument: Instrument,
     seed: int,
     workers: Workers,
     out: Phase1BLayout,
@@ -93,12 +101,15 @@ def validate_cpt(
     verdicts: Path | None = None,
 ) -> MicroTrainingReport:
     """All of Phase 1B for the labeled `rows`, resumable, into `out`: micro-training with the
-    shared `lora` settings under Phase 1B's steps and learning rate, rollouts seeded by `seed`.
+    shared `lora` settings under Phase 1B's batch shape, with the `instrument`'s one-snapshot
+    dose, anchor and probes, rollouts seeded by `seed`.
     The gate's verdicts also go into `verdicts`, the run's verdicts file, when given."""
     panel = choose_panel(rows, phase1b.n_per_quadrant, seed)
     if not panel:
         raise ValueError("no labeled snapshot has both a quadrant and CPT labels: nothing to test")
-    keys = {row.id: result_key(row, phase1b, lora, seed, workers.params) for row in panel}
+    keys = {
+        row.id: result_key(row, phase1b, lora, instrument, seed, workers.params) for row in panel
+    }
     done = {
         entry["id"]: MicroResult.model_validate(entry)
         for entry in read_jsonl(out.results_log)
@@ -109,7 +120,10 @@ def validate_cpt(
         first = WorkUnit("success before training", PanelBefore(tuple(pending), phase1b, seed))
         [(_, before)] = workers.map(success_before, [first], "panel before", 1, progress)
         units = (
-            WorkUnit(row.id, MicroTraining(row, before[row.id], phase1b, lora, seed, keys[row.id]))
+            WorkUnit(
+                row.id,
+                MicroTraining(row, before[row.id], phase1b, lora, instrument, seed, keys[row.id]),
+            )
             for row in pending
         )
         for _, result in workers.map(micro_train, units, "micro-training", len(pending), progress):

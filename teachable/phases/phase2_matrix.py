@@ -1,5 +1,6 @@
-"""Phase 2: the training matrix. One LoRA adapter per quadrant and supervision format, and two
-baselines, each trained once per seed of `phase2.seeds`, all with identical hyperparameters.
+"""Phase 2: the training matrix. One LoRA adapter per quadrant and supervision format, two
+baselines and a shuffled-target control, each trained once per seed of `phase2.seeds`, all with
+identical hyperparameters.
 
 Phase 2 trains on the labeled snapshots, the `labeled` part of the run's split (`split.json`,
 made by Phase 1); it does not split again, and refuses a snapshot of a task outside that part.
@@ -10,7 +11,16 @@ for the same number of steps, so cells differ in what they train on, not in how 
   formats of a quadrant share the draw, so they differ only by format. A quadrant with fewer
   snapshots is skipped, with its reason;
 - `baseline_random_demo`: `n_train` of all labeled snapshots, drawn per seed;
-- `baseline_all_demo`: every labeled snapshot (the one cell that trains on more).
+- `baseline_all_demo`: every labeled snapshot (it and the control are the cells that train on
+  more);
+- `control_shuffled_demo`: `baseline_all_demo`'s rows and examples, with their targets permuted
+  among the examples by a draw per seed, so it keeps the states, the mix of actions and the
+  dose and loses only which action goes with which state; Phase 3 reports every gain over the
+  base and over this control. With `demo_steps` > 1 the target of every step of the recovery
+  trajectories is permuted, not only the snapshots' own: the control then trains on exactly
+  `baseline_all_demo`'s states, and no true later action teaches the recovery it must not. A
+  target may land on its own example by chance, as in any permutation; the permuted targets
+  are part of the run's key. With fewer than 2 labeled snapshots it is skipped.
 
 A run is one cell at one seed (`<cell>_seed<seed>`); the seed sets the LoRA initialization, the
 data order and the draw. Each run is an independent unit of work (`models.training_runs`): its
@@ -24,6 +34,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
+from teachable.models.instrument import Instrument
+from teachable.models.supervision import sft_targets
 from teachable.models.training_runs import (
     MatrixRun,
     draw,
@@ -34,6 +48,7 @@ from teachable.models.training_runs import (
 )
 from teachable.models.workers import Workers
 from teachable.parameters import LoraParameters, Phase2Parameters
+from teachable.records.evaluation import CONTROL
 from teachable.records.labeled import LabeledSnapshot
 from teachable.records.layout import TrainingLayout
 from teachable.records.training_summary import RunEntry, TrainingSummary
@@ -45,9 +60,10 @@ def plan_matrix(
     train: Sequence[LabeledSnapshot], phase2: Phase2Parameters, seed: int
 ) -> list[MatrixRun]:
     """Every run, seed by seed in a fixed order: quadrants x `phase2.formats`, then the two
-    baselines.
+    baselines, then the shuffled-target control.
     The draws of seed `s` come from (run `seed`, `s`, which cell), whatever the other seeds."""
     n, steps = phase2.n_train, phase2.demo_steps
+    targets = sft_targets(train, "demo", steps)
     runs = []
     for s in phase2.seeds:
         for index, quadrant in enumerate(QUADRANTS):
@@ -77,6 +93,17 @@ def plan_matrix(
             runs.append(
                 MatrixRun("baseline_random_demo", s, "random", "demo", drawn, demo_steps=steps)
             )
+        if len(train) < 2:
+            reason = f"{len(train)} labeled snapshot(s): no other target to permute with"
+            runs.append(MatrixRun(CONTROL, s, "shuffled", "demo", tuple(train), reason))
+        else:
+            order = np.random.default_rng((seed, s, len(QUADRANTS) + 1)).permutation(len(targets))
+            shuffled = tuple(targets[i] for i in order)
+            runs.append(
+                MatrixRun(
+                    CONTROL, s, "shuffled", "demo", tuple(train), demo_steps=steps, targets=shuffled
+                )
+            )
     return runs
 
 
@@ -94,6 +121,7 @@ def train_matrix(
     rows: Sequence[LabeledSnapshot],
     phase2: Phase2Parameters,
     lora: LoraParameters,
+    instrument: Instrument,
     seed: int,
     workers: Workers,
     out: TrainingLayout,
@@ -102,9 +130,10 @@ def train_matrix(
     progress: bool = True,
 ) -> MatrixReport:
     """All of Phase 2 for the labeled `rows`, resumable, into `out`: the shared `lora` settings
-    under Phase 2's overrides, the draws made with `seed`, and the losses logged under
-    `run_name` where Weights & Biases is set up. Every row must lie in the labeled part of the
-    run's split, saved at `split`, which the training summary names."""
+    under Phase 2's overrides with the `instrument`'s cell dose, anchor and probes, the draws
+    made with `seed`, and the losses logged under `run_name` where Weights & Biases is set up.
+    Every row must lie in the labeled part of the run's split, saved at `split`, which the
+    training summary names."""
     Split.load(split).check_within("labeled", rows, "phase 2")
     runs = plan_matrix(rows, phase2, seed)
     earlier = TrainingSummary.entries_in(out.training_summary)
@@ -114,7 +143,7 @@ def train_matrix(
     for run in runs:
         if run.skip is not None:
             entries[run.id] = run.entry(status="skipped", reason=run.skip)
-        elif is_finished(earlier.get(run.id), run_key(run, lora, workers.params), out):
+        elif is_finished(earlier.get(run.id), run_key(run, lora, instrument, workers.params), out):
             entries[run.id] = earlier[run.id]
         else:
             pending.append(run)
@@ -125,7 +154,7 @@ def train_matrix(
 
     save()
     for entry in trained_entries(
-        workers, pending, lora, lambda _: out, run_name, "training matrix", progress
+        workers, pending, lora, instrument, lambda _: out, run_name, "training matrix", progress
     ):
         entries[entry.id] = entry
         save()

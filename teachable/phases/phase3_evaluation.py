@@ -26,6 +26,13 @@ seed. The tables have a row per run (`unit` = `run`) and per cell (`cell`), besi
 means of paired differences with a hierarchical bootstrap interval (seeds, then items, then
 episodes), each with its n (`<figure>_n`, the paired episodes it rests on).
 
+Phase 2's `control_shuffled_demo` is evaluated like any cell. The overall and per-quadrant tables
+give every other run and cell, beside its gain over the base (`gain`), its gain over the
+control (`gain_vs_control`): its runs against the control's runs of the same training seeds,
+episode by episode on the same streams. The control's own rows, the base's, and every row when
+Phase 2 skipped the control, have none; what a cell gains over the control is what its right
+targets add to training on the same dose.
+
 All of a model's episodes of one mode go through one `run_episodes` call, so the scorer sees
 one large batch per step; trained runs are LoRA adapters loaded over the one shared base. Each
 model is one unit of the workers `execution` names (an adapter travels to them as its files'
@@ -47,13 +54,14 @@ from dataclasses import dataclass
 from teachable.measure.gains import (
     COMPARED_QUADRANTS,
     estimate_in,
+    over_control,
 )
 from teachable.measure.verdicts import judge
 from teachable.models.evaluation import evaluate_runs
 from teachable.models.workers import Workers
 from teachable.parameters import EvaluationParameters, Phase3Parameters
 from teachable.records.estimate import Estimate
-from teachable.records.evaluation import RETENTION_DROP_LIMIT, Evaluation
+from teachable.records.evaluation import CONTROL, RETENTION_DROP_LIMIT, Evaluation
 from teachable.records.labeled import load_labeled
 from teachable.records.layout import RunLayout
 from teachable.records.verdicts import Verdict, save_phase_verdicts
@@ -71,9 +79,9 @@ class MatrixEvaluation:
 
 def phase3_verdicts(evaluation: Evaluation) -> list[Verdict]:
     """The plan's Phase 3 criteria, each read three-way from its interval: every trained cell
-    gains over the base on the held-out tasks, every format's transfer diagonal is ahead of
-    its off-diagonal, every cell's retention drop stays under 10 points, and the Q1 cells gain
-    more than the Q2 cells."""
+    gains over the base on the held-out tasks, and over the shuffled-target control where it
+    was trained, every format's transfer diagonal is ahead of its off-diagonal, every cell's
+    retention drop stays under 10 points, and the Q1 cells gain more than the Q2 cells."""
     overall = evaluation.overall
     cells = overall[(overall["unit"] == "cell") & (overall["status"] == "evaluated")]
     verdicts = [
@@ -86,6 +94,18 @@ def phase3_verdicts(evaluation: Evaluation) -> list[Verdict]:
             0.0,
         )
         for _, row in cells.iterrows()
+    ]
+    verdicts += [
+        judge(
+            PHASE,
+            f"{row['cell']} gain over {CONTROL}",
+            "success on the held-out tasks above the shuffled-target control's, paired by seed "
+            "(the right targets, not the training itself, make the gain)",
+            estimate_in(row, "gain_vs_control"),
+            ">",
+            0.0,
+        )
+        for _, row in over_control(cells).iterrows()
     ]
     summary = evaluation.transfer_summary
     formats = summary[summary["format"] != "mean"] if len(summary) else summary

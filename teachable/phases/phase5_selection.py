@@ -56,6 +56,7 @@ from teachable.measure.gains import method_result, paired_gain, pooled_episodes
 from teachable.measure.verdicts import judge
 from teachable.models.conditions import stable_int, teacher_request
 from teachable.models.evaluation import evaluate_runs
+from teachable.models.instrument import Instrument
 from teachable.models.labeling import in_groups, snapshot_uncertainty
 from teachable.models.selection import (
     SELECTORS,
@@ -245,14 +246,15 @@ def train_methods(
     workers: Workers,
     runs: Mapping[SelectionMethod, Sequence[MatrixRun]],
     lora: LoraParameters,
+    instrument: Instrument,
     out: Phase5Layout,
     split: Path,
     group: str,
     progress: bool,
 ) -> dict[SelectionMethod, list[RunEntry]]:
-    """Train every method's runs with `lora`, one unit per method and seed, into the method's
-    folder of `out` (keeping finished ones), and write each method's summary as its runs end;
-    losses go to Weights & Biases under `group` where it is set up."""
+    """Train every method's runs with `lora` and the `instrument`, one unit per method and seed,
+    into the method's folder of `out` (keeping finished ones), and write each method's summary
+    as its runs end; losses go to Weights & Biases under `group` where it is set up."""
     method_of = {run.id: method for method, method_runs in runs.items() for run in method_runs}
     entries: dict[SelectionMethod, dict[str, RunEntry]] = {}
     pending = []
@@ -262,7 +264,9 @@ def train_methods(
         entries[method] = {
             run.id: earlier[run.id]
             for run in method_runs
-            if is_finished(earlier.get(run.id), run_key(run, lora, workers.params), trained)
+            if is_finished(
+                earlier.get(run.id), run_key(run, lora, instrument, workers.params), trained
+            )
         }
         pending += [run for run in method_runs if run.id not in entries[method]]
 
@@ -277,7 +281,7 @@ def train_methods(
         return out.method(method_of[run.id])
 
     for entry in trained_entries(
-        workers, pending, lora, layout, group, "selection training", progress
+        workers, pending, lora, instrument, layout, group, "selection training", progress
     ):
         entries[method_of[entry.id]][entry.id] = entry
         save(method_of[entry.id])
@@ -348,6 +352,7 @@ def run_selection(
     phase3: Phase3Parameters,
     evaluation: EvaluationParameters,
     lora: LoraParameters,
+    instrument: Instrument,
     levels: Sequence[str],
     seed: int,
     workers: Workers,
@@ -355,13 +360,13 @@ def run_selection(
     run: RunLayout,
     progress: bool = True,
 ) -> SelectionReport:
-    """All of Phase 5, resumable: select from the pool of the run's split (entropy from the
-    recorded distributions, the predictor's scores, labels bought for the candidates), give the
-    picks the teacher's supervision, train each method once per seed with the shared `lora`
-    settings under Phase 5's overrides, evaluate on the split's test snapshots and Phase 3's
-    suites as `evaluation` says, and write everything into the run's Phase 5 folder and its
-    verdicts into the run's `verdicts.json`. Phase 1's parameters say how U is read and how
-    many rollouts a bought label takes."""
+    """All of Phase 5, resumable: select from the pool of the run's split (entropy from the recorded
+    distributions, the predictor's scores, labels bought for the candidates), give the picks the
+    teacher's supervision, train each method once per seed with the shared `lora` settings under
+    Phase 5's overrides and the `instrument`'s cell dose, anchor and probes, evaluate on the split's
+    test snapshots and Phase 3's suites as `evaluation` says, and write everything into the run's
+    Phase 5 folder and its verdicts into the run's `verdicts.json`. Phase 1's parameters say how U
+    is read and how many rollouts a bought label takes."""
     out = run.phase5
     split = Split.load(run.split)
     pool = split.rows("pool", phase0_snapshots(split.sources, run.phase0))
@@ -375,7 +380,9 @@ def run_selection(
     runs = training_runs(phase5, picks, supervised(picks, teacher, phase1))
     test = load_labeled(run.phase1, "test")
     lora = phase5.over(lora)
-    entries = train_methods(workers, runs, lora, out, run.split, run.folder.name, progress)
+    entries = train_methods(
+        workers, runs, lora, instrument, out, run.split, run.folder.name, progress
+    )
     evaluations, logs = {}, []
     for method in runs:
         trained = out.method(method)

@@ -110,11 +110,23 @@ PHASES: tuple[Phase, ...] = (
         teacher_health=lambda run: (run.phase1.teacher_health,),
     ),
     Phase(
+        name="1a",
+        notebook="01a_dose.ipynb",
+        section="training",
+        outputs=lambda run: (
+            run.phase1a.dose,
+            run.phase1a.anchor_states,
+            run.phase1a.probe_states,
+        ),
+        inputs=lambda run: (run.phase0.warmup, run.split, run.phase1.labeled_json),
+        gate=Gate(lambda run: run.phase1a.dose),
+    ),
+    Phase(
         name="1b",
         notebook="01b_cpt_validation.ipynb",
         section="phase1b",
         outputs=lambda run: (run.phase1b.results, run.phase1b.correlation),
-        inputs=lambda run: (run.phase0.warmup, run.phase1.labeled_json),
+        inputs=lambda run: (run.phase0.warmup, run.phase1.labeled_json, run.phase1a.dose),
         gate=Gate(lambda run: run.phase1b.correlation),
     ),
     Phase(
@@ -122,7 +134,12 @@ PHASES: tuple[Phase, ...] = (
         notebook="02_training_matrix.ipynb",
         section="phase2",
         outputs=lambda run: (run.phase2.training_summary,),
-        inputs=lambda run: (run.phase0.warmup, run.split, run.phase1.labeled_json),
+        inputs=lambda run: (
+            run.phase0.warmup,
+            run.split,
+            run.phase1.labeled_json,
+            run.phase1a.dose,
+        ),
     ),
     Phase(
         name="3",
@@ -153,6 +170,7 @@ PHASES: tuple[Phase, ...] = (
             run.split,
             run.phase1.test_labels,
             run.phase4.predictor_model,
+            run.phase1a.dose,
         ),
         optional_inputs=lambda run: (run.phase3.record,),  # the evaluation counts are Phase 3's
     ),

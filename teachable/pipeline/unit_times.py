@@ -24,6 +24,7 @@ from teachable.pipeline.history import load_history
 from teachable.pipeline.provenance import PhaseRecord, Provenance
 from teachable.pipeline.runner import NEVER_FINISHED
 from teachable.pipeline.workload import (
+    DOSE_TRAININGS,
     EXPERT_EPISODES,
     MATRIX_RUNS,
     MICRO_TRAININGS,
@@ -67,6 +68,7 @@ PILOT = UnitTable(
         SNAPSHOTS_TO_LABEL: 1.4,  # 57 s for 40 (4 + 4 + 4 x 2 rollouts of 8 steps each)
         TEST_SNAPSHOTS: 1.4,  # 17 s for 12
         RETEST_SNAPSHOTS: 1.25,  # 10 s for 8
+        DOSE_TRAININGS: 4.0,  # a micro-training's 4 steps with 8 anchor states each, and probes
         MICRO_TRAININGS: 3.7,  # 12 s of rollouts before and 32 s of training for 12
         MATRIX_RUNS: 11.5,  # 161 s for 14 runs of 6 steps at batch 4
         MODELS_TO_EVALUATE: 9.0,  # 135 s for 15 models, 12 items of 1 episode each
@@ -91,6 +93,7 @@ SMOKE = UnitTable(
         SNAPSHOTS_TO_LABEL: 0.3,  # 1.2 s for 4
         TEST_SNAPSHOTS: 0.3,
         RETEST_SNAPSHOTS: 0.3,  # 0.6 s for 2
+        DOSE_TRAININGS: 0.5,  # a few steps with anchor states, and the probes
         MICRO_TRAININGS: 1.0,  # 0.3 s of rollouts before and 3.6 s of training for 4
         MATRIX_RUNS: 0.6,  # 9.8 s for 16
         MODELS_TO_EVALUATE: 0.65,  # 11 s for 17

@@ -33,6 +33,7 @@ EXPERT_EPISODES = "expert episodes"
 SNAPSHOTS_TO_LABEL = "snapshots to label"
 TEST_SNAPSHOTS = "test snapshots to label"
 RETEST_SNAPSHOTS = "snapshots to label again"
+DOSE_TRAININGS = "dose trainings"
 MICRO_TRAININGS = "micro-trainings"
 MATRIX_RUNS = "matrix runs"
 MODELS_TO_EVALUATE = "models to evaluate"
@@ -170,6 +171,27 @@ def phase1_units(parameters: Parameters, run: RunLayout | None) -> list[Units]:
     ]
 
 
+def phase1a_units(parameters: Parameters, run: RunLayout | None) -> list[Units]:
+    """Every grid dose of every kind not pinned, in each of its formats, then each chosen
+    dose's check; a micro dose trains each calibration snapshot alone. Imported here: the
+    calibration loads torch."""
+    from teachable.models.dose_calibration import grid_doses
+    from teachable.phases.phase1a_dose import trainees
+
+    training = parameters.training
+    kinds = trainees(
+        parameters.phase1b, parameters.phase2, parameters.lora, training.calibration_snapshots
+    )
+    doses = len(grid_doses(training.grid))
+    per_dose = {kind.kind: kind.size if kind.kind == "micro" else 1 for kind in kinds}
+    planned = sum(
+        len(kind.formats) * per_dose[kind.kind] * (1 + (kind.pinned is None) * doses)
+        for kind in kinds
+    )
+    done = len(_rows(run.phase1a.log)) if run else 0
+    return [Units(DOSE_TRAININGS, planned, min(done, planned))]
+
+
 def phase1b_units(parameters: Parameters, run: RunLayout | None) -> list[Units]:
     """`n_per_quadrant` micro-trainings per quadrant, fewer where Phase 1 found fewer."""
     n = parameters.phase1b.n_per_quadrant
@@ -181,15 +203,15 @@ def phase1b_units(parameters: Parameters, run: RunLayout | None) -> list[Units]:
 
 def matrix_runs(parameters: Parameters, run: RunLayout | None) -> int:
     """The runs Phase 2 trains: each quadrant holding `n_train` snapshots times the formats,
-    and the two baselines, per seed."""
+    the two baselines and the shuffled-target control (which needs two snapshots), per
+    seed."""
     phase2 = parameters.phase2
     counts = _quadrant_counts(run)
-    if counts is None:
-        quadrants, labeled = len(QUADRANTS), phase2.n_train
-    else:
-        quadrants = sum(counts.get(quadrant, 0) >= phase2.n_train for quadrant in QUADRANTS)
-        labeled = sum(counts.values())
-    per_seed = quadrants * len(phase2.formats) + 1 + (labeled >= phase2.n_train)
+    if counts is None:  # before Phase 1 counted the quadrants, every cell is planned
+        return (len(QUADRANTS) * len(phase2.formats) + 3) * len(phase2.seeds)
+    quadrants = sum(counts.get(quadrant, 0) >= phase2.n_train for quadrant in QUADRANTS)
+    labeled = sum(counts.values())
+    per_seed = quadrants * len(phase2.formats) + 1 + (labeled >= phase2.n_train) + (labeled >= 2)
     return per_seed * len(phase2.seeds)
 
 
@@ -248,6 +270,7 @@ def artifacts_units(parameters: Parameters, run: RunLayout | None) -> list[Units
 WORKLOADS: dict[str, Workload] = {
     "0": phase0_units,
     "1": phase1_units,
+    "1a": phase1a_units,
     "1b": phase1b_units,
     "2": phase2_units,
     "3": phase3_units,

@@ -13,16 +13,22 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from teachable.records.adapter_probe import AdapterProbe
 from teachable.records.env_state import EnvState
 from teachable.records.store import read_json, read_jsonl, write_json, write_jsonl
-from teachable.records.training_summary import LearningRate, LoraHyperparameters, Steps
 from teachable.records.verdicts import Outcome, Verdict
 from teachable.vocabulary import Format
+
+if TYPE_CHECKING:
+    from teachable.records.training_summary import LoraHyperparameters
+
+# every count of optimizer steps and every learning rate a parameter file sets is one of these
+Steps = Annotated[int, Field(ge=1)]
+LearningRate = Annotated[float, Field(gt=0)]
 
 PHASE = "phase1a"  # the verdicts' phase in the run's verdicts.json
 

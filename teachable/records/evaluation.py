@@ -18,6 +18,10 @@ from teachable.records.training_summary import BASE, RunEntry
 
 RETENTION_DROP_LIMIT = 0.10
 
+# the cell every gain is also set against: the training of `baseline_all_demo` with its targets
+# permuted among its examples, so a gain over it is what the right targets add
+CONTROL = "control_shuffled_demo"
+
 
 SUITES = ("tasks", "snapshots", "retention")
 

@@ -2,28 +2,27 @@
 
 Phase 2 writes one for the matrix, Phase 5 one per selection method; Phase 3 and Phase 5 read
 them to know which adapters to evaluate. Each run is one `RunEntry`; the summary adds the LoRA
-hyperparameters every run shares and the split file the runs were trained on. `Steps` and
-`LearningRate` validate every training dose, here and in the parameter sections that override it.
+hyperparameters every run shares and the split file the runs were trained on; each run also
+keeps its dose and its drift and specificity at the probe states.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from teachable.records.adapter_probe import AdapterProbe
+from teachable.records.dose import Dose, LearningRate, Steps
 from teachable.records.store import read_json, write_json
 from teachable.vocabulary import Format, Quadrant, SelectionMethod
 
 BASE = "base"  # the untrained student's name among the evaluated models
 
-# a quadrant, the train set a baseline draws on, or the method a Phase 5 run was selected by
-Cell = Quadrant | Literal["all", "random"] | SelectionMethod
-
-# every count of optimizer steps and every learning rate a parameter file sets is one of these
-Steps = Annotated[int, Field(ge=1)]
-LearningRate = Annotated[float, Field(gt=0)]
+# a quadrant, the train set a baseline draws on (`shuffled`: every labeled snapshot with its
+# target permuted, the control), or the method a Phase 5 run was selected by
+Cell = Quadrant | Literal["all", "random", "shuffled"] | SelectionMethod
 
 
 class LoraHyperparameters(BaseModel):
@@ -66,6 +65,8 @@ class RunEntry(BaseModel):
     seconds: float | None = None
     steps: int | None = None
     snapshots: list[str] = []
+    dose: Dose | None = None
+    probe: AdapterProbe | None = None
     key: str | None = None
 
 

@@ -72,18 +72,24 @@ def cpt_results(run: RunLayout) -> pd.DataFrame:
 
 
 def cpt_figure(run: RunLayout) -> alt.TopLevelMixin:
-    """ELP_net against the micro-training delta, with Spearman's rho and the gate's outcome."""
+    """ELP_net against the micro-training's delta vs its control, with Spearman's rho (the raw
+    delta's beside it) and the gate's outcome."""
     return cpt_scatter_chart(cpt_results(run), CPTGate.load(run.phase1b.correlation))
+
+
+GAINS = ("gain", "gain_vs_control")  # over the base, over the shuffled-target control
 
 
 def training_matrix_frame(run: RunLayout) -> pd.DataFrame:
     """Gain over the base on held-out tasks per cell (quadrants, then the baselines' `all` and
-    `random`) and format over its seeds, one line each with its interval and n; a skipped
-    cell's gain is missing."""
+    `random`, then the `shuffled` control) and format over its seeds, and where the control was
+    trained the gain over it, one line each with its interval and n; a skipped cell's gains
+    are missing, and so is the control's over itself."""
     overall = evaluated_overall(run)
     cells = overall[overall["unit"] == "cell"]
     columns = ["quadrant", "format", "status", "seeds", "n_train"]
-    return cells[[*columns, "gain", "gain_low", "gain_high", "gain_n"]]
+    gains = [f"{name}{part}" for name in GAINS for part in ("", "_low", "_high", "_n")]
+    return cells[[*columns, *(gain for gain in gains if gain in cells)]]
 
 
 def training_matrix_figure(run: RunLayout) -> alt.TopLevelMixin:
@@ -92,7 +98,7 @@ def training_matrix_figure(run: RunLayout) -> alt.TopLevelMixin:
     frame = training_matrix_frame(run)
     base = alt.Chart(frame).encode(
         x=alt.X("format:N", sort=list(FORMATS), axis=alt.Axis(labelAngle=0), title=None),
-        y=alt.Y("quadrant:N", sort=[*QUADRANTS, "all", "random"], title="trained on"),
+        y=alt.Y("quadrant:N", sort=[*QUADRANTS, "all", "random", "shuffled"], title="trained on"),
         tooltip=["quadrant", "format", "seeds", "n_train", "gain", "gain_low", "gain_high"],
     )
     skipped = base.transform_filter("datum.status != 'evaluated'").mark_rect(color="#e5e7eb")
@@ -195,16 +201,17 @@ def quadrant_table(run: RunLayout) -> pd.DataFrame:
 
 
 def cpt_table(run: RunLayout) -> pd.DataFrame:
-    """Spearman's rho of ELP_net and the micro-training delta and the mean delta, over the
-    panel and per quadrant, and Q1 - Q2, each with its interval and n."""
+    """Spearman's rho of ELP_net and the micro-training utility and the mean utility, over the
+    panel and per quadrant, and Q1 - Q2, each with its interval and n, for the delta vs the
+    control (the gate's) and the raw delta."""
     return panel_frame(CPTGate.load(run.phase1b.correlation))
 
 
 def training_matrix_table(run: RunLayout) -> pd.DataFrame:
-    """Gain over the base on held-out tasks per cell, with its interval and n: quadrants in
-    order, then the baselines, each in format order."""
+    """Gain over the base (and over the control) on held-out tasks per cell, with its interval
+    and n: quadrants in order, then the baselines and the control, each in format order."""
     frame = training_matrix_frame(run).rename(columns={"quadrant": "trained on"})
-    order = {name: i for i, name in enumerate([*QUADRANTS, "all", "random", *FORMATS])}
+    order = {name: i for i, name in enumerate([*QUADRANTS, "all", "random", "shuffled", *FORMATS])}
     return frame.sort_values(
         ["trained on", "format"], key=lambda column: column.map(order), kind="stable"
     ).drop(columns="status")

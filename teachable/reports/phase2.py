@@ -41,7 +41,7 @@ def train_size_table(entries: Sequence[RunEntry]) -> pd.DataFrame:
     """Train snapshots per cell (the same at every seed): quadrants (and baselines) as rows,
     formats as columns."""
     frame = summary_frame(entries)
-    cells = [*QUADRANTS, "all", "random"]
+    cells = [*QUADRANTS, "all", "random", "shuffled"]
     table = frame.pivot_table(index="quadrant", columns="format", values="n_train", aggfunc="max")
     return table.reindex(
         index=[c for c in cells if c in table.index],
@@ -55,7 +55,7 @@ def train_size_chart(entries: Sequence[RunEntry]) -> alt.LayerChart:
     frame = frame[frame["seed"] == frame["seed"].min()]
     base = alt.Chart(frame).encode(
         x=alt.X("format:N", sort=list(FORMATS), axis=alt.Axis(labelAngle=0), title=None),
-        y=alt.Y("quadrant:N", sort=[*QUADRANTS, "all", "random"], title=None),
+        y=alt.Y("quadrant:N", sort=[*QUADRANTS, "all", "random", "shuffled"], title=None),
     )
     cells = base.mark_rect().encode(
         color=alt.condition(
@@ -89,7 +89,9 @@ def loss_chart(entries: Sequence[RunEntry]) -> alt.Chart:
         .encode(
             x=alt.X("step:Q", axis=alt.Axis(format="d", tickMinStep=1), title="optimizer step"),
             y=alt.Y("loss:Q", title="SFT loss (action tokens)"),
-            color=alt.Color("quadrant:N", sort=[*QUADRANTS, "all", "random"], title="cell"),
+            color=alt.Color(
+                "quadrant:N", sort=[*QUADRANTS, "all", "random", "shuffled"], title="cell"
+            ),
             detail="id:N",
             tooltip=["id", "step", "loss"],
         )
