@@ -23,7 +23,7 @@ RAY_STAMP := $(VENV)/.installed-ray
 CHROMIUM_PACKAGE := chromium
 LAB_PORT ?= 8888
 
-.PHONY: setup smoke pilot mini test test-fast test-browser chromium lab full lint phase0 phase1 phase1b phase2 phase3 phase4 phase5 artifacts clean
+.PHONY: setup smoke pilot mini test test-fast test-browser chromium lab full lint phase0 phase1 phase1a phase1b phase2 phase3 phase4 phase5 artifacts clean
 
 setup: $(STAMP)
 
@@ -104,7 +104,7 @@ lab: setup
 full: setup
 	$(PY) -m teachable run parameters/full.yaml
 
-phase0 phase1 phase1b phase2 phase3 phase4 phase5 artifacts: setup
+phase0 phase1 phase1a phase1b phase2 phase3 phase4 phase5 artifacts: setup
 	$(PY) -m teachable run $(PARAMS) --phases $(subst phase,,$@)
 
 clean:

@@ -9,8 +9,13 @@ from pathlib import Path
 
 import pytest
 
+from teachable.models.instrument import Instrument
+from teachable.models.reference_states import anchor_states, probe_states
 from teachable.models.student import Student
 from teachable.parameters import StudentParameters
+from teachable.records.dose import Dose
+from teachable.vocabulary import FORMATS
+from teachable.world.tasks import task_suite
 
 collect_ignore = ["notebooks", "browser"]
 
@@ -29,3 +34,24 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if item.path.is_relative_to(NOTEBOOKS):
             item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture(scope="session")
+def instrument() -> Instrument:
+    """A training instrument as Phase 1A hands it on, with a pinned dose for every format:
+    anchored on the expert states of one warm-up task (two per step), probed at two states of
+    two of four GoToLocal tasks that no training test trains on and of two retention tasks."""
+    probes = probe_states(
+        [("BabyAI-GoToLocal-v0", seed) for seed in (901, 907, 911, 913)],
+        task_suite("retention", 2, ["GoToLocal"], 0).tasks,
+        2,
+        2,
+        0,
+    )
+    dose = Dose(learning_rate=1e-3, steps=2, anchor_weight=5.0)
+    return Instrument(
+        doses=dict.fromkeys(FORMATS, dose),
+        anchors=tuple(anchor_states(["GoToLocal"], 0, 1)),
+        per_step=2,
+        probes=tuple(probes),
+    )

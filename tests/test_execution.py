@@ -126,7 +126,7 @@ def test_ray_and_local_backends_write_the_same_files(head, phase0_run, tmp_path)
     for backend, execution in (("local", {}), ("ray", {**WORKERS, "address": head})):
         params = load_parameters(smoke_file(tmp_path, backend, execution))
         shutil.copytree(phase0_run, params.run_dir)
-        run_phases(params, select_phases(["1", "1b", "2", "3", "4", "5"]))
+        run_phases(params, select_phases(["1", "1a", "1b", "2", "3", "4", "5"]))
         runs[backend] = files_of(params.run_dir)
     local, on_ray = runs["local"], runs["ray"]
     assert any(name.endswith("adapter_model.safetensors") for name in local)

@@ -97,21 +97,29 @@ def test_lora_overrides_replace_set_values_and_keep_the_rest() -> None:
     assert LoraOverrides().over(lora) == lora
 
 
-def test_phase_sections_carry_the_lora_overrides(tmp_path: Path) -> None:
-    path = _write(tmp_path, "phase2:\n  batch_size: 2\nphase5:\n  steps: 3\n")
-    params = load_parameters(path)
+def test_phase_sections_carry_the_batch_overrides_and_pin_their_dose(tmp_path: Path) -> None:
+    dose = "  dose:\n    learning_rate: 1.0e-3\n    steps: 3\n    anchor_weight: 5\n"
+    params = load_parameters(_write(tmp_path, "phase2:\n  batch_size: 2\nphase5:\n" + dose))
     assert params.phase2.over(params.lora).batch_size == 2
-    assert params.phase5.over(params.lora).steps == 3
-    assert params.phase5.over(params.lora).batch_size == params.lora.batch_size
-    with pytest.raises(ParameterError, match=r"phase5\.learning_rate"):
-        load_parameters(_write(tmp_path, "phase5:\n  learning_rate: 0\n"))
+    assert params.phase2.dose is None and params.phase1b.dose is None  # calibrated
+    assert params.phase5.dose.model_dump() == {
+        "learning_rate": 1e-3,
+        "steps": 3,
+        "anchor_weight": 5.0,
+    }
+    assert params.phase5.dose.lora(params.lora).steps == 3
+    assert params.phase5.over(params.lora) == params.lora  # the dose is not a batch override
+    with pytest.raises(ParameterError, match=r"phase5\.steps: unknown key"):
+        load_parameters(_write(tmp_path, "phase5:\n  steps: 3\n"))
+    with pytest.raises(ParameterError, match=r"phase5\.dose\.learning_rate"):
+        load_parameters(_write(tmp_path, "phase5:\n" + dose.replace("1.0e-3", "0")))
 
 
 def test_the_warm_up_and_phase_1b_override_lora_like_the_other_phases() -> None:
     lora = LoraParameters(steps=60, learning_rate=5e-4, batch_size=8, gradient_accumulation_steps=3)
     warmup = {"steps": 120, "learning_rate": 1e-3, "batch_size": 8}
     assert WarmupParameters().over(lora) == lora.model_copy(update=warmup)
-    micro = {"steps": 2, "learning_rate": 1e-3, "batch_size": 1, "gradient_accumulation_steps": 1}
+    micro = {"batch_size": 1, "gradient_accumulation_steps": 1}
     assert Phase1BParameters().over(lora) == lora.model_copy(update=micro)
 
 
@@ -126,6 +134,8 @@ DOSES = [
 def test_every_step_count_and_learning_rate_is_validated_alike(tmp_path: Path, key: str) -> None:
     row = next(row for row in parameter_table() if row["key"] == key)
     expected = "int ≥ 1" if key.endswith("steps") else "float > 0"
+    if key.startswith("training.grid."):  # the calibration's grid lists doses
+        expected = f"list of {expected}"
     assert row["type"].removesuffix(" or null") == expected
     *sections, name = key.split(".")
     text = "".join(f"{'  ' * depth}{section}:\n" for depth, section in enumerate(sections))

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from labeled_rows import labeled_rows
 
+from teachable.models.instrument import load_instrument
 from teachable.models.workers import LocalWorkers
 from teachable.parameters import Parameters
 from teachable.phases.phase1a_dose import calibrate_dose
-from teachable.records.dose import DoseCalibration, load_reference_states
-from teachable.records.layout import RunLayout
+from teachable.records.dose import Dose, DoseCalibration, load_reference_states
 from teachable.records.store import read_jsonl
 from teachable.records.verdicts import Verdicts
 from teachable.reports.charts import save_chart
@@ -30,7 +30,7 @@ def _params(root: Path, **sections: dict) -> Parameters:
             "run": {"name": "dose", "seed": 0, "output_root": str(root)},
             "student": {"model": "tiny", "batch_size": 16},
             "env": {"levels": ["GoToLocal"]},
-            "lora": {"r": 4, "alpha": 8, "batch_size": 2},
+            "lora": {"r": 8, "alpha": 16, "batch_size": 2},
             "training": {
                 "anchor_tasks": 2,
                 "anchor_per_step": 4,
@@ -38,7 +38,7 @@ def _params(root: Path, **sections: dict) -> Parameters:
                 "probe_retention_tasks": 2,
                 "probe_states_per_task": 3,
                 "calibration_snapshots": 2,
-                "grid": {"learning_rates": [1e-2], "steps": [3], "anchor_weights": [0.0, 1e3]},
+                "grid": {"learning_rates": [1e-2], "steps": [12], "anchor_weights": [0.0, 1e3]},
                 "drift_budget": 0.05,
             },
             "phase1b": {"format": "demo"},
@@ -168,3 +168,22 @@ def test_the_report_tables_and_charts_the_curve(calibrated, tmp_path):
     assert "do-no-harm drift" in verdict_html(calibration, continuing=True)
     banner = verdict_html(calibration, continuing=False)
     assert ("DOSE GATE FAILS" in banner) == (calibration.outcome == "fails")
+
+
+def test_later_phases_load_the_calibrated_dose_unless_they_pin_one(calibrated):
+    params, report = calibrated
+    calibration = report.calibration
+    folder = params.layout.phase1a
+    instrument = load_instrument(folder, "cell", ["demo"], None, 3)
+    assert instrument.dose("demo") == calibration.dose("cell", "demo")
+    assert instrument.anchors == tuple(report.anchors)
+    assert instrument.probes == tuple(report.probes) and instrument.per_step == 3
+    micro = load_instrument(folder, "micro", ["demo"], None, 3)
+    assert micro.dose("demo") == calibration.dose("micro", "demo")
+    pinned = Dose(learning_rate=2e-4, steps=7, anchor_weight=1.0)
+    assert load_instrument(folder, "cell", ["demo"], pinned, 3).dose("demo") == pinned
+    with pytest.raises(KeyError, match="no dose for cell training in contrast"):
+        load_instrument(folder, "cell", ["contrast"], None, 3)
+    key = instrument.key("demo")
+    assert key["dose"] == calibration.dose("cell", "demo").model_dump(mode="json")
+    assert load_instrument(folder, "cell", ["demo"], pinned, 3).key("demo") != key

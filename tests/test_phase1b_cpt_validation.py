@@ -17,7 +17,7 @@ from labeled_rows import labeled_rows
 from teachable.__main__ import main
 from teachable.measure.cpt_gate import gate
 from teachable.measure.intervals import spearman
-from teachable.models import micro_training
+from teachable.models.instrument import Instrument
 from teachable.models.micro_training import (
     control_target,
     expert_logprobs,
@@ -49,15 +49,21 @@ PHASE1B = {
 
 
 def _params(root: Path, steps: int = 2, learning_rate: float = 1e-2, **phase1b) -> Parameters:
-    """The micro-training's steps and learning rate go through the `lora` section."""
+    """The micro-training's steps and learning rate are Phase 1B's pinned dose, unanchored."""
+    dose = {"learning_rate": learning_rate, "steps": steps, "anchor_weight": 0.0}
     return Parameters.model_validate(
         {
             "run": {"name": "micro", "seed": 1, "output_root": str(root)},
             "student": {"model": "tiny", "batch_size": 16},
-            "lora": {"r": 4, "alpha": 8, "steps": steps, "learning_rate": learning_rate},
-            "phase1b": {**PHASE1B, **phase1b},
+            "lora": {"r": 4, "alpha": 8},
+            "phase1b": {**PHASE1B, "dose": dose, **phase1b},
         }
     )
+
+
+def tooled(params: Parameters, instrument: Instrument) -> Instrument:
+    """The shared test instrument with Phase 1B's pinned dose in every format."""
+    return replace(instrument, doses=dict.fromkeys(FORMATS, params.phase1b.dose))
 
 
 @pytest.fixture(scope="module")
@@ -70,13 +76,17 @@ def rows(student):
 
 
 @pytest.mark.slow
-def test_micro_training_raises_the_probability_of_the_target_action(student, rows, tmp_path):
+def test_micro_training_raises_the_probability_of_the_target_action(
+    student, rows, tmp_path, instrument
+):
     for format, row in zip(FORMATS, rows, strict=False):
         params = _params(tmp_path, format=format, steps=5)
         prompt = sft_example(row, format).prompt
         target = ACTIONS.index(row.expert_action)
         before = student.action_probabilities([prompt])[0][target]
-        trained = micro_adapter(student, row, params.phase1b, params.lora)
+        trained = micro_adapter(
+            student, row, params.phase1b, params.lora, tooled(params, instrument)
+        )[0]
         after = trained.student.action_probabilities([prompt])[0][target]
         assert after > 10 * before and after > before + 0.01, (format, row.id)
         assert trained.steps == 5 and trained.losses[-1] < trained.losses[0]
@@ -106,18 +116,18 @@ def test_the_control_target_is_a_wrong_action_drawn_per_snapshot_and_seed(studen
 
 
 def test_the_control_trains_the_same_example_and_dose_on_the_wrong_target(
-    student, rows, tmp_path, monkeypatch
+    student, rows, tmp_path, monkeypatch, instrument
 ):
     trainings = []
     monkeypatch.setattr(
-        micro_training, "train_lora", lambda *args, **kwargs: trainings.append(args)
+        Instrument, "train", lambda *args, **kwargs: trainings.append(args[1:]) or (None, None)
     )
     params = _params(tmp_path, format="hint")
     row = rows[0]
     wrong = control_target(row, params.run.seed)
-    micro_adapter(student, row, params.phase1b, params.lora)
-    micro_adapter(student, row, params.phase1b, params.lora, wrong)
-    (_, [true_example], true_dose), (_, [control_example], control_dose) = trainings
+    micro_adapter(student, row, params.phase1b, params.lora, tooled(params, instrument))[0]
+    micro_adapter(student, row, params.phase1b, params.lora, tooled(params, instrument), wrong)[0]
+    (_, [true_example], _, true_dose, _), (_, [control_example], _, control_dose, _) = trainings
     assert true_example == sft_example(row, "hint") and true_example.target == row.expert_action
     assert control_example == replace(true_example, target=wrong) != true_example
     assert control_dose == true_dose == params.phase1b.over(params.lora)
@@ -125,15 +135,17 @@ def test_the_control_trains_the_same_example_and_dose_on_the_wrong_target(
 
 @pytest.mark.slow
 def test_the_control_adapter_raises_its_wrong_target_and_only_the_true_one_raises_a_star(
-    student, rows, tmp_path
+    student, rows, tmp_path, instrument
 ):
     params = _params(tmp_path, steps=5)
     row = rows[1]
     prompt = sft_example(row, "demo").prompt
     wrong, expert = control_target(row, params.run.seed), row.expert_action
     before = student.action_probabilities([prompt])[0]
-    control = micro_adapter(student, row, params.phase1b, params.lora, wrong)
-    true = micro_adapter(student, row, params.phase1b, params.lora)
+    control = micro_adapter(
+        student, row, params.phase1b, params.lora, tooled(params, instrument), wrong
+    )[0]
+    true = micro_adapter(student, row, params.phase1b, params.lora, tooled(params, instrument))[0]
     controlled = control.student.action_probabilities([prompt])[0]
     taught = true.student.action_probabilities([prompt])[0]
     assert controlled[ACTIONS.index(wrong)] > 10 * before[ACTIONS.index(wrong)]
@@ -142,7 +154,7 @@ def test_the_control_adapter_raises_its_wrong_target_and_only_the_true_one_raise
     assert control.losses[-1] < control.losses[0]
 
 
-def validate(params: Parameters, rows, student: Student, out: Path):
+def validate(params: Parameters, rows, student: Student, out: Path, instrument: Instrument):
     """Phase 1B into `out`, its verdicts into the verdicts file beside it, as the notebook runs
     it."""
     layout, verdicts = Phase1BLayout(out), RunLayout(out.parent).verdicts
@@ -150,6 +162,7 @@ def validate(params: Parameters, rows, student: Student, out: Path):
         rows=rows,
         phase1b=params.phase1b,
         lora=params.lora,
+        instrument=tooled(params, instrument),
         seed=params.run.seed,
         workers=LocalWorkers(student),
         out=layout,
@@ -159,14 +172,16 @@ def validate(params: Parameters, rows, student: Student, out: Path):
 
 
 @pytest.mark.slow
-def test_phase1b_replays_the_same_streams_writes_its_files_and_resumes(student, rows, tmp_path):
+def test_phase1b_replays_the_same_streams_writes_its_files_and_resumes(
+    student, rows, tmp_path, instrument
+):
     """With an adapter that barely moves the weights, every rollout after training must be the
     one before it (delta 0), whatever else shares its batch. Near-uniform draws (temperature
     50) from the last decisions of bot runs make other streams give other rates."""
     still = {"learning_rate": 1e-12, "steps": 1}
     params = _params(tmp_path, temperature=50.0, n_validation_rollouts=8, **still)
     out = tmp_path / "phase1b"
-    report = validate(params, rows, student, out)
+    report = validate(params, rows, student, out, instrument)
     assert report.newly_trained == len(report.results) == 4
     assert sorted(r.quadrant for r in report.results) == sorted(QUADRANTS)
     assert any(result.before > 0 for result in report.results), "no rollout succeeds: no test"
@@ -197,31 +212,45 @@ def test_phase1b_replays_the_same_streams_writes_its_files_and_resumes(student, 
     write_jsonl(
         out / "micro_training.jsonl", log[:-1]
     )  # killed before the last snapshot was written
-    resumed = validate(params, rows, student, out)
+    resumed = validate(params, rows, student, out, instrument)
     assert resumed.newly_trained == 1
     again = read_json(out / "micro_training_results.json")
     assert [{**r, "seconds": 0} for r in again] == [{**r, "seconds": 0} for r in saved]
-    assert validate(params, rows, student, out).newly_trained == 0
+    assert validate(params, rows, student, out, instrument).newly_trained == 0
     measured_before = {**log[0], "key": "measured otherwise"}
     for name in ("control_target", "control_after", "delta_vs_control"):
         del measured_before[name]
     write_jsonl(out / "micro_training.jsonl", [measured_before, *log[1:]])
-    assert validate(params, rows, student, out).newly_trained == 1, "a stale result is redone"
+    assert validate(params, rows, student, out, instrument).newly_trained == 1, (
+        "a stale result is redone"
+    )
     changed = _params(tmp_path, steps=3)
-    key = result_key(rows[0], params.phase1b, params.lora, params.run.seed, student.params)
+    key = result_key(
+        rows[0],
+        params.phase1b,
+        params.lora,
+        tooled(params, instrument),
+        params.run.seed,
+        student.params,
+    )
     changed_key = result_key(
-        rows[0], changed.phase1b, changed.lora, changed.run.seed, student.params
+        rows[0],
+        changed.phase1b,
+        changed.lora,
+        tooled(changed, instrument),
+        changed.run.seed,
+        student.params,
     )
     assert changed_key != key
 
 
 @pytest.mark.slow
 def test_micro_training_raises_log_pi_of_the_expert_action_and_reports_comparators(
-    student, rows, tmp_path
+    student, rows, tmp_path, instrument
 ):
     params = _params(tmp_path, steps=3)
     out = tmp_path / "phase1b"
-    report = validate(params, rows, student, out)
+    report = validate(params, rows, student, out, instrument)
     assert all(result.delta_logp > 0 for result in report.results)
     for result in report.results:
         assert result.delta_logp == pytest.approx(result.logp_after - result.logp_before, abs=2e-6)

@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import pytest
 from labeled_rows import labeled_rows
 
-import teachable.models.training_runs as training_runs
+from teachable.models.instrument import Instrument
 from teachable.models.supervision import sft_examples, sft_targets
 from teachable.models.training_runs import MatrixRun, Training, run_key, train_adapter
 from teachable.parameters import LoraParameters, Phase2Parameters, StudentParameters
@@ -82,15 +82,15 @@ def test_fewer_than_two_labeled_snapshots_skip_the_control_with_its_reason(rows)
     assert control.targets is None
 
 
-def test_the_permuted_targets_are_part_of_the_runs_key(rows):
+def test_the_permuted_targets_are_part_of_the_runs_key(rows, instrument):
     params, lora = StudentParameters(model="tiny"), LoraParameters()
     control = runs_of(plan_matrix(rows, Phase2Parameters(n_train=2, seeds=[0]), seed=0), 0)[CONTROL]
-    key = run_key(control, lora, params)
-    assert key == run_key(replace(control), lora, params)
+    key = run_key(control, lora, instrument, params)
+    assert key == run_key(replace(control), lora, instrument, params)
     moved = control.targets[1:] + control.targets[:1]
     assert moved != control.targets
-    assert run_key(replace(control, targets=moved), lora, params) != key
-    assert run_key(replace(control, targets=None), lora, params) != key
+    assert run_key(replace(control, targets=moved), lora, instrument, params) != key
+    assert run_key(replace(control, targets=None), lora, instrument, params) != key
 
 
 def test_the_targets_of_the_examples_come_without_rendering_and_a_wrong_count_is_refused(rows):
@@ -102,16 +102,16 @@ def test_the_targets_of_the_examples_come_without_rendering_and_a_wrong_count_is
         sft_examples(rows, "demo", targets=[row.expert_action for row in rows[1:]])
 
 
-def test_a_training_unit_trains_on_the_runs_permuted_targets(rows, monkeypatch):
+def test_a_training_unit_trains_on_the_runs_permuted_targets(rows, monkeypatch, instrument):
     control = runs_of(plan_matrix(rows, Phase2Parameters(n_train=2, seeds=[0]), seed=0), 0)[CONTROL]
     seen = []
 
-    def capture(student, examples, lora, folder):
+    def capture(self, student, examples, *args, **kwargs):
         seen.extend(examples)
         raise RuntimeError("captured")
 
-    monkeypatch.setattr(training_runs, "train_lora", capture)
+    monkeypatch.setattr(Instrument, "train", capture)
     student = SimpleNamespace(params=SimpleNamespace(history=0))
     with pytest.raises(RuntimeError, match="captured"):
-        train_adapter(student, Training(control, LoraParameters()))
+        train_adapter(student, Training(control, LoraParameters(), instrument))
     assert [e.target for e in seen] == list(control.targets)

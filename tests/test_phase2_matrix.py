@@ -4,11 +4,13 @@ skips, and its resumption."""
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from labeled_rows import labeled_rows
 
+from teachable.models.instrument import Instrument
 from teachable.models.student import Student
 from teachable.models.workers import LocalWorkers
 from teachable.parameters import Parameters, Phase2Parameters
@@ -37,7 +39,7 @@ def _params(root: Path) -> Parameters:
             "phase2": {
                 "n_train": 2,
                 "seeds": SEEDS,
-                "steps": 2,
+                "dose": {"learning_rate": 1e-3, "steps": 2, "anchor_weight": 5.0},
                 "batch_size": 2,
             },
         }
@@ -53,12 +55,15 @@ def rows(student):
     return [row for row in rows if row not in q3[1:]]
 
 
-def train(params: Parameters, rows, student: Student, out: Path):
-    """Phase 2 into `out`, as the notebook runs it, on the split saved beside it."""
+def train(params: Parameters, rows, student: Student, out: Path, instrument: Instrument):
+    """Phase 2 into `out`, as the notebook runs it, on the split saved beside it, with the
+    shared instrument under Phase 2's pinned dose."""
+    doses = dict.fromkeys(params.phase2.trained_formats, params.phase2.dose)
     return train_matrix(
         rows=rows,
         phase2=params.phase2,
         lora=params.lora,
+        instrument=replace(instrument, doses=doses),
         seed=params.run.seed,
         workers=LocalWorkers(student),
         out=TrainingLayout(out),
@@ -69,7 +74,7 @@ def train(params: Parameters, rows, student: Student, out: Path):
 
 
 @pytest.fixture(scope="module")
-def matrix(tmp_path_factory, student, rows):
+def matrix(tmp_path_factory, student, rows, instrument):
     """A finished matrix on the rows of the labeled part of a split (every task labeled):
     its folder and what `train_matrix` reported."""
     out = tmp_path_factory.mktemp("matrix") / "phase2"
@@ -78,7 +83,7 @@ def matrix(tmp_path_factory, student, rows):
     return (
         out,
         params,
-        train(params, rows, student, out),
+        train(params, rows, student, out, instrument),
     )
 
 
@@ -142,7 +147,9 @@ def test_each_seed_trains_its_own_adapter(matrix):
 
 
 @pytest.mark.slow
-def test_a_killed_matrix_resumes_without_retraining_finished_runs(matrix, student, rows):
+def test_a_killed_matrix_resumes_without_retraining_finished_runs(
+    matrix, student, rows, instrument
+):
     out, params, _ = matrix
     summary = read_json(out / "training_summary.json")
     trained = [entry["id"] for entry in summary["runs"] if entry["status"] == "trained"]
@@ -153,12 +160,12 @@ def test_a_killed_matrix_resumes_without_retraining_finished_runs(matrix, studen
     kept = [run_id for run_id in trained if run_id not in (lost_entry, lost_adapter)]
     stamps = {run_id: _mtime(out / run_id) for run_id in kept}
 
-    report = train(params, rows, student, out)
+    report = train(params, rows, student, out, instrument)
     assert report.newly_trained == 2
     assert {run_id: _mtime(out / run_id) for run_id in kept} == stamps
     assert (out / lost_adapter / "adapter_config.json").is_file()
     assert [entry["id"] for entry in read_json(out / "training_summary.json")["runs"]] == RUN_IDS
-    again = train(params, rows, student, out)
+    again = train(params, rows, student, out, instrument)
     assert again.newly_trained == 0
 
 
@@ -167,7 +174,7 @@ def _mtime(adapter: Path) -> int:
 
 
 def test_a_snapshot_outside_the_labeled_part_is_refused_before_any_training(
-    student, rows, tmp_path
+    student, rows, tmp_path, instrument
 ):
     out = tmp_path / "phase2"
     split = split_snapshots(rows, 0.25, 0.25, 0, ["expert"])
@@ -175,5 +182,5 @@ def test_a_snapshot_outside_the_labeled_part_is_refused_before_any_training(
     outside = next(row for row in rows if row.id not in split.parts["labeled"].snapshots)
     part = split.part_of[outside.task]
     with pytest.raises(ValueError, match=f"snapshot {outside.id}.*lies in {part} of the split"):
-        train(_params(tmp_path), rows, student, out)
+        train(_params(tmp_path), rows, student, out, instrument)
     assert not out.exists()

@@ -5,7 +5,7 @@ snapshots carry no label field, trains, evaluates and summarizes every method.""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -15,6 +15,7 @@ import pytest
 from labeled_rows import labeled_rows
 
 from teachable.models.conditions import teacher_request
+from teachable.models.instrument import Instrument
 from teachable.models.labeling import measure, snapshot_uncertainty
 from teachable.models.selection import SELECTORS, Pool, Selector, learnability, select, selector
 from teachable.models.student import Student
@@ -301,19 +302,26 @@ def tiny_parameters(root: Path) -> Parameters:
             },
             "phase4": {"embedding_dim": 32, "hidden": 8, "epochs": 2, "k": [2]},
             "evaluation": {"episodes_per_item": 2, "bootstrap_resamples": 200},
-            "phase5": {"budget": 3, "candidates": 4, "seeds": [0, 1], "steps": 1},
+            "phase5": {
+                "budget": 3,
+                "candidates": 4,
+                "seeds": [0, 1],
+                "dose": {"learning_rate": 5e-4, "steps": 1, "anchor_weight": 5.0},
+            },
         }
     )
 
 
-def select_all(params: Parameters, student: Student) -> SelectionReport:
-    """Phase 5 on a prepared run folder, as the notebook runs it."""
+def select_all(params: Parameters, student: Student, instrument: Instrument) -> SelectionReport:
+    """Phase 5 on a prepared run folder, as the notebook runs it, with the shared instrument
+    under Phase 5's pinned dose."""
     return run_selection(
         phase5=params.phase5,
         phase1=params.phase1,
         phase3=params.phase3,
         evaluation=params.evaluation,
         lora=params.lora,
+        instrument=replace(instrument, doses={params.phase5.format: params.phase5.dose}),
         levels=params.env.levels,
         seed=params.run.seed,
         workers=LocalWorkers(student),
@@ -324,7 +332,7 @@ def select_all(params: Parameters, student: Student) -> SelectionReport:
 
 
 @pytest.fixture(scope="module")
-def experiment(tmp_path_factory, student, rows) -> Experiment:
+def experiment(tmp_path_factory, student, rows, instrument) -> Experiment:
     """Phase 0's snapshots (no labels), the split, the labeled and test parts as Phase 1
     leaves them, a predictor trained on the labeled part, then all of Phase 5."""
     params = tiny_parameters(tmp_path_factory.mktemp("runs"))
@@ -341,7 +349,7 @@ def experiment(tmp_path_factory, student, rows) -> Experiment:
     )
     save_thresholds(run.phase1.thresholds_auto, Thresholds(U=0.5, L=0.0, source="auto"))
     train_predictor(labeled, params.phase4, run.phase4)
-    report = select_all(params, student)
+    report = select_all(params, student, instrument)
     return Experiment(params, run.phase5.folder, split.parts["pool"].snapshots, report)
 
 
@@ -422,7 +430,9 @@ def test_the_summary_holds_gains_retention_and_verdicts_from_the_evaluations(exp
 
 
 @pytest.mark.slow
-def test_the_base_plays_once_and_a_rerun_trains_plays_and_buys_nothing(experiment, student):
+def test_the_base_plays_once_and_a_rerun_trains_plays_and_buys_nothing(
+    experiment, student, instrument
+):
     played = {m: e.record["evaluated_now"] for m, e in experiment.first.evaluations.items()}
     assert played["random"] == [BASE, "random_seed0", "random_seed1"]
     for method in SELECTION_METHODS[1:]:
@@ -433,7 +443,7 @@ def test_the_base_plays_once_and_a_rerun_trains_plays_and_buys_nothing(experimen
     adapters = sorted(experiment.out_dir.glob("*/*/adapter_model.safetensors"))
     assert len(adapters) == 2 * len(SELECTION_METHODS)
     stamps = [path.stat().st_mtime_ns for path in adapters]
-    again = select_all(experiment.params, student)
+    again = select_all(experiment.params, student, instrument)
     assert [path.stat().st_mtime_ns for path in adapters] == stamps
     assert all(not e.record["evaluated_now"] for e in again.evaluations.values())
     assert {cost.bought_now for cost in again.summary.labeling_cost.values()} == {0}

@@ -123,9 +123,13 @@ def test_demo_steps_leave_the_formats_that_speak_of_the_snapshot_alone(rows):
     ]
 
 
-def test_a_recovery_trajectory_is_a_new_run_and_one_step_is_the_old_one(rows):
+def test_a_recovery_trajectory_is_a_new_run_and_one_step_is_the_old_one(rows, instrument):
     params = StudentParameters(model="tiny")
     lora = LoraParameters()
     run = MatrixRun("baseline_all_demo", 0, "all", "demo", tuple(rows[:3]))
-    assert run_key(run, lora, params) == run_key(replace(run, demo_steps=1), lora, params)
-    assert run_key(run, lora, params) != run_key(replace(run, demo_steps=2), lora, params)
+    assert run_key(run, lora, instrument, params) == run_key(
+        replace(run, demo_steps=1), lora, instrument, params
+    )
+    assert run_key(run, lora, instrument, params) != run_key(
+        replace(run, demo_steps=2), lora, instrument, params
+    )

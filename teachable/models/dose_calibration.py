@@ -47,7 +47,8 @@ def grid_doses(grid: DoseGrid) -> list[Dose]:
 class ProbedTraining:
     """A unit of the calibration: one adapter at `dose` on `rows` in `format`, probed at the
     probe states of `half` (of tasks it was not trained on) and at its trained states;
-    `retention` also probes the retention states of that half alone."""
+    `retention` also probes the retention states of that half alone; `targets` replace the
+    rows' expert actions (a control's wrong or shuffled targets)."""
 
     dose: Dose
     rows: tuple[LabeledSnapshot, ...]
@@ -58,6 +59,7 @@ class ProbedTraining:
     probes: tuple[ReferenceState, ...]
     half: Half
     retention: bool = False
+    targets: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -72,7 +74,7 @@ class Probed:
 def probe_training(student: Student, unit: ProbedTraining) -> Probed:
     """The work of a calibration unit: train the adapter, then score both students once."""
     history = student.params.history
-    examples = sft_examples(unit.rows, unit.format, history)
+    examples = sft_examples(unit.rows, unit.format, history, targets=unit.targets)
     anchor = anchor_for(unit.anchors, unit.dose, unit.anchor_per_step, history)
     trained = train_lora(student, examples, unit.dose.lora(unit.lora), anchor=anchor).student
     seen = trained_tasks(unit.rows)
@@ -96,6 +98,7 @@ def unit_key(unit: ProbedTraining, student: dict) -> str:
         "probes": [state.model_dump(mode="json") for state in unit.probes],
         "half": unit.half,
         "retention": unit.retention,
+        "targets": unit.targets,
         "student": student,
     }
     return hashlib.sha1(json.dumps(shaping, sort_keys=True).encode()).hexdigest()[:16]

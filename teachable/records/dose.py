@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import Annotated, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -23,12 +23,11 @@ from teachable.records.store import read_json, read_jsonl, write_json, write_jso
 from teachable.records.verdicts import Outcome, Verdict
 from teachable.vocabulary import Format
 
-if TYPE_CHECKING:
-    from teachable.records.training_summary import LoraHyperparameters
-
 # every count of optimizer steps and every learning rate a parameter file sets is one of these
 Steps = Annotated[int, Field(ge=1)]
 LearningRate = Annotated[float, Field(gt=0)]
+
+Hyperparameters = TypeVar("Hyperparameters", bound=BaseModel)  # LoRA hyperparameters
 
 PHASE = "phase1a"  # the verdicts' phase in the run's verdicts.json
 
@@ -50,8 +49,8 @@ class Dose(BaseModel):
         ge=0.0, description="weight of the KL to the warmed policy at anchor states; 0: none"
     )
 
-    def lora(self, lora: LoraHyperparameters) -> LoraHyperparameters:
-        """`lora` with this dose's learning rate and steps."""
+    def lora(self, lora: Hyperparameters) -> Hyperparameters:
+        """LoRA hyperparameters `lora` with this dose's learning rate and steps."""
         update = {"learning_rate": self.learning_rate, "steps": self.steps}
         return lora.model_copy(update=update)
 

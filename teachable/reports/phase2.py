@@ -9,13 +9,23 @@ from collections.abc import Sequence
 import altair as alt
 import pandas as pd
 
+from teachable.measure.gains import estimate_columns
 from teachable.records.training_summary import RunEntry
 from teachable.vocabulary import FORMATS, QUADRANTS
 
 
+def _probe_columns(entry: RunEntry) -> dict:
+    """The run's dose, and its drift and specificity with their intervals (none if skipped)."""
+    if entry.probe is None:
+        return {}
+    columns = {"dose": entry.dose.label() if entry.dose else None}
+    columns |= estimate_columns("drift", entry.probe.drift)
+    return columns | estimate_columns("specificity", entry.probe.specificity)
+
+
 def summary_frame(entries: Sequence[RunEntry]) -> pd.DataFrame:
     """One line per run: id, cell, seed, quadrant, format, status, train size, steps, seconds,
-    first and last loss."""
+    first and last loss, and its dose with its drift and specificity at the probe states."""
     return pd.DataFrame(
         [
             {
@@ -30,6 +40,7 @@ def summary_frame(entries: Sequence[RunEntry]) -> pd.DataFrame:
                 "seconds": e.seconds,
                 "first_loss": e.losses[0] if e.losses else None,
                 "last_loss": e.losses[-1] if e.losses else None,
+                **_probe_columns(e),
                 "reason": e.reason,
             }
             for e in entries

@@ -1,0 +1,152 @@
+"""The training dose on a real run's student and snapshots: drift and specificity of the old
+unanchored doses against a calibrated anchored one, with true and with shuffled targets, for a
+one-snapshot micro-training and an `n_train`-snapshot cell.
+
+Reads a run folder whose Phases 0, 1 and 1A have run (its prepared student, labeled snapshots,
+anchor and probe states). As Phase 1A does, it measures every dose of the grid on the
+calibration half of the probes and chooses, per kind, the one with the largest specificity
+within the drift budget; then it trains the old doses and the chosen one anew at another seed
+on other snapshots, with true and with shuffled targets, and reports each on the check half of
+the probes: drift (KL per probe state), specificity, and the change of log pi(a*) at the
+labeled and at the retention probe states, each with its 95% interval and n.
+
+    .venv/bin/python benchmarks/training_dose.py --run runs/pilot [--snapshots 4]
+        [--n-train 10] [--budget 0.05]
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import platform
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from teachable.measure.dose import choose
+from teachable.measure.specificity import drift_and_specificity
+from teachable.models.dose_calibration import (
+    Measurement,
+    ProbedTraining,
+    Trainee,
+    calibration_rows,
+    dose_point,
+    measurement,
+    probe_training,
+)
+from teachable.models.micro_training import control_target
+from teachable.models.student import Student
+from teachable.models.workers import torch_threads
+from teachable.parameters import DoseGrid, LoraParameters
+from teachable.phases.phase0_warmup import load_prepared_student
+from teachable.records.adapter_probe import AdapterProbe
+from teachable.records.dose import Dose, load_reference_states
+from teachable.records.labeled import load_labeled
+from teachable.records.layout import RunLayout
+
+GRID = DoseGrid(learning_rates=[5e-4, 1e-3], steps=[4, 10], anchor_weights=[0.0, 5.0, 20.0])
+OLD = {  # the doses the pilot and the mini trained with before the instrument was calibrated
+    "micro": Dose(learning_rate=1e-3, steps=4, anchor_weight=0.0),
+    "cell": Dose(learning_rate=5e-4, steps=10, anchor_weight=0.0),
+}
+
+
+def shuffled(unit: ProbedTraining, seed: int) -> ProbedTraining:
+    """The same training with wrong targets: a wrong action for a single snapshot (as Phase
+    1B's control), the targets permuted among the snapshots of a cell (as Phase 2's)."""
+    rows = unit.rows
+    if len(rows) == 1:
+        return replace(unit, targets=(control_target(rows[0], seed),))
+    order = np.random.default_rng(seed).permutation(len(rows))
+    return replace(unit, targets=tuple(rows[i].expert_action for i in order))
+
+
+def pooled(
+    measured: Measurement, student: Student, shuffle: bool
+) -> tuple[AdapterProbe, AdapterProbe]:
+    """Drift and specificity over the measurement's trainings, and the same at the retention
+    probe states alone."""
+    units = [shuffled(unit, 0) if shuffle else unit for unit in measured.units]
+    results = [probe_training(student, replace(unit, retention=True)) for unit in units]
+    overall = drift_and_specificity([result.changes for result in results])
+    return overall, drift_and_specificity([result.retention for result in results])
+
+
+def line(kind: str, label: str, targets: str, probe: AdapterProbe, retention: AdapterProbe) -> str:
+    return (
+        f"| {kind} | {label} | {targets} | {probe.drift.text()} | {probe.specificity.text()} | "
+        f"{probe.target_change.text(2)} | {probe.expert_change.text(2)} | "
+        f"{retention.expert_change.text(2)} |"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", type=Path, required=True, help="a run folder past Phase 1A")
+    parser.add_argument("--snapshots", type=int, default=4, help="snapshots trained alone")
+    parser.add_argument("--n-train", type=int, default=10, help="snapshots of a cell")
+    parser.add_argument("--budget", type=float, default=0.05, help="drift budget, nats")
+    parser.add_argument("--anchor-per-step", type=int, default=8, help="anchor states a step")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    args = parser.parse_args()
+    run = RunLayout(args.run.resolve())
+    student = load_prepared_student(run.phase0)
+    anchors = load_reference_states(run.phase1a.anchor_states)
+    probes = load_reference_states(run.phase1a.probe_states)
+    rows = load_labeled(run.phase1)
+    size = max(args.snapshots, args.n_train)
+    chosen_on, checked_on = calibration_rows(rows, probes, size, seed=0)
+    lora = LoraParameters(r=16, alpha=32)
+    kinds = {  # Phase 1B's batch of one example, the mini's Phase 2 batch of four
+        name: Trainee(name, ("demo",), lora.model_copy(update={"batch_size": batch}), None, size)
+        for name, batch, size in (("micro", 1, args.snapshots), ("cell", 4, args.n_train))
+    }
+    print(f"machine: {platform.processor() or platform.machine()}, {args.threads} torch threads")
+    print(
+        f"run {run.folder.name}: {len(anchors)} anchor states, {len(probes)} probe states, "
+        f"{len(chosen_on)} + {len(checked_on)} snapshots to choose and check on"
+    )
+    per_step = args.anchor_per_step
+    started = time.perf_counter()
+    with torch_threads(args.threads):
+        print("\n| kind | dose | drift | specificity | within budget |\n|---|---|---|---|---|")
+        chosen = {}
+        for name, kind in kinds.items():
+            points = []
+            for rate, steps, weight in itertools.product(
+                GRID.learning_rates, GRID.steps, GRID.anchor_weights
+            ):
+                dose = Dose(learning_rate=rate, steps=steps, anchor_weight=weight)
+                measured = measurement(
+                    kind, "demo", dose, chosen_on, anchors, probes, per_step, "calibration"
+                )
+                results = [probe_training(student, unit) for unit in measured.units]
+                point = dose_point(measured, [r.changes for r in results], args.budget)
+                points.append(point)
+                probe = point.probe
+                print(
+                    f"| {name} | {dose.label()} | {probe.drift.text()} | "
+                    f"{probe.specificity.text()} | {point.within_budget} |"
+                )
+            chosen[name] = choose(points).dose
+        print(
+            "\n| kind | dose | targets | drift (check probes) | specificity | "
+            "change of log pi(target), trained | change of log pi(a*), probes | "
+            "change of log pi(a*), retention |\n|---|---|---|---|---|---|---|---|"
+        )
+        for name, kind in kinds.items():
+            for label, dose in (("old", OLD[name]), ("chosen", chosen[name])):
+                measured = measurement(
+                    kind, "demo", dose, checked_on, anchors, probes, per_step, "check"
+                )
+                for shuffle in (False, True):
+                    probe, retention = pooled(measured, student, shuffle)
+                    targets = "shuffled" if shuffle else "true"
+                    print(line(name, f"{label}: {dose.label()}", targets, probe, retention))
+    print(f"\n{time.perf_counter() - started:.0f} s in all")
+
+
+if __name__ == "__main__":
+    main()
