@@ -11,7 +11,8 @@ the probes: drift (KL per probe state), specificity, and the change of log pi(a*
 labeled and at the retention probe states, each with its 95% interval and n.
 
     .venv/bin/python benchmarks/training_dose.py --run runs/pilot [--snapshots 4]
-        [--n-train 10] [--budget 0.05]
+        [--n-train 10] [--budget 0.05] [--learning-rates 1e-3] [--steps 4 10]
+        [--anchor-weights 0 5 20]
 """
 
 from __future__ import annotations
@@ -46,7 +47,6 @@ from teachable.records.dose import Dose, load_reference_states
 from teachable.records.labeled import load_labeled
 from teachable.records.layout import RunLayout
 
-GRID = DoseGrid(learning_rates=[5e-4, 1e-3], steps=[4, 10], anchor_weights=[0.0, 5.0, 20.0])
 OLD = {  # the doses the pilot and the mini trained with before the instrument was calibrated
     "micro": Dose(learning_rate=1e-3, steps=4, anchor_weight=0.0),
     "cell": Dose(learning_rate=5e-4, steps=10, anchor_weight=0.0),
@@ -74,6 +74,20 @@ def pooled(
     return overall, drift_and_specificity([result.retention for result in results])
 
 
+def machine() -> str:
+    """The CPU's model name and its vector extensions that matter for torch on CPU."""
+    path = Path("/proc/cpuinfo")
+    fields = dict(
+        line.split(":", 1)
+        for line in (path.read_text() if path.is_file() else "").splitlines()
+        if ":" in line
+    )
+    model = fields.get("model name\t", "").strip()
+    flags = fields.get("flags\t\t", "").split()
+    wanted = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
+    return f"{model or platform.machine()} ({', '.join(wanted) or 'no AVX2'})"
+
+
 def line(kind: str, label: str, targets: str, probe: AdapterProbe, retention: AdapterProbe) -> str:
     return (
         f"| {kind} | {label} | {targets} | {probe.drift.text()} | {probe.specificity.text()} | "
@@ -90,7 +104,13 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=0.05, help="drift budget, nats")
     parser.add_argument("--anchor-per-step", type=int, default=8, help="anchor states a step")
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    parser.add_argument("--learning-rates", type=float, nargs="+", default=[1e-3])
+    parser.add_argument("--steps", type=int, nargs="+", default=[4, 10])
+    parser.add_argument("--anchor-weights", type=float, nargs="+", default=[0.0, 5.0, 20.0])
     args = parser.parse_args()
+    grid = DoseGrid(
+        learning_rates=args.learning_rates, steps=args.steps, anchor_weights=args.anchor_weights
+    )
     run = RunLayout(args.run.resolve())
     student = load_prepared_student(run.phase0)
     anchors = load_reference_states(run.phase1a.anchor_states)
@@ -103,7 +123,7 @@ def main() -> None:
         name: Trainee(name, ("demo",), lora.model_copy(update={"batch_size": batch}), None, size)
         for name, batch, size in (("micro", 1, args.snapshots), ("cell", 4, args.n_train))
     }
-    print(f"machine: {platform.processor() or platform.machine()}, {args.threads} torch threads")
+    print(f"machine: {machine()}, {args.threads} torch threads")
     print(
         f"run {run.folder.name}: {len(anchors)} anchor states, {len(probes)} probe states, "
         f"{len(chosen_on)} + {len(checked_on)} snapshots to choose and check on"
@@ -116,7 +136,7 @@ def main() -> None:
         for name, kind in kinds.items():
             points = []
             for rate, steps, weight in itertools.product(
-                GRID.learning_rates, GRID.steps, GRID.anchor_weights
+                grid.learning_rates, grid.steps, grid.anchor_weights
             ):
                 dose = Dose(learning_rate=rate, steps=steps, anchor_weight=weight)
                 measured = measurement(

@@ -164,4 +164,6 @@ def test_welch_t_adds_the_parts_and_keeps_a_single_value_fixed():
     flat = welch_t(1.0, {"a": np.ones(5)}, 5)
     assert flat.low == flat.high == 1.0
     with pytest.raises(ValueError, match="at least one"):
-        drift_and_specificity([PolicyChanges(np.zeros(0), np.zeros(0), np.ones(2), np.zeros((0, 2)))])
+        drift_and_specificity(
+            [PolicyChanges(np.zeros(0), np.zeros(0), np.ones(2), np.zeros((0, 2)))]
+        )
