@@ -7,10 +7,10 @@ reference: `python -m teachable params [PARAMS_FILE]`, and `python -m teachable 
 
 Each subcommand is a pair of functions: one adds its arguments, one carries it out and returns
 the exit code: 0 done, 1 a phase failed, a gate stopped the run, the teacher's answers were too
-often invalid, an artifact is missing or (with `--science`) a verdict fails, 2 the work cannot
-start (bad parameters, phase names or notebooks, a missing key, a folder that is not a model, an
-input file that does not parse, a row that lacks a field the step needs, a run folder another
-process is working in, or a folder that is not a run folder).
+often invalid, an artifact is missing or (with `--science`) a primary verdict fails, 2 the work
+cannot start (bad parameters, phase names or notebooks, a missing key, a folder that is not a
+model, an input file that does not parse, a row that lacks a field the step needs, a run folder
+another process is working in, or a folder that is not a run folder).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from pathlib import Path
 from dotenv import find_dotenv, load_dotenv
 from tabulate import tabulate
 
+from teachable.measure.multiplicity import primary_family
 from teachable.parameters import (
     Parameters,
     load_parameters,
@@ -303,7 +304,8 @@ def add_label_command(commands: argparse._SubParsersAction) -> None:
 
 def check(args: argparse.Namespace) -> int:
     """Print the artifact checks of a run folder, one line each, then every verdict of its
-    `verdicts.json`; 1 when an artifact check fails, or with `--science` when a verdict fails."""
+    `verdicts.json`, the primaries at their Holm steps; 1 when an artifact check fails, or with
+    `--science` when a primary verdict fails (each named)."""
     if not args.run_dir.is_dir():
         print(f"{args.run_dir} is not a run folder", file=sys.stderr)
         return 2
@@ -311,10 +313,13 @@ def check(args: argparse.Namespace) -> int:
     verdicts = run_verdicts(args.run_dir)
     print(f"check {args.run_dir}\n\nartifacts")
     print(describe(results))
-    print("\nverdicts (each criterion of the plan on its 95% interval)")
+    print("\nverdicts")
     print(describe_verdicts(verdicts))
     missing = any(result.status == "fail" for result in results)
-    failing = args.science and any(verdict.outcome == "fails" for verdict in verdicts)
+    failing = primary_family(verdicts).failing if args.science else []
+    for adjusted in failing:
+        verdict = adjusted.verdict
+        print(f"science: the primary {verdict.phase} {verdict.criterion} fails", file=sys.stderr)
     return 1 if missing or failing else 0
 
 
@@ -327,7 +332,8 @@ def add_check_command(commands: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--science",
         action="store_true",
-        help="also exit 1 when a verdict fails (its interval lies wholly on the wrong side)",
+        help="also exit 1 when a primary verdict (the plan's own criteria) fails at its Holm "
+        "step: its adjusted interval lies wholly on the wrong side",
     )
     parser.set_defaults(handler=check)
 

@@ -46,7 +46,9 @@ from teachable.pipeline.runner import (
     stale_reason,
     stamp_path,
 )
+from teachable.records.adapter_probe import AdapterProbe
 from teachable.records.cpt_validation import MicroResult, result_frame
+from teachable.records.dose import Dose
 from teachable.records.estimate import Estimate
 from teachable.records.evaluation import Evaluation, save_evaluation
 from teachable.records.labeled import CPT, LabeledSnapshot, Leverage, assign_quadrants, save_labeled
@@ -101,6 +103,20 @@ def labeled(student: Student, rng: np.random.Generator) -> list[LabeledSnapshot]
     return assign_quadrants(rows, 0.5, 0.0)
 
 
+def figure(value: float, n: int) -> Estimate:
+    return Estimate(value=value, low=value - 0.1, high=value + 0.1, n=n)
+
+
+PROBE = AdapterProbe(  # a micro-training's drift and specificity, as Phase 1B records them
+    drift=figure(0.02, 20),
+    expert_change=figure(0.0, 20),
+    target_change=figure(1.5, 1),
+    specificity=figure(1.2, 21),
+    n_probes=20,
+    n_trained=1,
+)
+
+
 def micro_results(rows: list[LabeledSnapshot], rng: np.random.Generator) -> list[MicroResult]:
     """Phase 1B results whose deltas follow ELP_net with noise; each control trains on the
     first wrong action and changes nothing, so the raw and the corrected delta agree."""
@@ -131,6 +147,8 @@ def micro_results(rows: list[LabeledSnapshot], rng: np.random.Generator) -> list
                 delta_vs_control=after - before,
                 control_logp_after=-1.6,
                 control_delta_logp=-0.1,
+                dose=Dose(learning_rate=1e-3, steps=4, anchor_weight=5.0),
+                probe=PROBE,
                 n_rollouts=4,
                 losses=[1.0, 0.5],
                 seconds=0.1,
@@ -338,6 +356,7 @@ def test_the_verdicts_table_is_skipped_until_a_phase_judges(tmp_path):
     assert row | {"note": ""} == {
         "phase": "phase1b",
         "criterion": "rho",
+        "role": "primary",
         "claim": "rho(ELP_net, delta) >= 0.3",
         "value": 0.2,
         "low": -0.1,

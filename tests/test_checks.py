@@ -1,7 +1,8 @@
 """`teachable check` passes a run that holds every pilot artifact and fails, naming the
 artifact, when one is missing, empty or unreadable; Phase 5 and the paper artifacts count only
-once the run has their folder. It shows every verdict with its figure, interval and n, and
-with `--science` also fails when a verdict fails."""
+once the run has their folder. It shows every verdict with its figure, interval and n, the
+primaries at their Holm steps, and with `--science` also fails, naming it, when a primary
+verdict fails after Holm's adjustment (a secondary's failure does not count)."""
 
 from __future__ import annotations
 
@@ -63,6 +64,7 @@ def test_a_complete_pilot_run_passes(run_dir: Path, capsys: pytest.CaptureFixtur
     assert "verdicts.json: 1 verdicts: 0 holds, 0 fails, 1 inconclusive" in printed
     assert "0 missing or unusable" in printed
     assert "[inconclusive] phase1b rho: 0.410 [0.120, 0.630], n=40 (>= 0.3)" in printed
+    assert "[not judged yet] phase4 quadrant_accuracy" in printed
 
 
 def _remove(path: Path) -> None:
@@ -157,10 +159,10 @@ def test_duplicate_ids_in_the_labeled_log_name_the_id_and_rows(run_dir: Path) ->
     )
 
 
-def _fail_phase4(run_dir: Path) -> None:
-    """Phase 4's verdicts: R² of U wholly below its target, accuracy wholly above its own."""
+def _judge_phase4(run_dir: Path, accuracy: Estimate) -> None:
+    """Phase 4's verdicts: R² of U (secondary) wholly below its target, and the quadrant
+    accuracy (primary) on `accuracy`."""
     low_r2 = Estimate(value=0.1, low=0.02, high=0.2, n=60)
-    accuracy = Estimate(value=0.9, low=0.8, high=0.96, n=60, method="wilson")
     verdicts = [
         judge("phase4", "U_r2", "R² of U > 0.6", low_r2, ">", 0.6),
         judge("phase4", "quadrant_accuracy", "quadrant accuracy > 0.7", accuracy, ">", 0.7),
@@ -168,17 +170,38 @@ def _fail_phase4(run_dir: Path) -> None:
     save_phase_verdicts(RunLayout(run_dir).verdicts, "phase4", verdicts)
 
 
-def test_science_fails_only_on_a_failing_verdict_and_only_when_asked(
+def test_science_fails_only_on_a_failing_primary_and_only_when_asked(
     run_dir: Path, capsys: pytest.CaptureFixture
 ) -> None:
     assert main(["check", str(run_dir), "--science"]) == 0, "inconclusive is not a failure"
-    _fail_phase4(run_dir)
-    assert main(["check", str(run_dir)]) == 0, "without --science only artifacts count"
+    _judge_phase4(run_dir, Estimate(value=0.9, low=0.8, high=0.96, n=60, method="wilson"))
+    assert main(["check", str(run_dir), "--science"]) == 0, "a failing secondary decides nothing"
     printed = capsys.readouterr().out
     assert "[fails] phase4 U_r2: 0.100 [0.020, 0.200], n=60 (> 0.6)" in printed
     assert "[holds] phase4 quadrant_accuracy: 0.900 [0.800, 0.960], n=60 (> 0.7)" in printed
-    assert "1 holds, 1 fails, 1 inconclusive" in printed
+    _judge_phase4(run_dir, Estimate(value=0.3, low=0.2, high=0.4, n=60, method="wilson"))
+    assert main(["check", str(run_dir)]) == 0, "without --science only artifacts count"
     assert main(["check", str(run_dir), "--science"]) == 1
+    captured = capsys.readouterr()
+    assert "[fails] phase4 quadrant_accuracy: 0.300 [0.200, 0.400], n=60 (> 0.7)" in captured.out
+    assert "science: the primary phase4 quadrant_accuracy fails" in captured.err
+    assert "U_r2" not in captured.err
+
+
+def test_science_judges_a_primary_at_its_holm_step_not_at_its_own_95(
+    run_dir: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """0.62 [0.55, 0.69] lies wholly under 0.7 (fails at 95%), but its p-value, about 0.025,
+    is above 0.05/9, the first of Holm's steps over the nine primaries: not decided."""
+    _judge_phase4(run_dir, Estimate(value=0.62, low=0.55, high=0.69, n=60))
+    assert main(["check", str(run_dir), "--science"]) == 0
+    printed = capsys.readouterr().out
+    assert (
+        "[inconclusive] phase4 quadrant_accuracy: 0.620 [0.550, 0.690], n=60 (> 0.7) fails on "
+        "its own; Holm step 1 of 9 (p=0.025 at the threshold): at 99.44% [0.521, 0.719]"
+    ) in printed
+    assert "0 holds, 0 fails, 2 inconclusive" in printed, "the primaries' tally"
+    assert "1 holds, 1 fails, 0 inconclusive" not in printed
 
 
 def test_a_missing_artifact_fails_with_or_without_science(run_dir: Path) -> None:

@@ -8,21 +8,24 @@ it. Checks of the parts a run may not have reached (Phase 5, the paper artifacts
 the run holds their folder. An artifact that passes says nothing of the plan's hypotheses.
 
 Science: every verdict of `verdicts.json`, each criterion of the plan with its figure, interval,
-n and outcome (holds, fails or inconclusive).
+n and outcome (holds, fails or inconclusive). The primary verdicts (the plan's own criteria,
+`PRIMARY_FAMILY`) are judged together at their Holm steps (`teachable.measure.multiplicity`);
+the secondary ones each on its own 95% interval. `check --science` fails on a primary that fails.
 """
 
 from __future__ import annotations
 
 import csv
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from teachable.measure.multiplicity import primary_family
 from teachable.records.layout import EvaluationLayout, RunLayout
 from teachable.records.store import BadFile, read_json, read_jsonl
-from teachable.records.verdicts import OUTCOMES, Verdict, Verdicts
+from teachable.records.verdicts import OUTCOMES, Outcome, Verdict, Verdicts
 
 
 class CheckFailed(Exception):
@@ -98,9 +101,10 @@ def artifact_record(path: Path) -> str:
     return f"{built} artifacts built ({len(listed)} files), {skipped} skipped"
 
 
-def outcome_tally(verdicts: Sequence[Verdict]) -> str:
+def outcome_tally(outcomes: Iterable[Outcome]) -> str:
     """`2 holds, 1 fails, 3 inconclusive`."""
-    return ", ".join(f"{sum(v.outcome == o for v in verdicts)} {o}" for o in OUTCOMES)
+    outcomes = list(outcomes)
+    return ", ".join(f"{outcomes.count(outcome)} {outcome}" for outcome in OUTCOMES)
 
 
 def verdict_record(path: Path) -> str:
@@ -109,7 +113,7 @@ def verdict_record(path: Path) -> str:
         verdicts = Verdicts.load(path).verdicts
     except ValueError as error:  # not JSON, or a verdict out of its schema
         raise CheckFailed(str(error)) from None
-    return f"{len(verdicts)} verdicts: {outcome_tally(verdicts)}"
+    return f"{len(verdicts)} verdicts: {outcome_tally(v.outcome for v in verdicts)}"
 
 
 @dataclass(frozen=True)
@@ -196,8 +200,24 @@ def run_verdicts(run_dir: Path) -> list[Verdict]:
 
 
 def describe_verdicts(verdicts: Sequence[Verdict]) -> str:
-    """One line per verdict (outcome, phase, criterion, figure with interval and n, threshold),
-    then the tally."""
+    """The primary verdicts, each at its Holm step with its own 95% outcome beside it, and the
+    primaries not judged yet; then the secondary verdicts on their own intervals; each part
+    with its tally."""
     if not verdicts:
         return "no verdict: no phase has judged a criterion of the plan"
-    return "\n".join([*(verdict.line() for verdict in verdicts), outcome_tally(verdicts)])
+    family = primary_family(verdicts)
+    size = len(family.adjusted) + len(family.missing)
+    secondary = [verdict for verdict in verdicts if verdict.role == "secondary"]
+    return "\n".join(
+        [
+            f"primary: the plan's own criteria, {size} judged together by Holm's step-down "
+            f"(familywise error {family.familywise_error:.0%})",
+            *(adjusted.line() for adjusted in family.adjusted),
+            *(f"[not judged yet] {phase} {criterion}" for phase, criterion in family.missing),
+            outcome_tally(adjusted.outcome for adjusted in family.adjusted),
+            "",
+            "secondary: each on its own 95% interval",
+            *(verdict.line() for verdict in secondary),
+            outcome_tally(verdict.outcome for verdict in secondary),
+        ]
+    )

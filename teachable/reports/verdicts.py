@@ -9,16 +9,29 @@ import pandas as pd
 
 from teachable.records.verdicts import Verdict
 
-COLUMNS = ["phase", "criterion", "claim", "value", "low", "high", "n", "side", "threshold"]
+COLUMNS = [
+    "phase",
+    "criterion",
+    "role",
+    "claim",
+    "value",
+    "low",
+    "high",
+    "n",
+    "side",
+    "threshold",
+]
 
 
 def verdict_frame(verdicts: Sequence[Verdict]) -> pd.DataFrame:
-    """One line per verdict: its phase, criterion and claim, the figure with its interval and
-    n, the side and threshold it is read against, the outcome and any note."""
+    """One line per verdict: its phase, criterion, role (primary or secondary) and claim, the
+    figure with its interval and n, the side and threshold it is read against, the outcome and
+    any note."""
     rows = [
         {
             "phase": verdict.phase,
             "criterion": verdict.criterion,
+            "role": verdict.role,
             "claim": verdict.claim,
             "value": verdict.estimate.value,
             "low": verdict.estimate.low,
