@@ -291,9 +291,12 @@ def test_every_primary_is_a_criterion_a_phase_writes_and_is_named_once() -> None
 
 
 def test_the_readme_shows_the_primary_family() -> None:
+    """The README's section on the primary family, up to the next heading, names every
+    criterion of `PRIMARY_FAMILY` and has a row for each of its phases."""
     text = README.read_text()
-    section = text[text.index("#### The primary family") :]
-    section = section[: section.index("\n### ")]
+    start = re.search(r"^#+ The primary family\n", text, re.M)
+    assert start, "the README has no section on the primary family"
+    section = text[start.end() :].split("\n#", 1)[0]
     shown = set(re.findall(r"`([^`]+)`", section))
     assert [criterion for _, criterion in PRIMARY_FAMILY if criterion not in shown] == []
     for phase, _ in PRIMARY_FAMILY:
