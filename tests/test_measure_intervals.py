@@ -7,45 +7,107 @@ from collections.abc import Callable
 
 import numpy as np
 import pytest
+from scipy import optimize, stats
 
 from teachable.measure.intervals import (
+    DISCORDANT,
     as_cube,
     bootstrap_clusters,
     bootstrap_rows,
     difference_of_means,
-    hierarchical_bootstrap,
+    hierarchical_mean,
     mean_and_se,
     spearman,
+    tango,
     wilson,
 )
 from teachable.measure.reliability import test_retest
 
 
-def test_identical_sides_give_a_zero_width_interval() -> None:
-    estimate = hierarchical_bootstrap(np.zeros((3, 10, 4)), resamples=200)
-    assert (estimate.value, estimate.low, estimate.high) == (0.0, 0.0, 0.0)
-    assert estimate.n == 120
+def test_identical_sides_give_an_honest_interval_that_names_its_parts() -> None:
+    """No pair disagrees: one seed gives Tango's interval, never [0, 0] (at 6 pairs it spans
+    0.39 either way); several seeds give the crossed t, here zero-width for a verdict to read
+    as inconclusive. n counts the cells; the parts say how they are laid out."""
+    one = hierarchical_mean(np.zeros((1, 6, 1)))
+    assert (one.value, one.low, one.high) == pytest.approx((0.0, -0.390334, 0.390334), abs=1e-6)
+    assert one.parts == {"seeds": 1, "items": 6, "episodes": 1}
+    assert one.counts == {DISCORDANT: 0} and "Tango" in one.method
+    assert one.text() == "0.000 [-0.390, 0.390], n=1 seed x 6 items x 1 episode; 0 discordant"
+    several = hierarchical_mean(np.zeros((3, 10, 4)))
+    assert (several.value, several.low, several.high, several.n) == (0.0, 0.0, 0.0, 120)
+    assert several.text().endswith("n=3 seeds x 10 items x 4 episodes; 0 discordant")
 
 
-def test_hierarchical_bootstrap_covers_a_known_difference_at_its_nominal_rate() -> None:
-    """200 synthetic experiments with a true mean difference of 0.1: seed, item and episode
-    effects on top. A 95% interval should cover 0.1 in about 95% of them."""
-    rng = np.random.default_rng(7)
-    covered = 0
-    for draw in range(200):
-        seeds = rng.normal(0, 0.02, (4, 1, 1))
-        items = rng.normal(0, 0.3, (1, 40, 1))
-        episodes = rng.normal(0, 0.5, (4, 40, 4))
-        estimate = hierarchical_bootstrap(0.1 + seeds + items + episodes, 400, seed=draw)
-        covered += estimate.low <= 0.1 <= estimate.high
-    assert 0.90 <= covered / 200 <= 0.99, covered
+def test_tango_bounds_are_where_the_score_statistic_meets_the_normal_quantile() -> None:
+    """Tango's score statistic, with p01 at its numerically maximized restricted likelihood,
+    equals 1.96 at the lower bound and -1.96 at the upper."""
+    ahead, behind, pairs = 7, 2, 30
+    bounds = tango(ahead, behind, pairs)
+
+    def score(delta: float) -> float:
+        concordant = pairs - ahead - behind
+        p01 = optimize.minimize_scalar(
+            lambda q: (
+                -(
+                    ahead * np.log(q + delta)
+                    + behind * np.log(q)
+                    + concordant * np.log(1 - 2 * q - delta)
+                )
+            ),
+            bounds=(max(0.0, -delta) + 1e-12, (1 - delta) / 2 - 1e-12),
+            method="bounded",
+            options={"xatol": 1e-12},
+        ).x
+        variance = (2 * p01 + delta - delta**2) / pairs
+        return ((ahead - behind) / pairs - delta) / np.sqrt(variance)
+
+    assert score(float(bounds[0])) == pytest.approx(1.959964, abs=1e-4)
+    assert score(float(bounds[1])) == pytest.approx(-1.959964, abs=1e-4)
+    low, high = tango([0, 6], [0, 0], 6)
+    assert (low[0], high[0]) == pytest.approx((-0.390334, 0.390334), abs=1e-6)
+    assert high[1] == pytest.approx(1.0) and 0 < low[1] < 1
 
 
-def test_nan_cells_are_left_out() -> None:
-    cube = np.full((1, 4, 2), np.nan)
-    cube[0, :2] = 1.0
-    estimate = hierarchical_bootstrap(cube, resamples=200)
-    assert estimate.value == 1.0 and estimate.n == 4
+def test_several_seeds_take_the_item_effect_they_share() -> None:
+    """Every seed gains on the same items and on no other: the seed means agree exactly, so a
+    t on them would be [0.5, 0.5], yet another draw of items would move the mean. The crossed
+    interval keeps the item spread; with a single item it is the t on seed means."""
+    shared = np.tile(np.repeat([1.0, 0.0], 5), (3, 1))[:, :, None]
+    estimate = hierarchical_mean(shared)
+    assert estimate.value == 0.5 and estimate.low < 0.25 and estimate.high > 0.75
+    assert "crossed seeds x items" in estimate.method
+    seed_means = np.array([0.2, 0.4, 0.3])[:, None, None]
+    single = hierarchical_mean(seed_means)
+    half = stats.t.ppf(0.975, 2) * np.std([0.2, 0.4, 0.3], ddof=1) / np.sqrt(3)
+    assert (single.low, single.high) == pytest.approx((0.3 - half, 0.3 + half), abs=1e-6)
+
+
+def test_one_seed_of_real_values_gets_a_t_over_items_and_a_1d_array_has_no_parts() -> None:
+    values = np.array([0.25, -0.5, 0.75, 0.0, 0.5])
+    estimate = hierarchical_mean(values)
+    half = stats.t.ppf(0.975, 4) * values.std(ddof=1) / np.sqrt(5)
+    assert (estimate.low, estimate.high) == pytest.approx((0.2 - half, 0.2 + half), abs=1e-6)
+    assert estimate.parts == {} and estimate.counts == {} and estimate.text().endswith("n=5")
+
+
+def test_episodes_of_one_item_count_once_through_the_design_effect() -> None:
+    """Four copies of each of 12 items' outcomes are 12 draws, not 48: the design effect (4)
+    brings the score interval back to the 12 items'."""
+    outcomes = np.array([1, 1, 1, 0, 0, 0, 0, 0, 0, -1, 1, 0], dtype=float)
+    copied = hierarchical_mean(np.repeat(outcomes[:, None], 4, axis=1)[None])
+    alone = hierarchical_mean(outcomes[None, :, None])
+    assert (copied.low, copied.high) == pytest.approx((alone.low, alone.high), abs=1e-6)
+    assert "design effect of 4.00" in copied.method and copied.n == 48
+
+
+def test_items_a_seed_did_not_play_are_left_out() -> None:
+    cube = np.full((2, 4, 2), np.nan)
+    cube[:, :2] = 1.0
+    cube[1, 2] = 0.0  # one seed only: left out
+    estimate = hierarchical_mean(cube)
+    assert estimate.value == 1.0 and estimate.n == 8
+    assert estimate.parts == {"seeds": 2, "items": 2, "episodes": 2}
+    assert hierarchical_mean(np.full((1, 3, 1), np.nan)).value is None
 
 
 def test_as_cube_reads_items_and_episodes() -> None:
@@ -70,8 +132,34 @@ def test_spearman_interval_brackets_a_strong_correlation() -> None:
     y = x + np.random.default_rng(0).normal(0, 3, 30)
     estimate = spearman(x, y, resamples=500)
     assert estimate.low <= estimate.value <= estimate.high
-    assert estimate.low > 0.8
+    assert estimate.low > 0.8 and estimate.p_value < 0.01
     assert spearman([1, 1, 1, 1], [1, 2, 3, 4]).value is None
+
+
+def test_spearman_is_fisher_z_with_bonett_wright_error_and_counts_distinct_values() -> None:
+    """The interval is tanh(atanh(rho) -+ 1.96 sqrt((1 + rho²/2) / (n - 3))): at the pilot's
+    rho = 0.49, n = 12 that is [-0.15, 0.84]; every resample counts (none is dropped), the
+    permutation p-value is scipy's, and the distinct values of each side are reported."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=12)
+    y = np.where(rng.random(12) < 0.6, 0.0, np.round(x + rng.normal(0, 1, 12)))
+    estimate = spearman(x, y, resamples=300, seed=4)
+    rho = stats.spearmanr(x, y).statistic
+    half = 1.959964 * np.sqrt((1 + rho**2 / 2) / 9)
+    expected = np.tanh(np.arctanh(rho) - half), np.tanh(np.arctanh(rho) + half)
+    assert (estimate.low, estimate.high) == pytest.approx(expected, abs=1e-5)
+    assert estimate.counts == {"distinct x": 12, "distinct y": len(np.unique(y))}
+    permuted = stats.permutation_test(
+        (x,),
+        lambda a: stats.spearmanr(a, y).statistic,
+        permutation_type="pairings",
+        n_resamples=300,
+        rng=np.random.default_rng(4),
+    )
+    assert estimate.p_value == pytest.approx(permuted.pvalue, abs=1e-6)
+    pilot = np.tanh(np.arctanh(0.49) + np.array([-1, 1]) * 1.959964 * np.sqrt(1.12005 / 9))
+    assert pilot == pytest.approx([-0.154, 0.842], abs=1e-3)
+    assert "distinct x" in estimate.text() and "p=" in estimate.text()
 
 
 def test_difference_of_means_and_standard_error() -> None:

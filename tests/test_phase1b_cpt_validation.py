@@ -417,7 +417,8 @@ def test_an_undefined_rho_is_inconclusive_not_a_failure():
     verdict = gate(_panel(0.6).assign(delta_vs_control=0.0), seed=0, resamples=500)
     assert verdict.spearman.value is None and verdict.verdicts[0].note == "not measured"
     assert verdict.verdicts[0].outcome == "inconclusive"
-    assert verdict.q1_minus_q2.value == 0.0 and verdict.verdicts[1].outcome == "fails"
+    assert verdict.q1_minus_q2.value == 0.0 and verdict.verdicts[1].outcome == "inconclusive"
+    assert "zero-width" in verdict.verdicts[1].note  # no spread seen is no information
 
 
 # --- the runner acts on the gate's outcome -------------------------------------------------------

@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 from labeled_rows import labeled_rows
 
+from teachable.measure.verdicts import uninformative
 from teachable.models.conditions import teacher_request
 from teachable.models.instrument import Instrument
 from teachable.models.labeling import measure, snapshot_uncertainty
@@ -270,8 +271,8 @@ def test_verdicts_read_the_intervals_of_differences_and_drops():
         "retention_entropy": "inconclusive",
         "retention_predictor": "fails",
     }
-    tie = {"predictor-entropy": interval(0.0, 0.0)}
-    assert selection_verdicts({}, tie)[0].outcome == "fails"
+    tie = {"predictor-entropy": interval(0.0, 0.0)}  # zero width: no information, no result
+    assert selection_verdicts({}, tie)[0].outcome == "inconclusive"
 
 
 # --- a whole experiment ------------------------------------------------------------------------
@@ -369,13 +370,15 @@ def test_every_method_trains_exactly_k_pool_snapshots_and_is_evaluated(experimen
     for method in SELECTION_METHODS:
         folder = experiment.out_dir / method
         summary = read_json(folder / "training_summary.json")
-        assert summary["lora"]["steps"] == 1 and summary["lora"]["r"] == 2
+        assert summary["lora"]["r"] == 2 and summary["lora"]["batch_size"] == 2
         assert (folder / summary["split"]).resolve() == experiment.params.layout.split
         runs = summary["runs"]
         assert [(run["cell"], run["seed"]) for run in runs] == [(method, 0), (method, 1)]
         for run in runs:
             assert run["quadrant"] == method and run["format"] == "demo"
-            assert run["status"] == "trained" and len(run["losses"]) == 1
+            assert run["status"] == "trained" and len(run["losses"]) == run["steps"] == 1
+            assert run["dose"] == experiment.params.phase5.dose.model_dump(mode="json")
+            assert run["probe"]["n_probes"] > 0 and run["probe"]["n_trained"] == k
             assert run["n_train"] == len(run["snapshots"]) == len(set(run["snapshots"])) == k
             assert set(run["snapshots"]) <= set(experiment.pool_ids)
             assert (folder / run["adapter"] / "adapter_config.json").is_file()
@@ -422,7 +425,13 @@ def test_the_summary_holds_gains_retention_and_verdicts_from_the_evaluations(exp
     difference = summary.differences["predictor-entropy"]
     assert verdicts["predictor_beats_entropy"].estimate == difference
     assert verdicts["predictor_beats_entropy"].outcome == (
-        "holds" if difference.low > 0 else "fails" if difference.high <= 0 else "inconclusive"
+        "inconclusive"
+        if uninformative(difference)  # zero width, or too few discordant pairs
+        else "holds"
+        if difference.low > 0
+        else "fails"
+        if difference.high <= 0
+        else "inconclusive"
     )
     assert Verdicts.load(params.layout.verdicts).of("phase5") == summary.verdicts
     table = verdict_frame(summary.verdicts)

@@ -84,7 +84,8 @@ def test_metrics_table_gives_each_target_the_outcome_of_its_interval() -> None:
     predictions = sample_predictions()
     result = result_of(predictions, ks=[2, 3])
     table = metrics_table(result).set_index("metric")
-    # U is predicted exactly: R² is 1 on every resample that defines it.
+    # U is predicted exactly: R² is 1 on every resample that defines it, a zero-width interval
+    # (inconclusive: it shows no spread, not a known one).
     assert tuple(table.loc["U R²", ["value", "low", "high", "n"]]) == (1.0, 1.0, 1.0, 5)
     # L_local is predicted with its sign flipped: R² <= -3 on every resample.
     assert table.loc["L_local R²", "high"] <= -3
@@ -97,7 +98,7 @@ def test_metrics_table_gives_each_target_the_outcome_of_its_interval() -> None:
     # s2, s1 (ideal, on any resample); entropy (U) s4, s2, s1, s0, which is ideal too on the
     # resamples without s0 (about a third): the gain's interval starts at 0.
     assert table["outcome"].to_dict() == {
-        "U R²": "holds",
+        "U R²": "inconclusive",
         "L_local R²": "fails",
         "ELP_net R²": "no target",
         "quadrant accuracy": "inconclusive",

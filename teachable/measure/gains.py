@@ -12,7 +12,14 @@ from collections.abc import Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from teachable.measure.intervals import hierarchical_bootstrap, negated, number, wilson
+from teachable.measure.intervals import (
+    DISCORDANT,
+    LEVELS,
+    hierarchical_mean,
+    negated,
+    number,
+    wilson,
+)
 from teachable.measure.verdicts import outcome
 from teachable.records.estimate import Estimate
 from teachable.records.evaluation import (
@@ -62,11 +69,14 @@ def paired_gain(
     resamples: int,
     seed: int,
     mode: PlayMode = "sampled",
+    replicates: str = "seeds",
 ) -> Estimate:
     """Mean success of `models` minus `reference` on a suite, paired episode by episode, with
-    a hierarchical bootstrap interval (seeds, items, episodes). Either side may be one model
-    (the base, set against every run of the other side); else both hold as many, paired in order
-    (seed by seed)."""
+    the interval `hierarchical_mean` gives its shape (seeds, items, episodes): over several
+    runs (`replicates`, seeds unless named) the crossed t, for one the paired score interval.
+    Either side may be one model (the base, set against every run of the other side); else both
+    hold as many, paired in order (seed by seed). The interval is analytic: `resamples` and
+    `seed` are accepted for the callers that pass them and not read."""
     if len(models) != len(reference) and 1 not in (len(models), len(reference)):
         raise ValueError(
             f"{len(models)} models against {len(reference)} references: pair one by one or "
@@ -75,7 +85,7 @@ def paired_gain(
     differences = outcome_cube(episodes, models, suite, mode) - outcome_cube(
         episodes, reference, suite, mode
     )
-    return hierarchical_bootstrap(differences, resamples, seed)
+    return hierarchical_mean(differences, replicates=replicates)
 
 
 def success_rate(
@@ -92,24 +102,40 @@ def n_items(episodes: pd.DataFrame, suite: str, mode: PlayMode) -> int:
     return int(of_suite(episodes, suite, mode)["key"].nunique())
 
 
+TABLED_SIZES = (*LEVELS, "runs", DISCORDANT)  # the parts of n and counts a table row keeps
+
+
 def estimate_columns(name: str, estimate: Estimate) -> dict:
-    """An estimate as table columns: `name`, `name_low`, `name_high` and `name_n`."""
+    """An estimate as table columns: `name`, `name_low`, `name_high`, `name_n`, one column for
+    each part of n and for the discordant count it has (`name_seeds`, `name_items`,
+    `name_episodes`, `name_discordant`), and `name_method`."""
+    sizes = estimate.parts | estimate.counts
     return {
         name: estimate.value,
         f"{name}_low": estimate.low,
         f"{name}_high": estimate.high,
         f"{name}_n": estimate.n,
+        **{f"{name}_{key}": sizes[key] for key in TABLED_SIZES if key in sizes},
+        f"{name}_method": estimate.method,
     }
 
 
 def estimate_in(row: Mapping, name: str) -> Estimate:
     """The estimate `estimate_columns` wrote into a table row."""
+    sizes = {
+        key: int(row[f"{name}_{key}"])
+        for key in TABLED_SIZES
+        if f"{name}_{key}" in row and pd.notna(row[f"{name}_{key}"])
+    }
+    method = row.get(f"{name}_method")
     return Estimate(
         value=number(row[name]),
         low=number(row[f"{name}_low"]),
         high=number(row[f"{name}_high"]),
         n=int(row[f"{name}_n"]),
-        method="hierarchical bootstrap (seeds, items, episodes)",
+        method=method if isinstance(method, str) else "",
+        parts={key: count for key, count in sizes.items() if key != DISCORDANT},
+        counts={key: count for key, count in sizes.items() if key == DISCORDANT},
     )
 
 
@@ -213,7 +239,8 @@ def quadrant_comparison(
     episodes: pd.DataFrame, units: Sequence[Unit], resamples: int, seed: int
 ) -> Estimate:
     """How much more success on the held-out tasks the runs trained on Q1 have than those
-    trained on Q2, paired by format and seed (the base cancels out of the two gains)."""
+    trained on Q2, paired by format and seed (the base cancels out of the two gains); each
+    (format, seed) pair is one of the `runs` the interval replicates over."""
     first, second = COMPARED_QUADRANTS
     runs = {(u.quadrant, u.format, u.seed): u.name for u in units if u.kind == "run" and u.runs}
     pairs = sorted((f, s) for (q, f, s) in runs if q == first and (second, f, s) in runs)
@@ -224,6 +251,7 @@ def quadrant_comparison(
         "tasks",
         resamples,
         seed,
+        replicates="runs",
     )
 
 

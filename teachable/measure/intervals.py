@@ -1,10 +1,16 @@
 """Point estimates with their 95% intervals and n, as every figure of the workbench is reported.
+Each method was chosen by simulation at the shapes the parameter sets use, and is tested there
+for coverage (tests/test_interval_coverage.py):
 
 - single rates: the Wilson score interval;
-- paired differences: a hierarchical percentile bootstrap over training seeds, then items, with
-  each item's episodes resampled inside it, on an array `(seeds, items, episodes)` of paired
-  differences (common random numbers make episode e of item i the same draw for both sides);
-- rank correlation: Spearman's rho with a paired percentile bootstrap (`scipy.stats.bootstrap`);
+- means over levels, such as paired differences shaped `(seeds, items, episodes)` (common
+  random numbers make episode e of item i the same draw for both sides): with several seeds, a
+  t interval from the crossed seeds x items variance components with Satterthwaite's degrees of
+  freedom; with one seed, Tango's score interval where every value is -1, 0 or 1 (the paired
+  difference of binary outcomes), with its counts shrunk by the design effect of the episodes
+  within items, else a t interval over items;
+- rank correlation: Spearman's rho with a Fisher-z interval (Bonett and Wright's standard
+  error) and a permutation p-value of no association;
 - figures of paired rows (R², a ranking metric, the difference of two rankers on the same rows):
   a percentile bootstrap resampling the rows together, or whole clusters of rows (the
   snapshots of one task) where rows are not independent;
@@ -24,7 +30,16 @@ from teachable.records.estimate import CONFIDENCE, Estimate
 RESAMPLES = 2000
 
 
-BOOTSTRAP_CELLS = 4_000_000  # resampled cells held in memory at once by the bootstrap
+LEVELS = ("seeds", "items", "episodes")  # the levels of a figure laid out in three axes
+
+
+DISCORDANT = "discordant"  # the count of pairs of binary outcomes that disagree
+
+
+TANGO_STEPS = 52  # bisection steps on [-1, 1]: Tango's bounds to double precision
+
+
+Interval = tuple[float, float | None, float | None, str]  # value, low, high, method
 
 
 def number(value: float | None) -> float | None:
@@ -68,46 +83,144 @@ def as_cube(differences: np.ndarray) -> np.ndarray:
     return cube
 
 
-def hierarchical_bootstrap(
-    differences: np.ndarray,
-    resamples: int = RESAMPLES,
-    seed: int = 0,
-    confidence: float = CONFIDENCE,
+def hierarchical_mean(
+    values: np.ndarray, confidence: float = CONFIDENCE, replicates: str = "seeds"
 ) -> Estimate:
-    """The mean paired difference with a percentile interval from resampling training seeds,
-    then items (shared by the seeds: every model played the same items), then each item's
-    episodes. NaN cells (an item a model did not play) are left out of every mean.
+    """The mean of values laid out as (seeds, items, episodes), a 1-D array being items and a
+    2-D one (items, episodes), with the interval its shape calls for: over several seeds (or
+    other `replicates` on the first axis) the crossed t interval, at one seed Tango's score
+    interval where every value is -1, 0 or 1, else a t interval over items. Items a seed did
+    not play, and seeds that played none, are left out; so are NaN episodes.
 
-    `n` counts the paired units, seeds x items x episodes that are not NaN."""
-    cube = as_cube(differences)
-    seeds, items, episodes = cube.shape
-    present = int(np.sum(~np.isnan(cube)))
-    method = f"hierarchical bootstrap: {seeds} seeds x {items} items x {episodes} episodes"
-    if present == 0:
-        return Estimate(value=None, n=0, confidence=confidence, method=method)
-    rng = np.random.default_rng(seed)
-    chunk = max(1, BOOTSTRAP_CELLS // cube.size)
-    parts = []
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # a resample of NaN cells only
-        for start in range(0, resamples, chunk):
-            r = min(chunk, resamples - start)
-            s = rng.integers(0, seeds, (r, seeds))[:, :, None, None]
-            i = rng.integers(0, items, (r, items))
-            e = rng.integers(0, episodes, (r, items, episodes))[:, None]
-            parts.append(np.nanmean(cube[s, i[:, None, :, None], e], axis=(1, 2, 3)))
-    draws = np.concatenate(parts)
-    draws = draws[~np.isnan(draws)]
-    tail = (1 - confidence) / 2 * 100
-    low, high = np.percentile(draws, [tail, 100 - tail])
+    `n` counts the cells used; `parts` gives them as seeds x items x episodes (items x episodes
+    for a 2-D array, none for a 1-D one), and values of -1, 0 and 1 count their `discordant`
+    cells (the nonzero ones)."""
+    raw = np.asarray(values, dtype=float)
+    cube = as_cube(raw)
+    played = ~np.isnan(cube).all(axis=2)
+    seeds_played = played.any(axis=1)
+    cube = cube[seeds_played][:, played[seeds_played].all(axis=0)]
+    present = ~np.isnan(cube)
+    names = (replicates, *LEVELS[1:])[3 - raw.ndim :] if raw.ndim > 1 else ()
+    sizes = {
+        "n": int(present.sum()),
+        "confidence": confidence,
+        "parts": dict(zip(names, cube.shape[3 - len(names) :], strict=True)),
+    }
+    if not present.any():
+        return Estimate(value=None, method="mean (nothing measured)", **sizes)
+    binary = bool(np.isin(cube[present], (-1.0, 0.0, 1.0)).all())
+    counts = {DISCORDANT: int(np.sum(cube[present] != 0))} if binary else {}
+    cells = np.nanmean(cube, axis=2)
+    if len(cube) > 1:
+        value, low, high, method = crossed_t(cells, confidence, replicates)
+    elif binary:
+        value, low, high, method = paired_score(cube[0], confidence)
+    else:
+        value, low, high, method = items_t(cells[0], confidence)
     return Estimate(
-        value=number(np.nanmean(cube)),
+        value=number(value),
         low=number(low),
         high=number(high),
-        n=present,
-        confidence=confidence,
         method=method,
+        counts=counts,
+        **sizes,
     )
+
+
+def crossed_t(cells: np.ndarray, confidence: float, replicates: str) -> Interval:
+    """The grand mean of a (replicates, items) table of cell means with its t interval. Seeds
+    and items are crossed random effects: an item effect shared by every seed does not show in
+    the spread of the seed means, so a t on seed means alone misses it. The variance of the
+    mean, (seed + item + residual components) / (seeds x items), takes each component from the
+    mean squares, a negative one as 0 (so it is never below the residual's); the degrees of
+    freedom are Satterthwaite's, never fewer than those of the smallest mean square with a
+    positive weight. One item leaves the t on seed means."""
+    seeds, items = cells.shape
+    grand = float(cells.mean())
+    by_seed, by_item = cells.mean(axis=1), cells.mean(axis=0)
+    seed_square = items * np.sum((by_seed - grand) ** 2) / (seeds - 1)
+    terms = [(seed_square, seeds - 1)]
+    if items > 1:
+        item_square = seeds * np.sum((by_item - grand) ** 2) / (items - 1)
+        residuals = cells - by_seed[:, None] - by_item[None, :] + grand
+        residual_square = np.sum(residuals**2) / ((seeds - 1) * (items - 1))
+        terms = [
+            (square, df)
+            for square, df in ((seed_square, seeds - 1), (item_square, items - 1))
+            if square > residual_square
+        ]
+        terms.append(((1 - len(terms)) * residual_square, (seeds - 1) * (items - 1)))
+    combined = float(sum(square for square, _ in terms))
+    method = f"crossed {replicates} x items t interval (Satterthwaite)"
+    if combined <= 0:
+        return grand, grand, grand, method
+    satterthwaite = combined**2 / sum(square**2 / df for square, df in terms)
+    freedom = max(satterthwaite, min(df for square, df in terms if square > 0))
+    half = float(stats.t.ppf((1 + confidence) / 2, freedom) * np.sqrt(combined / (seeds * items)))
+    return grand, grand - half, grand + half, method
+
+
+def items_t(means: np.ndarray, confidence: float) -> Interval:
+    """The mean of per-item means with its t interval (none for one item)."""
+    value, se = mean_and_se(means)
+    method = "t interval over items"
+    if len(means) < 2:
+        return value, None, None, method
+    half = float(stats.t.ppf((1 + confidence) / 2, len(means) - 1) * se)
+    return value, value - half, value + half, method
+
+
+def paired_score(differences: np.ndarray, confidence: float) -> Interval:
+    """The mean of paired binary differences shaped (items, episodes) with Tango's score
+    interval; where items hold several episodes, the counts are divided by the design effect
+    (the item-clustered variance of the mean over that of independent pairs, at least 1)."""
+    present = ~np.isnan(differences)
+    total = present.sum()
+    ahead, behind = np.sum(differences == 1), np.sum(differences == -1)
+    value = (ahead - behind) / total
+    independent = ((ahead + behind) / total - value**2) / total
+    per_item = np.nansum(differences, axis=1) - present.sum(axis=1) * value
+    design = max(1.0, np.sum(per_item**2) / total**2 / independent) if independent > 0 else 1.0
+    low, high = tango(ahead / design, behind / design, total / design, confidence)
+    method = "Tango score interval for paired binary outcomes"
+    if differences.shape[1] > 1:
+        method += f", counts over a design effect of {design:.2f} (episodes within items)"
+    return float(value), float(low), float(high), method
+
+
+def tango(
+    ahead: np.ndarray | float,
+    behind: np.ndarray | float,
+    pairs: np.ndarray | float,
+    confidence: float = CONFIDENCE,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Tango's (1998) score interval for p10 - p01 from `ahead` (1, 0) and `behind` (0, 1)
+    discordant pairs among `pairs`: the differences whose score statistic, with its variance at
+    the restricted maximum-likelihood p01, lies within the normal quantile. Never zero-width;
+    vectorized, and the counts may be fractional."""
+    ahead, behind, pairs = np.broadcast_arrays(
+        *(np.asarray(count, dtype=float) for count in (ahead, behind, pairs))
+    )
+    quantile = stats.norm.ppf((1 + confidence) / 2)
+
+    def score(delta: np.ndarray) -> np.ndarray:
+        a = 2 * pairs
+        b = -ahead - behind + (2 * pairs - ahead + behind) * delta
+        c = -behind * delta * (1 - delta)
+        restricted = (np.sqrt(np.maximum(b**2 - 4 * a * c, 0.0)) - b) / (2 * a)
+        variance = pairs * (2 * restricted + delta * (1 - delta))
+        return (ahead - behind - pairs * delta) / np.sqrt(np.maximum(variance, 1e-300))
+
+    def solve(target: float) -> np.ndarray:
+        below, above = np.full(ahead.shape, -1.0), np.full(ahead.shape, 1.0)
+        for _ in range(TANGO_STEPS):
+            middle = (below + above) / 2
+            higher = score(middle) > target
+            below, above = np.where(higher, middle, below), np.where(higher, above, middle)
+        return (below + above) / 2
+
+    return solve(quantile), solve(-quantile)
 
 
 def _spearman(x: np.ndarray, y: np.ndarray) -> float:
@@ -126,34 +239,52 @@ def spearman(
     seed: int = 0,
     confidence: float = CONFIDENCE,
 ) -> Estimate:
-    """Spearman's rho of paired x and y with a percentile bootstrap interval over the pairs;
-    resamples with a constant side have no rho and are left out."""
+    """Spearman's rho of paired x and y with a Fisher-z interval whose standard error is
+    Bonett and Wright's, sqrt((1 + rho²/2) / (n - 3)), and a two-sided permutation p-value of
+    no association over `resamples` re-pairings (every one of them where there are fewer
+    pairings). Ties narrow what ranks can say, so the distinct values of each side are counted.
+    No rho where a side is constant or n < 3, and no interval for n < 4."""
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     rho = _spearman(x, y)
-    method = "spearman, paired percentile bootstrap"
-    estimate = Estimate(value=number(rho), n=len(x), confidence=confidence, method=method)
-    if np.isnan(rho):
+    estimate = Estimate(
+        value=number(rho),
+        n=len(x),
+        confidence=confidence,
+        method="spearman, Fisher z interval (Bonett-Wright standard error), permutation p",
+        counts={"distinct x": len(np.unique(x)), "distinct y": len(np.unique(y))},
+    )
+    if np.isnan(rho) or len(x) < 4:
         return estimate
-    with warnings.catch_warnings():  # resamples with a constant side are expected here
-        warnings.simplefilter("ignore", stats.ConstantInputWarning)
-        warnings.simplefilter("ignore", stats.DegenerateDataWarning)
-        boot = stats.bootstrap(
-            (x, y),
-            _spearman,
-            paired=True,
-            vectorized=False,
-            n_resamples=resamples,
-            method="percentile",
-            confidence_level=confidence,
-            rng=np.random.default_rng(seed),
-        )
-    distribution = boot.bootstrap_distribution
-    defined = distribution[~np.isnan(distribution)]
-    if len(defined):
-        tail = (1 - confidence) / 2 * 100
-        low, high = np.percentile(defined, [tail, 100 - tail])
-        estimate = estimate.model_copy(update={"low": number(low), "high": number(high)})
-    return estimate
+    with np.errstate(divide="ignore"):
+        center = np.arctanh(rho)
+    half = stats.norm.ppf((1 + confidence) / 2) * np.sqrt((1 + rho**2 / 2) / (len(x) - 3))
+    return estimate.model_copy(
+        update={
+            "low": number(np.tanh(center - half)),
+            "high": number(np.tanh(center + half)),
+            "p_value": number(rank_permutation_p(x, y, resamples, seed)),
+        }
+    )
+
+
+def rank_permutation_p(x: np.ndarray, y: np.ndarray, resamples: int, seed: int) -> float:
+    """The two-sided permutation p-value of Spearman's rho: x's ranks re-paired with y's."""
+    ranks_y = stats.rankdata(y) - (len(y) + 1) / 2
+    ranks_y /= np.linalg.norm(ranks_y)
+
+    def rho(ranks_x: np.ndarray, axis: int = -1) -> np.ndarray:
+        centered = ranks_x - (ranks_x.shape[axis] + 1) / 2
+        return (centered * ranks_y).sum(axis=axis) / np.linalg.norm(centered, axis=axis)
+
+    result = stats.permutation_test(
+        (stats.rankdata(x),),
+        rho,
+        permutation_type="pairings",
+        vectorized=True,
+        n_resamples=resamples,
+        rng=np.random.default_rng(seed),
+    )
+    return float(result.pvalue)
 
 
 def difference_of_means(

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from teachable.measure.gains import estimate_columns, of_suite, outcome_cube, paired_gain
-from teachable.measure.intervals import hierarchical_bootstrap
+from teachable.measure.intervals import hierarchical_mean
 from teachable.measure.verdicts import outcome
 from teachable.records.evaluation import Unit
 from teachable.records.training_summary import BASE
@@ -28,7 +28,8 @@ def transfer_matrix(
 ) -> pd.DataFrame:
     """Gain over the base of each quadrant x format cell on each quadrant's test snapshots,
     with its interval over seeds, snapshots and episodes; then per train quadrant every
-    format's runs together (`format` = "mean"). `diagonal` marks train = eval."""
+    format's runs together (`format` = "mean", its interval over those runs). `diagonal` marks
+    train = eval."""
     cells = quadrant_cells(units)
     groups = [(cell.format, cell.quadrant, cell.name, cell.runs) for cell in cells]
     for quadrant in QUADRANTS:
@@ -37,9 +38,12 @@ def transfer_matrix(
             groups.append(("mean", quadrant, "", pooled))
     rows = []
     for format, train, cell, runs in groups:
+        replicates = "runs" if format == "mean" else "seeds"  # pooled formats' runs, or seeds
         for quadrant in QUADRANTS:
             chosen = episodes[episodes["quadrant"] == quadrant]
-            gain = paired_gain(chosen, runs, [BASE], "snapshots", resamples, seed)
+            gain = paired_gain(
+                chosen, runs, [BASE], "snapshots", resamples, seed, replicates=replicates
+            )
             rows.append(
                 {
                     "format": format,
@@ -86,23 +90,20 @@ def transfer_summary(
     """Per format, and for every format together (`mean`): the gain on the test snapshots of
     the run trained on their quadrant (diagonal), the mean gain of the runs trained on the
     other quadrants (off-diagonal), and the paired difference, each with its interval over
-    (format, seed) pairs, snapshots and episodes. `diagonal_ahead` is the three-way outcome of
-    difference > 0 (the plan expects it to hold)."""
+    (format, seed) pairs (`runs`), snapshots and episodes. `diagonal_ahead` is the three-way
+    outcome of difference > 0 (the plan expects it to hold). The intervals are analytic:
+    `resamples` and `seed` are accepted for the callers that pass them and not read."""
     runs = [u for u in units if u.kind == "run" and u.quadrant in QUADRANTS and u.runs]
     formats = list(dict.fromkeys(run.format for run in runs))
     rows = []
     for format in [*formats, "mean"] if formats else []:
         diagonal, off = transfer_cubes(episodes, [r for r in runs if format in (r.format, "mean")])
-        difference = hierarchical_bootstrap(diagonal - off, resamples, seed)
+        difference = hierarchical_mean(diagonal - off, replicates="runs")
         rows.append(
             {
                 "format": format,
-                **estimate_columns(
-                    "diagonal_gain", hierarchical_bootstrap(diagonal, resamples, seed)
-                ),
-                **estimate_columns(
-                    "off_diagonal_gain", hierarchical_bootstrap(off, resamples, seed)
-                ),
+                **estimate_columns("diagonal_gain", hierarchical_mean(diagonal, replicates="runs")),
+                **estimate_columns("off_diagonal_gain", hierarchical_mean(off, replicates="runs")),
                 **estimate_columns("difference", difference),
                 "diagonal_ahead": outcome(difference, ">", 0.0),
             }

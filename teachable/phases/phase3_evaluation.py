@@ -23,8 +23,10 @@ also played once at temperature 0 (mode `greedy`), reported beside the sampled f
 Runs are replicated over training seeds: a cell (a run entry's `cell`) is its runs, one per
 seed. The tables have a row per run (`unit` = `run`) and per cell (`cell`), besides the base
 (`base`): success rates with their Wilson interval over the episodes, and gains and drops as
-means of paired differences with a hierarchical bootstrap interval (seeds, then items, then
-episodes), each with its n (`<figure>_n`, the paired episodes it rests on).
+means of paired differences (`measure.intervals.hierarchical_mean`: over several seeds the
+crossed seeds x items t, for one run Tango's score interval), each with its n (`<figure>_n`,
+the paired episodes it rests on) given as its parts (`<figure>_seeds`, `_items`, `_episodes`)
+and its discordant pairs (`<figure>_discordant`).
 
 Phase 2's `control_shuffled_demo` is evaluated like any cell. The overall and per-quadrant tables
 give every other run and cell, beside its gain over the base (`gain`), its gain over the

@@ -7,6 +7,8 @@ snapshots (experiment B) when Phase 1 labels both.
 
 from __future__ import annotations
 
+import math
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
@@ -19,7 +21,7 @@ from pydantic import BaseModel
 from teachable.measure.intervals import (
     RESAMPLES,
     difference_of_means,
-    hierarchical_bootstrap,
+    hierarchical_mean,
     wilson,
 )
 from teachable.records.estimate import Estimate
@@ -29,6 +31,7 @@ from teachable.records.quadrants import Thresholds, quadrant_counts, quantile_ta
 from teachable.records.reliability import RELIABLE_LABELS
 from teachable.records.store import read_json, write_json
 from teachable.reports.charts import save_chart
+from teachable.reports.palette import quadrant_colour
 from teachable.vocabulary import FORMATS, QUADRANTS, Quadrant
 
 
@@ -39,21 +42,64 @@ def write_plots(
     return write_threshold_plots(label_frame(rows), thresholds, out)
 
 
-QUADRANT_COLOURS = ("#16a34a", "#dc2626", "#6b7280", "#2563eb")
+AXIS_TITLES = {"U": "uncertainty U", "L": "leverage L_local"}
+BIN_STEPS = {"U": 0.05, "L": 0.1}  # the histograms' bins, and the grid the axes end on
+JITTER = 0.3  # how far the scatter spreads a discrete L, as a share of its values' spacing
+
+
+def axis_extent(values: Sequence[float], column: Literal["U", "L"], spare: float) -> list[float]:
+    """The values' range widened by `spare` bins on both sides and rounded out to whole bins of
+    `column`: an axis fitted to the data (a label's whole range, -1 to 1 for L, leaves most of a
+    chart empty)."""
+    if not len(values):
+        return [0.0, 1.0]
+    step = BIN_STEPS[column]
+    low, high = min(values) - spare * step, max(values) + spare * step
+    return [
+        round(math.floor(round(low / step, 9)) * step, 9),
+        round(math.ceil(round(high / step, 9)) * step, 9),
+    ]
+
+
+def value_spacing(values: pd.Series) -> float:
+    """The smallest gap between distinct values (1/n for rates over n rollouts); 0 for fewer
+    than two distinct values."""
+    distinct = np.unique(values.dropna().to_numpy(float))
+    return float(np.diff(distinct).min()) if distinct.size > 1 else 0.0
+
+
+def spread(values: pd.Series, ids: pd.Series, threshold: float) -> pd.Series:
+    """Where the scatter draws values that take few distinct levels (L's rates over n rollouts
+    pile up otherwise): each moved by up to `JITTER` of their spacing, by an offset fixed by its
+    snapshot id (the same in every redraw), and kept on its side of `threshold`, so that no
+    point is drawn in another quadrant than its own. For display only: the labels keep their
+    values."""
+    unit = np.array([zlib.crc32(str(name).encode()) / 0xFFFFFFFF * 2 - 1 for name in ids])
+    offset = JITTER * value_spacing(values) * unit
+    exact = values.to_numpy(float)
+    shown = exact + offset
+    crossed = (exact >= threshold) != (shown >= threshold)
+    shown[crossed] = exact[crossed] - offset[crossed]
+    return pd.Series(shown, index=values.index)
 
 
 def histogram_chart(
     frame: pd.DataFrame, column: Literal["U", "L"], threshold: float | None
 ) -> alt.LayerChart:
-    """Counts of `column` in bins, with the threshold as a red rule."""
-    extent = [0.0, 1.0] if column == "U" else [-1.0, 1.0]
-    step = 0.05 if column == "U" else 0.1
-    title = "uncertainty U" if column == "U" else "leverage L_local"
+    """Counts of `column` in bins over the data's range, with the threshold as a red rule."""
+    marks = [] if threshold is None else [threshold]
+    extent = axis_extent([*frame[column].dropna(), *marks], column, spare=0.5)
+    title = AXIS_TITLES[column]
     bars = (
         alt.Chart(frame[[column]].dropna())
         .mark_bar(color="#64748b")
         .encode(
-            x=alt.X(f"{column}:Q", bin=alt.Bin(extent=extent, step=step), title=title),
+            x=alt.X(
+                f"{column}:Q",
+                bin=alt.Bin(extent=extent, step=BIN_STEPS[column]),
+                scale=alt.Scale(domain=extent),
+                title=title,
+            ),
             y=alt.Y("count():Q", title="snapshots"),
         )
     )
@@ -68,26 +114,30 @@ def histogram_chart(
 
 
 def scatter_chart(frame: pd.DataFrame, u_threshold: float, l_threshold: float) -> alt.LayerChart:
-    """U against L, each snapshot coloured by its quadrant, with both threshold lines."""
+    """U against L over the data's range, each snapshot coloured by its quadrant, with both
+    threshold lines; L's discrete levels spread apart (`spread`), the exact L in the tooltip."""
     points = with_quadrants(frame.dropna(subset=["U", "L"]), u_threshold, l_threshold)
+    points["L shown"] = spread(points["L"], points["id"], l_threshold)
     tooltip = [c for c in ("id", "level", "U", "L", "quadrant") if c in points]
+    jitter = JITTER * value_spacing(points["L"])
+    l_title = AXIS_TITLES["L"] + (f" (points spread ±{jitter:.2g})" if jitter else "")
+    u_extent = axis_extent([*points["U"], u_threshold], "U", spare=0.25)
+    l_extent = axis_extent([*points["L shown"], l_threshold], "L", spare=0.25)
     dots = (
         alt.Chart(points)
         .mark_circle(size=40, opacity=0.7)
         .encode(
-            x=alt.X("U:Q", scale=alt.Scale(domain=[0, 1]), title="uncertainty U"),
-            y=alt.Y("L:Q", scale=alt.Scale(domain=[-1, 1]), title="leverage L_local"),
-            color=alt.Color(
-                "quadrant:N", scale=alt.Scale(domain=list(QUADRANTS), range=list(QUADRANT_COLOURS))
-            ),
+            x=alt.X("U:Q", scale=alt.Scale(domain=u_extent, nice=False), title=AXIS_TITLES["U"]),
+            y=alt.Y("L shown:Q", scale=alt.Scale(domain=l_extent, nice=False), title=l_title),
+            color=quadrant_colour(),
             tooltip=tooltip,
         )
     )
     vertical = alt.Chart(pd.DataFrame({"U": [u_threshold]})).mark_rule(color="#111827")
-    horizontal = alt.Chart(pd.DataFrame({"L": [l_threshold]})).mark_rule(color="#111827")
+    horizontal = alt.Chart(pd.DataFrame({"L shown": [l_threshold]})).mark_rule(color="#111827")
     counts = quadrant_counts(points["quadrant"])
     title = ", ".join(f"{q.split('_')[0]} {n}" for q, n in counts.items())
-    return alt.layer(dots, vertical.encode(x="U:Q"), horizontal.encode(y="L:Q")).properties(
+    return alt.layer(dots, vertical.encode(x="U:Q"), horizontal.encode(y="L shown:Q")).properties(
         width=360, height=280, title=f"U x L by quadrant ({title})"
     )
 
@@ -210,7 +260,7 @@ class SourceComparison(BaseModel):
                 for name, group in by_source.items()
             }
             labels[label] = LabelBySource(
-                **{name: hierarchical_bootstrap(x, resamples, seed) for name, x in samples.items()},
+                **{name: hierarchical_mean(x) for name, x in samples.items()},
                 failure_minus_expert=difference_of_means(
                     samples["failure"], samples["expert"], resamples, seed
                 ),

@@ -18,13 +18,8 @@ from teachable.records.cpt_validation import (
     UTILITY,
     CPTGate,
 )
-from teachable.reports.phase1 import QUADRANT_COLOURS
+from teachable.reports.palette import quadrant_colour
 from teachable.vocabulary import QUADRANTS
-
-
-def _quadrant_colour() -> alt.Color:
-    scale = alt.Scale(domain=list(QUADRANTS), range=list(QUADRANT_COLOURS))
-    return alt.Color("quadrant:N", scale=scale, title="quadrant")
 
 
 def scatter_chart(frame: pd.DataFrame, correlation: CPTGate) -> alt.Chart:
@@ -45,7 +40,7 @@ def scatter_chart(frame: pd.DataFrame, correlation: CPTGate) -> alt.Chart:
                 scale=alt.Scale(domain=[-1, 1]),
                 title="delta vs control (micro-training)",
             ),
-            color=_quadrant_colour(),
+            color=quadrant_colour(),
             size=alt.Size("count():Q", title="snapshots"),
             tooltip=["quadrant", "ELP_net", UTILITY, RAW, "count()"],
         )
