@@ -1,24 +1,21 @@
 """The training dose on a real run's student and snapshots: drift and specificity of the old
-unanchored doses against a calibrated anchored one, with true and with shuffled targets, for a
+unanchored doses against the dose Phase 1A chose, with true and with shuffled targets, for a
 one-snapshot micro-training and an `n_train`-snapshot cell.
 
-Reads a run folder whose Phases 0, 1 and 1A have run (its prepared student, labeled snapshots,
-anchor and probe states). As Phase 1A does, it measures every dose of the grid on the
-calibration half of the probes and chooses, per kind, the one with the largest specificity
-within the drift budget; then it trains the old doses and the chosen one anew at another seed
-on other snapshots, with true and with shuffled targets, and reports each on the check half of
-the probes: drift (KL per probe state), specificity, and the change of log pi(a*) at the
-labeled and at the retention probe states, each with its 95% interval and n.
+Reads a run folder whose Phases 0, 1 and 1A have run: its prepared student, labeled snapshots,
+anchor and probe states, and the doses `dose.json` chose (on the calibration half of the probes,
+in the demo format). Each dose is trained at the check seed on snapshots Phase 1A did not choose
+on, with true and with shuffled targets, and reported on the check half of the probes: drift
+(KL per probe state), specificity, the change of log pi(target) at the trained states and of
+log pi(a*) at the labeled and at the retention probe states, each with its 95% interval and n.
 
     .venv/bin/python benchmarks/training_dose.py --run runs/pilot [--snapshots 4]
-        [--n-train 10] [--budget 0.05] [--learning-rates 1e-3] [--steps 4 10]
-        [--anchor-weights 0 5 20]
+        [--n-train 10] [--anchor-per-step 8]
 """
 
 from __future__ import annotations
 
 import argparse
-import itertools
 import platform
 import time
 from dataclasses import replace
@@ -26,24 +23,22 @@ from pathlib import Path
 
 import numpy as np
 
-from teachable.measure.dose import choose
 from teachable.measure.specificity import drift_and_specificity
 from teachable.models.dose_calibration import (
     Measurement,
     ProbedTraining,
     Trainee,
     calibration_rows,
-    dose_point,
     measurement,
     probe_training,
 )
 from teachable.models.micro_training import control_target
 from teachable.models.student import Student
 from teachable.models.workers import torch_threads
-from teachable.parameters import DoseGrid, LoraParameters
+from teachable.parameters import LoraParameters
 from teachable.phases.phase0_warmup import load_prepared_student
 from teachable.records.adapter_probe import AdapterProbe
-from teachable.records.dose import Dose, load_reference_states
+from teachable.records.dose import Dose, DoseCalibration, load_reference_states
 from teachable.records.labeled import load_labeled
 from teachable.records.layout import RunLayout
 
@@ -101,23 +96,16 @@ def main() -> None:
     parser.add_argument("--run", type=Path, required=True, help="a run folder past Phase 1A")
     parser.add_argument("--snapshots", type=int, default=4, help="snapshots trained alone")
     parser.add_argument("--n-train", type=int, default=10, help="snapshots of a cell")
-    parser.add_argument("--budget", type=float, default=0.05, help="drift budget, nats")
     parser.add_argument("--anchor-per-step", type=int, default=8, help="anchor states a step")
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
-    parser.add_argument("--learning-rates", type=float, nargs="+", default=[1e-3])
-    parser.add_argument("--steps", type=int, nargs="+", default=[4, 10])
-    parser.add_argument("--anchor-weights", type=float, nargs="+", default=[0.0, 5.0, 20.0])
     args = parser.parse_args()
-    grid = DoseGrid(
-        learning_rates=args.learning_rates, steps=args.steps, anchor_weights=args.anchor_weights
-    )
     run = RunLayout(args.run.resolve())
     student = load_prepared_student(run.phase0)
     anchors = load_reference_states(run.phase1a.anchor_states)
     probes = load_reference_states(run.phase1a.probe_states)
     rows = load_labeled(run.phase1)
     size = max(args.snapshots, args.n_train)
-    chosen_on, checked_on = calibration_rows(rows, probes, size, seed=0)
+    _, checked_on = calibration_rows(rows, probes, size, seed=0)  # as Phase 1A splits them
     lora = LoraParameters(r=16, alpha=32)
     kinds = {  # Phase 1B's batch of one example, the mini's Phase 2 batch of four
         name: Trainee(name, ("demo",), lora.model_copy(update={"batch_size": batch}), None, size)
@@ -126,31 +114,13 @@ def main() -> None:
     print(f"machine: {machine()}, {args.threads} torch threads")
     print(
         f"run {run.folder.name}: {len(anchors)} anchor states, {len(probes)} probe states, "
-        f"{len(chosen_on)} + {len(checked_on)} snapshots to choose and check on"
+        f"{len(checked_on)} snapshots to check on"
     )
     per_step = args.anchor_per_step
+    calibration = DoseCalibration.load(run.phase1a.dose)
+    chosen = {name: calibration.dose(name, "demo") for name in kinds}
     started = time.perf_counter()
     with torch_threads(args.threads):
-        print("\n| kind | dose | drift | specificity | within budget |\n|---|---|---|---|---|")
-        chosen = {}
-        for name, kind in kinds.items():
-            points = []
-            for rate, steps, weight in itertools.product(
-                grid.learning_rates, grid.steps, grid.anchor_weights
-            ):
-                dose = Dose(learning_rate=rate, steps=steps, anchor_weight=weight)
-                measured = measurement(
-                    kind, "demo", dose, chosen_on, anchors, probes, per_step, "calibration"
-                )
-                results = [probe_training(student, unit) for unit in measured.units]
-                point = dose_point(measured, [r.changes for r in results], args.budget)
-                points.append(point)
-                probe = point.probe
-                print(
-                    f"| {name} | {dose.label()} | {probe.drift.text()} | "
-                    f"{probe.specificity.text()} | {point.within_budget} |"
-                )
-            chosen[name] = choose(points).dose
         print(
             "\n| kind | dose | targets | drift (check probes) | specificity | "
             "change of log pi(target), trained | change of log pi(a*), probes | "
