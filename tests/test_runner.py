@@ -136,6 +136,45 @@ def test_progress_bars_are_text_in_the_reports_not_widgets(first_run):
     assert re.search(r"stand-in loop: 100%\|█+\| 3/3", html), "the bar's last state, as text"
 
 
+def test_the_html_report_shows_no_code_and_the_parameters_once_as_a_table(first_run):
+    reports = first_run.run_dir / "reports"
+    executed = nbformat.read(reports / "00_rollouts.ipynb", as_version=4)
+    code = [cell.source for cell in executed.cells if cell.cell_type == "code"]
+    assert any("write_json(outputs / name" in source for source in code), "the ipynb keeps it"
+
+    html = (reports / "00_rollouts.html").read_text()
+    body = html[html.index("<body") :]
+    assert "jp-InputArea-editor" not in body and "highlight hl-ipython3" not in body
+    assert "write_json(outputs / name" not in body and "interactive = False" not in body
+    assert "wrote 3 tasks" in body, "the outputs stay"
+    assert body.count("<code>phase0.n_tasks</code></td><td>3</td>") == 1
+    assert body.count("<code>student.model</code></td><td>tiny</td>") == 1, "shared, folded"
+
+
+def test_the_reports_index_is_written_when_a_phase_finishes(first_run):
+    index = (first_run.run_dir / "reports" / "index.html").read_text()
+    assert '<a href="00_rollouts.html">00_rollouts.html</a>' in index
+    assert "ran: no finished run on record" in index
+    assert "No phase has judged a criterion yet" in index
+
+
+@pytest.mark.slow
+def test_the_terminal_shows_the_phases_own_bars_and_no_kernel_warning(tmp_path):
+    notebooks = copy_notebooks(tmp_path)
+    params = write_parameters(tmp_path / "trial.yaml")
+    command = [sys.executable, "-m", "teachable", "run", str(params), "--phases", "0"]
+    result = subprocess.run(
+        [*command, "--notebooks-dir", str(notebooks)], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    bar = re.compile(r"^  stand-in loop: 100%\|█+\| 3/3 \[\d\d:\d\d<\d\d:\d\d, .+it/s\]$", re.M)
+    assert len(bar.findall(result.stdout)) == 1, "one plain line for the bar, with its rate"
+    assert "\r" not in result.stdout, "no redraws where the output is no terminal"
+    assert "Executing" not in result.stdout + result.stderr, "no bar per cell"
+    assert "without encryption" not in result.stderr
+    assert "[IPKernelApp]" not in result.stderr, "nothing of the kernel's own log"
+
+
 def test_provenance_records_parameters_code_packages_device_seeds_and_phases(first_run):
     provenance = read_json(first_run.run_dir / "provenance.json")
     parameters = load_parameters(first_run.params)

@@ -2,8 +2,11 @@
 
 Each phase is one notebook under `notebooks/` with one section of the parameter file. The
 runner hands the notebook that section, executes it in its own folder on this interpreter's
-`python3` kernel, saves the executed copy under `runs/<run>/reports/` (ipynb and HTML), and
-skips a phase whose outputs are up to date. A new phase is one more entry in `PHASES`.
+`python3` kernel (over Unix sockets, not TCP), saves the executed copy under
+`runs/<run>/reports/` (the ipynb whole, the HTML page without code: `reports.export`), and
+skips a phase whose outputs are up to date. A new phase is one more entry in `PHASES`. While a
+phase runs, its own progress bars show in the runner's output (`pipeline.progress`) instead of
+a bar per cell; after it, `runs/<run>/reports/index.html` is written anew (`reports.index`).
 
 One run per run folder: the runner holds `runs/<run>/run.lock` for the whole run
 (`pipeline.lock`). A phase that asks a teacher writes its teacher's health; the runner keeps
@@ -17,28 +20,29 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
-from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass
+import tempfile
+from collections.abc import Callable, Collection, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import nbformat
 import papermill
-from jinja2 import DictLoader
 from nbclient.exceptions import DeadKernelError
-from nbconvert import HTMLExporter
-from nbconvert.preprocessors import CoalesceStreamsPreprocessor
 from papermill.exceptions import PapermillExecutionError
+from traitlets.config import Config
 
-from teachable.parameters import Parameters
+from teachable.parameters import TOP_LEVEL, Parameters, section_descriptions
 from teachable.pipeline.history import Invocation, append_invocation
 from teachable.pipeline.lock import hold_lock
-from teachable.pipeline.progress import kernel_arguments
+from teachable.pipeline.progress import TerminalProgress, kernel_arguments
 from teachable.pipeline.provenance import PhaseRecord, Provenance, now
 from teachable.pipeline.workload import units_left
 from teachable.records.labeled import load_teacher_health
 from teachable.records.layout import RunLayout
 from teachable.records.store import BadFile, read_json, read_jsonl, write_json
 from teachable.records.verdicts import Verdict
+from teachable.reports.export import export_html
+from teachable.reports.index import write_index
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 
@@ -355,47 +359,6 @@ def check_inputs(parameters: Parameters, phase: Phase) -> None:
         raise PhaseFailed(missing)
 
 
-# JupyterLab's HTML page, less what it would fetch from a CDN: require.js, MathJax, mermaid and
-# the widget manager. The reports need none of them: charts are embedded images, tables HTML,
-# progress bars text, and the phase notebooks hold no formulas or diagrams.
-OFFLINE_TEMPLATE = """{%- extends 'index.html.j2' -%}
-{%- block html_head_js -%}{%- endblock html_head_js -%}
-{%- block jupyter_widgets -%}{%- endblock jupyter_widgets -%}
-{%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
-{%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
-"""
-
-WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
-
-
-def without_widgets(notebook: nbformat.NotebookNode) -> nbformat.NotebookNode:
-    """The notebook with every widget output shown by its text form, and no widget state: an
-    HTML page cannot draw a widget without a kernel or the widget manager."""
-    notebook.metadata.pop("widgets", None)
-    for cell in notebook.cells:
-        for output in cell.get("outputs", []):
-            output.get("data", {}).pop(WIDGET_VIEW, None)
-    return notebook
-
-
-def export_html(report: Path) -> Path:
-    """Write an executed notebook as one HTML page beside it that reads offline: styles and
-    images inlined, no script from a CDN, widgets as their text, progress bars at their last
-    state."""
-    exporter = HTMLExporter(
-        template_name="lab",
-        template_file="offline.html.j2",
-        extra_loaders=[DictLoader({"offline.html.j2": OFFLINE_TEMPLATE})],
-        embed_images=True,
-    )
-    exporter.register_preprocessor(CoalesceStreamsPreprocessor(enabled=True), enabled=True)
-    notebook = without_widgets(nbformat.read(report, as_version=4))
-    body, _ = exporter.from_notebook_node(notebook)
-    html = report.with_suffix(".html")
-    html.write_text(body)
-    return html
-
-
 def describe_failure(error: Exception, notebook: Path, report: Path) -> str:
     """Which notebook failed, where its report is, and the failing cell with its error."""
     lines = [f"{notebook} failed", f"  report: {report}"]
@@ -413,6 +376,23 @@ def report_path(parameters: Parameters, phase: Phase) -> Path:
     return parameters.layout.report(phase.notebook)
 
 
+@contextmanager
+def ipc_kernel() -> Iterator[Config]:
+    """Kernel manager settings that put a phase's kernel on Unix sockets in a private temporary
+    folder instead of TCP ports: nothing else on the machine reaches it, and the kernel has no
+    unencrypted transport to warn about."""
+    with tempfile.TemporaryDirectory(prefix="teachable-kernel-") as folder:
+        yield Config({"KernelManager": {"transport": "ipc", "ip": str(Path(folder) / "kernel")}})
+
+
+def shared_sections() -> list[str]:
+    """The parameter sections no phase owns (run, student, lora, evaluation, ...): a report
+    shows them folded beneath the phase's own."""
+    owned = {phase.section for phase in PHASES}
+    names = [name for name in section_descriptions() if "." not in name and name != TOP_LEVEL]
+    return [name for name in names if name not in owned]
+
+
 def execute_phase(parameters: Parameters, phase: Phase, notebooks_dir: Path) -> None:
     """Execute the phase notebook into its report, then stamp the success."""
     notebook = notebooks_dir / phase.notebook
@@ -422,25 +402,32 @@ def execute_phase(parameters: Parameters, phase: Phase, notebooks_dir: Path) -> 
     stamp.unlink(missing_ok=True)
     for path in phase.teacher_health(parameters.layout):
         path.unlink(missing_ok=True)  # the phase writes it again when it asks a teacher
+    shown = (parameters, phase.section, shared_sections())
+    progress = TerminalProgress(sys.stdout)  # the phase's own bars, live
     try:
-        papermill.execute_notebook(
-            notebook,
-            report,
-            parameters={
-                "params_file": str(parameters.source.resolve()),
-                "phase_parameters": phase_parameters(parameters, phase),
-                "interactive": False,
-            },
-            kernel_name=KERNEL_NAME,
-            cwd=notebook.parent,
-            progress_bar=True,
-            extra_arguments=kernel_arguments(),  # progress bars as text in the report
-        )
+        with ipc_kernel() as kernel:
+            papermill.execute_notebook(
+                notebook,
+                report,
+                parameters={
+                    "params_file": str(parameters.source.resolve()),
+                    "phase_parameters": phase_parameters(parameters, phase),
+                    "interactive": False,
+                },
+                kernel_name=KERNEL_NAME,
+                cwd=notebook.parent,
+                progress_bar=False,
+                stderr_file=progress,
+                config=kernel,
+                extra_arguments=kernel_arguments(),  # progress bars as text in the report
+            )
     except (PapermillExecutionError, DeadKernelError) as error:
         if report.exists():
-            export_html(report)
+            export_html(report, *shown)
         raise PhaseFailed(describe_failure(error, notebook, report)) from error
-    export_html(report)
+    finally:
+        progress.close()
+    export_html(report, *shown)
     missing = [str(path) for path in phase.outputs(parameters.layout) if not path.exists()]
     if missing:
         raise PhaseFailed(
@@ -523,6 +510,12 @@ def check_gate(parameters: Parameters, phase: Phase, record: PhaseRecord) -> Non
     print(banner, file=sys.stderr)
 
 
+def write_reports_index(run: RunLayout, provenance: Provenance) -> Path:
+    """The run's front page: every phase of the pipeline, the verdicts the run folder holds
+    now, and this invocation as far as it went."""
+    return write_index(run, [(phase.name, phase.notebook) for phase in PHASES], asdict(provenance))
+
+
 def run_phases(
     parameters: Parameters,
     phases: Sequence[Phase] = PHASES,
@@ -531,7 +524,8 @@ def run_phases(
     command: str | None = None,
 ) -> Provenance:
     """Run the phases in order, record the run in `provenance.json` and append it, with its
-    `command` (default: this process's), to the run's history, holding the run folder's lock
+    `command` (default: this process's), to the run's history, and write the reports' index
+    after each phase that ran and when the run ends, holding the run folder's lock
     throughout; raise `FolderBusy` at once when another process holds it, `PhaseFailed` at
     the first phase that fails, `GateFailed` at the first gate that stops the run."""
     if parameters.source is None:
@@ -546,9 +540,12 @@ def run_phases(
                 provenance.save(parameters.layout)
                 run_phase(parameters, phase, Path(notebooks_dir).resolve(), force, record)
                 check_gate(parameters, phase, record)
+                if record.status == "ran":
+                    write_reports_index(parameters.layout, provenance)
             status = "finished"
         finally:
             provenance.finish(status, parameters.layout)
             invocation = Invocation.of(provenance, command or holder.command)
             append_invocation(parameters.layout, invocation)
+            write_reports_index(parameters.layout, provenance)
     return provenance

@@ -388,6 +388,11 @@ class RunLayout(FolderLayout):
         return self.reports / notebook
 
     @property
+    def reports_index(self) -> Path:
+        """The run's front page: every phase's report, every verdict, the provenance."""
+        return self.reports / "index.html"
+
+    @property
     def stamps(self) -> Path:
         return self.folder / "stamps"
 
