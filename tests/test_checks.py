@@ -2,11 +2,14 @@
 artifact, when one is missing, empty or unreadable; Phase 5 and the paper artifacts count only
 once the run has their folder. It shows every verdict with its figure, interval and n, the
 primaries at their Holm steps, and with `--science` also fails, naming it, when a primary
-verdict fails after Holm's adjustment (a secondary's failure does not count)."""
+verdict fails after Holm's adjustment (a secondary's failure does not count). While a run is in
+progress it names that run, and what the run has not written yet waits rather than fails. No
+figure prints as `-0.000`."""
 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,7 +17,8 @@ import pytest
 
 from teachable.__main__ import main
 from teachable.measure.verdicts import judge
-from teachable.pipeline.checks import CHECKS, check_run
+from teachable.pipeline.checks import CHECKS, check_run, unsigned_zeros
+from teachable.pipeline.lock import hold_lock
 from teachable.records.estimate import Estimate
 from teachable.records.layout import RunLayout
 from teachable.records.verdicts import save_phase_verdicts
@@ -217,3 +221,64 @@ def test_a_run_without_verdicts_says_so(run_dir: Path, capsys: pytest.CaptureFix
     assert "no verdict: no phase has judged a criterion of the plan" in printed
     fail_lines = [line for line in printed.splitlines() if line.startswith("FAIL")]
     assert len(fail_lines) == 1 and "verdicts.json is missing" in fail_lines[0]
+
+
+def test_a_run_in_progress_is_named_and_what_it_has_not_written_waits(
+    run_dir: Path, capsys: pytest.CaptureFixture
+) -> None:
+    (run_dir / "phase4" / "training_result.json").unlink()
+    (run_dir / "phase3" / "v8" / "stuckness_results.csv").write_text("")
+    with hold_lock(RunLayout(run_dir).lock, note=print):
+        during = {result.name: result for result in check_run(run_dir)}
+        code = main(["check", str(run_dir)])
+        printed = capsys.readouterr().out
+    assert during["run in progress"].status == "busy"
+    assert f"pid {os.getpid()} on " in during["run in progress"].reason
+    assert during["phase 4 training result"].status == "wait"
+    assert during["phase 3 stuckness_results.csv"].status == "fail", "written but unusable"
+    assert code == 1
+    lines = printed.splitlines()
+    assert lines[lines.index("artifacts") + 1].startswith("BUSY  run in progress")
+    assert [line for line in lines if line.startswith("FAIL")] == [
+        line for line in lines if "stuckness_results.csv" in line and line.startswith("FAIL")
+    ]
+    assert any(line.startswith("WAIT") and "phase4/training_result.json" in line for line in lines)
+    assert "1 not written yet (run in progress)" in printed
+
+    (run_dir / "phase3" / "v8" / "stuckness_results.csv").write_text(PHASE3_HEADER)
+    with hold_lock(RunLayout(run_dir).lock, note=print):
+        assert main(["check", str(run_dir)]) == 0, "nothing is wrong with a run still writing"
+    after = {result.name: result.status for result in check_run(run_dir)}
+    assert "run in progress" not in after and after["phase 4 training result"] == "fail"
+    assert main(["check", str(run_dir)]) == 1
+
+
+def test_no_figure_prints_as_negative_zero(run_dir: Path, capsys: pytest.CaptureFixture) -> None:
+    tiny = Estimate(value=-0.0002, low=-0.0004, high=0.2, n=40)
+    small = Estimate(value=-0.0012, low=-0.05, high=-0.0, n=40)
+    save_phase_verdicts(
+        RunLayout(run_dir).verdicts,
+        "phase3",
+        [
+            judge("phase3", "tiny drop", "drop < 0.1", tiny, "<", 0.1),
+            judge("phase3", "small gain", "gain > -0", small, ">", -0.0),
+        ],
+    )
+    main(["check", str(run_dir)])
+    printed = capsys.readouterr().out
+    assert "-0.000" not in printed and "-0 " not in printed and "-0)" not in printed
+    assert "tiny drop: 0.000 [0.000, 0.200], n=40 (< 0.1)" in printed
+    assert "small gain: -0.001 [-0.050, 0.000], n=40 (> 0)" in printed
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("-0.000 [-0.000, -0.0]", "0.000 [0.000, 0.0]"),
+        ("(>= -0); p=-0", "(>= 0); p=0"),
+        ("-0.001 [-0.0004x, -10.000]", "-0.001 [-0.0004x, -10.000]"),
+        ("do-no-harm -0.05 Q1-0.000", "do-no-harm -0.05 Q1-0.000"),
+    ],
+)
+def test_unsigned_zeros_drops_only_the_sign_of_a_zero(text: str, shown: str) -> None:
+    assert unsigned_zeros(text) == shown

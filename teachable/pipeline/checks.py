@@ -5,17 +5,21 @@ Artifacts: the plan's pilot must leave Phase 1's labeled snapshots (non-empty), 
 training summary, Phase 3's five CSVs, Phase 4's training result and the run's verdicts, each
 readable. Each check is one `RunCheck` in `CHECKS`: the artifact it looks at and how to inspect
 it. Checks of the parts a run may not have reached (Phase 5, the paper artifacts) apply only when
-the run holds their folder. An artifact that passes says nothing of the plan's hypotheses.
+the run holds their folder. While a run is in progress (a live process holds `run.lock`), the
+first line names it and an artifact it has not written yet waits rather than fails. An artifact
+that passes says nothing of the plan's hypotheses.
 
 Science: every verdict of `verdicts.json`, each criterion of the plan with its figure, interval,
 n and outcome (holds, fails or inconclusive). The primary verdicts (the plan's own criteria,
 `PRIMARY_FAMILY`) are judged together at their Holm steps (`teachable.measure.multiplicity`);
 the secondary ones each on its own 95% interval. `check --science` fails on a primary that fails.
+Figures are printed without a sign on zero: `0.000`, never `-0.000`.
 """
 
 from __future__ import annotations
 
 import csv
+import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -23,6 +27,7 @@ from pathlib import Path
 from typing import Literal
 
 from teachable.measure.multiplicity import primary_family
+from teachable.pipeline.lock import Holder, running_holder
 from teachable.records.layout import EvaluationLayout, RunLayout
 from teachable.records.store import BadFile, read_json, read_jsonl
 from teachable.records.verdicts import OUTCOMES, Outcome, Verdict, Verdicts
@@ -130,8 +135,11 @@ class RunCheck:
 
 @dataclass(frozen=True)
 class CheckResult:
+    """One line of the artifact checks; `wait` is an artifact a run in progress has not written
+    yet, and `busy` the line that names that run."""
+
     name: str
-    status: Literal["pass", "fail", "skip"]
+    status: Literal["pass", "fail", "skip", "wait", "busy"]
     reason: str
 
 
@@ -158,11 +166,14 @@ CHECKS: tuple[RunCheck, ...] = (
 )
 
 
-def run_check(check: RunCheck, run: RunLayout) -> CheckResult:
-    """Apply one criterion to a run folder; the reason names the artifact."""
+def run_check(check: RunCheck, run: RunLayout, in_progress: bool = False) -> CheckResult:
+    """Apply one criterion to a run folder; the reason names the artifact. A missing artifact
+    fails, unless a run is `in_progress` in the folder: then it waits."""
     if check.only_with is not None and not (needed := check.only_with(run)).exists():
         return CheckResult(check.name, "skip", f"the run has no {needed.name}/ (not run yet)")
     path = check.path(run)
+    if not path.exists() and in_progress:
+        return CheckResult(check.name, "wait", f"{path.relative_to(run.folder)}: not written yet")
     if not path.exists():
         return CheckResult(check.name, "fail", f"{path} is missing")
     try:
@@ -172,20 +183,29 @@ def run_check(check: RunCheck, run: RunLayout) -> CheckResult:
     return CheckResult(check.name, "pass", f"{path.relative_to(run.folder)}: {found}")
 
 
+def run_in_progress(holder: Holder) -> CheckResult:
+    """The line that names the run in progress in the folder."""
+    return CheckResult("run in progress", "busy", f"{holder.describe()}; it may still write")
+
+
 def check_run(run_dir: Path, checks: Sequence[RunCheck] = CHECKS) -> list[CheckResult]:
-    """Every criterion applied to the run folder, in order."""
-    return [run_check(check, RunLayout(run_dir)) for check in checks]
+    """Every criterion applied to the run folder, in order; first, while a run is in progress
+    there, the line that names it."""
+    run = RunLayout(run_dir)
+    holder = running_holder(run.lock)
+    results = [run_check(check, run, in_progress=holder is not None) for check in checks]
+    return results if holder is None else [run_in_progress(holder), *results]
 
 
 def describe(results: Sequence[CheckResult]) -> str:
     """One line per artifact check (status, name, reason), then the tally."""
     width = max(len(result.name) for result in results)
     lines = [f"{r.status.upper():4}  {r.name:<{width}}  {r.reason}" for r in results]
-    tally = {status: sum(r.status == status for r in results) for status in ("pass", "fail")}
-    skipped = len(results) - tally["pass"] - tally["fail"]
+    tally = Counter(result.status for result in results)
+    waiting = f", {tally['wait']} not written yet (run in progress)" if tally["busy"] else ""
     lines.append(
-        f"{tally['pass']} artifacts present, {tally['fail']} missing or unusable, "
-        f"{skipped} not applicable"
+        f"{tally['pass']} artifacts present{waiting}, {tally['fail']} missing or unusable, "
+        f"{tally['skip']} not applicable"
     )
     return "\n".join(lines)
 
@@ -199,6 +219,16 @@ def run_verdicts(run_dir: Path) -> list[Verdict]:
         return []
 
 
+# A minus before a figure that prints as zero (`-0.000`, `-0`): a rounded tiny negative.
+NEGATIVE_ZERO = re.compile(r"(?<![\w.])-(?=0(?:\.0+)?(?![\w.]))")
+
+
+def unsigned_zeros(text: str) -> str:
+    """`text` with every `-0.000` (or `-0`) printed as `0.000`: a figure that rounds to zero
+    has no side."""
+    return NEGATIVE_ZERO.sub("", text)
+
+
 def describe_verdicts(verdicts: Sequence[Verdict]) -> str:
     """The primary verdicts, each at its Holm step with its own 95% outcome beside it, and the
     primaries not judged yet; then the secondary verdicts on their own intervals; each part
@@ -208,16 +238,18 @@ def describe_verdicts(verdicts: Sequence[Verdict]) -> str:
     family = primary_family(verdicts)
     size = len(family.adjusted) + len(family.missing)
     secondary = [verdict for verdict in verdicts if verdict.role == "secondary"]
-    return "\n".join(
-        [
-            f"primary: the plan's own criteria, {size} judged together by Holm's step-down "
-            f"(familywise error {family.familywise_error:.0%})",
-            *(adjusted.line() for adjusted in family.adjusted),
-            *(f"[not judged yet] {phase} {criterion}" for phase, criterion in family.missing),
-            outcome_tally(adjusted.outcome for adjusted in family.adjusted),
-            "",
-            "secondary: each on its own 95% interval",
-            *(verdict.line() for verdict in secondary),
-            outcome_tally(verdict.outcome for verdict in secondary),
-        ]
+    return unsigned_zeros(
+        "\n".join(
+            [
+                f"primary: the plan's own criteria, {size} judged together by Holm's step-down "
+                f"(familywise error {family.familywise_error:.0%})",
+                *(adjusted.line() for adjusted in family.adjusted),
+                *(f"[not judged yet] {phase} {criterion}" for phase, criterion in family.missing),
+                outcome_tally(adjusted.outcome for adjusted in family.adjusted),
+                "",
+                "secondary: each on its own 95% interval",
+                *(verdict.line() for verdict in secondary),
+                outcome_tally(verdict.outcome for verdict in secondary),
+            ]
+        )
     )

@@ -49,4 +49,4 @@ def quadrant_swatch(quadrant: Quadrant | None) -> str:
         f'<span style="display:inline-block;width:0.8em;height:0.8em;margin-right:0.35em;'
         f'background:{QUADRANT_COLOURS[quadrant]}"></span>'
     )
-    return f"{square}{quadrant}"
+    return f'<span style="white-space:nowrap">{square}{quadrant}</span>'

@@ -45,18 +45,22 @@ def write_plots(
 AXIS_TITLES = {"U": "uncertainty U", "L": "leverage L_local"}
 BIN_STEPS = {"U": 0.05, "L": 0.1}  # the histograms' bins, and the grid the axes end on
 JITTER = 0.3  # how far the scatter spreads a discrete L, as a share of its values' spacing
+LABEL_RANGES = {"U": (0.0, 1.0), "L": (-1.0, 1.0)}  # the values each label can take
 
 
-def axis_extent(values: Sequence[float], column: Literal["U", "L"], spare: float) -> list[float]:
+def axis_extent(
+    values: Sequence[float], column: Literal["U", "L"], spare: float, reach: float = 0.0
+) -> list[float]:
     """The values' range widened by `spare` bins on both sides and rounded out to whole bins of
-    `column`: an axis fitted to the data (a label's whole range, -1 to 1 for L, leaves most of a
-    chart empty)."""
+    `column`, starting no lower than the label can go by more than `reach` (the scatter's
+    spread): an axis fitted to the data (a label's whole range, -1 to 1 for L, leaves most of a
+    chart empty). The top keeps its spare bin: a bin holds the values on its lower edge."""
     if not len(values):
-        return [0.0, 1.0]
-    step = BIN_STEPS[column]
+        return list(LABEL_RANGES[column])
+    step, least = BIN_STEPS[column], LABEL_RANGES[column][0]
     low, high = min(values) - spare * step, max(values) + spare * step
     return [
-        round(math.floor(round(low / step, 9)) * step, 9),
+        max(round(math.floor(round(low / step, 9)) * step, 9), least - reach),
         round(math.ceil(round(high / step, 9)) * step, 9),
     ]
 
@@ -122,7 +126,7 @@ def scatter_chart(frame: pd.DataFrame, u_threshold: float, l_threshold: float) -
     jitter = JITTER * value_spacing(points["L"])
     l_title = AXIS_TITLES["L"] + (f" (points spread ±{jitter:.2g})" if jitter else "")
     u_extent = axis_extent([*points["U"], u_threshold], "U", spare=0.25)
-    l_extent = axis_extent([*points["L shown"], l_threshold], "L", spare=0.25)
+    l_extent = axis_extent([*points["L shown"], l_threshold], "L", spare=0.25, reach=jitter)
     dots = (
         alt.Chart(points)
         .mark_circle(size=40, opacity=0.7)

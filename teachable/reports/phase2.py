@@ -11,6 +11,7 @@ import pandas as pd
 
 from teachable.measure.gains import estimate_columns
 from teachable.records.training_summary import RunEntry
+from teachable.reports.palette import cell_colour
 from teachable.vocabulary import FORMATS, QUADRANTS
 
 
@@ -100,9 +101,7 @@ def loss_chart(entries: Sequence[RunEntry]) -> alt.Chart:
         .encode(
             x=alt.X("step:Q", axis=alt.Axis(format="d", tickMinStep=1), title="optimizer step"),
             y=alt.Y("loss:Q", title="SFT loss (action tokens)"),
-            color=alt.Color(
-                "quadrant:N", sort=[*QUADRANTS, "all", "random", "shuffled"], title="cell"
-            ),
+            color=cell_colour(),
             detail="id:N",
             tooltip=["id", "step", "loss"],
         )

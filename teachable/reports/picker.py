@@ -1,5 +1,6 @@
-"""The threshold picker: U and L sliders over the threshold charts, live counts per quadrant,
-and a button that saves the chosen thresholds and re-assigns the quadrants.
+"""The threshold picker: U and L sliders over the threshold charts, live counts per quadrant
+in the quadrants' colours, a button that puts the sliders back at the automatic thresholds and
+one that saves the chosen thresholds and re-assigns the quadrants.
 
 Everything it does happens in its callbacks, so a test drives it from Python the way a reader
 does with the mouse: set a slider's value, click the button. The charts are the ones of
@@ -27,6 +28,7 @@ from teachable.records.labeled import LabeledSnapshot, label_frame
 from teachable.records.layout import Phase1Layout
 from teachable.records.quadrants import Thresholds, quadrant_counts, with_quadrants
 from teachable.reports.charts import chart_png
+from teachable.reports.palette import quadrant_swatch
 from teachable.reports.phase1 import threshold_charts
 from teachable.vocabulary import QUADRANTS, Quadrant
 
@@ -40,6 +42,11 @@ def quadrant_table(frame: pd.DataFrame, u_threshold: float, l_threshold: float) 
     table = table.reindex(list(QUADRANTS)).join(counts)
     table["share"] = table["snapshots"] / max(int(counts.sum()), 1)
     return table[["snapshots", "share", "mean U", "mean L", "mean ELP_net"]].round(3)
+
+
+def quadrant_table_html(table: pd.DataFrame) -> str:
+    """The quadrant table as HTML, each quadrant's name after a square of its colour."""
+    return table.rename(index=quadrant_swatch).to_html(escape=False)
 
 
 def slider_bounds(values: np.ndarray, start: float) -> tuple[float, float, float]:
@@ -65,8 +72,10 @@ def replace_display(output: widgets.Output, *items: object) -> None:
 
 class ThresholdPicker:
     """Sliders for the U and L thresholds over the two histograms and the U x L scatter; the
-    "Save thresholds" button writes `quadrant_thresholds.json` into `out` and rewrites the
-    labeled files with the quadrants of those thresholds. Show it with `display(picker.widget)`."""
+    "Reset to automatic" button puts them back at the automatic thresholds (the parameters'
+    quantile cuts); the "Save thresholds" button writes `quadrant_thresholds.json` into `out`
+    and rewrites the labeled files with the quadrants of those thresholds. The sliders start at
+    `start`, else at the automatic thresholds. Show it with `display(picker.widget)`."""
 
     def __init__(
         self,
@@ -85,11 +94,18 @@ class ThresholdPicker:
                 "the threshold picker needs snapshots with both U and leverage (L); "
                 "leverage is not measured when phase1.skip_leverage is set"
             )
-        start = start or automatic_thresholds(self.rows, phase1)
+        self.automatic = automatic_thresholds(self.rows, phase1)
+        start = start or self.automatic
         self.u_slider = self._slider("U", measured["U"].to_numpy(), start.U)
         self.l_slider = self._slider("L", measured["L"].to_numpy(), start.L)
         self.save_button = widgets.Button(
             description="Save thresholds", button_style="primary", icon="save"
+        )
+        self.reset_button = widgets.Button(
+            description="Reset to automatic",
+            icon="undo",
+            tooltip="the parameters' quantile cuts of U and L; Save keeps them",
+            layout=widgets.Layout(width="auto"),
         )
         self.charts = {name: widgets.Output() for name in ("hist_U", "hist_L", "scatter_U_L")}
         self.table = widgets.HTML()
@@ -97,6 +113,7 @@ class ThresholdPicker:
         for slider in (self.u_slider, self.l_slider):
             slider.observe(self.on_change, names="value")
         self.save_button.on_click(self.save)
+        self.reset_button.on_click(self.reset)
         self.widget = widgets.VBox(
             [
                 widgets.HBox([self.u_slider, self.l_slider]),
@@ -104,7 +121,13 @@ class ThresholdPicker:
                 widgets.HBox(
                     [
                         self.charts["scatter_U_L"],
-                        widgets.VBox([self.table, self.save_button, self.status]),
+                        widgets.VBox(
+                            [
+                                self.table,
+                                widgets.HBox([self.save_button, self.reset_button]),
+                                self.status,
+                            ]
+                        ),
                     ]
                 ),
             ]
@@ -155,7 +178,22 @@ class ThresholdPicker:
         """Redraw the charts and the table for the sliders' thresholds."""
         for name, chart in threshold_charts(self.frame, self.thresholds).items():
             replace_display(self.charts[name], Image(data=chart_png(chart)))
-        self.table.value = quadrant_table(self.frame, *self._values()).to_html()
+        self.table.value = quadrant_table_html(quadrant_table(self.frame, *self._values()))
+
+    def reset(self, button: widgets.Button | None = None) -> None:
+        """Put both sliders back at the automatic thresholds and redraw once; nothing is saved
+        until Save."""
+        sliders = (self.u_slider, self.l_slider)
+        for slider in sliders:
+            slider.unobserve(self.on_change, names="value")
+        self.u_slider.value, self.l_slider.value = self.automatic.U, self.automatic.L
+        for slider in sliders:
+            slider.observe(self.on_change, names="value")
+        self.on_change()
+        self.status.value = (
+            f"Back at the automatic thresholds U = {self.automatic.U:.4g}, "
+            f"L = {self.automatic.L:.4g} (not saved)."
+        )
 
     def save(self, button: widgets.Button | None = None) -> QuadrantAssignment:
         """Save the sliders' thresholds and re-assign every row's quadrant with them."""

@@ -1,7 +1,8 @@
 """The threshold picker and the snapshot explorer in JupyterLab, in Chromium, driven the way a
 reader drives them: Run All Cells, drag a slider with the mouse, step one with the keyboard,
-click Save, pick from the dropdowns. What the page shows is checked against what the package
-computes in Python for the same thresholds, and what Save writes against the files on disk."""
+click Save or Reset, pick from the dropdowns. What the page shows is checked against what the
+package computes in Python for the same thresholds, and what Save writes against the files on
+disk."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from teachable.records.quadrants import Thresholds, load_thresholds, quadrant_co
 from teachable.records.store import read_json
 from teachable.reports.charts import chart_png
 from teachable.reports.explorer import label_table, snapshot_card
+from teachable.reports.palette import QUADRANT_COLOURS
 from teachable.reports.phase1 import threshold_charts
 from teachable.vocabulary import QUADRANTS
 
@@ -73,6 +75,17 @@ def red_rule_x(pixels: np.ndarray) -> float | None:
     red = (pixels[..., 0] > 180) & (pixels[..., 1] < 90) & (pixels[..., 2] < 90)
     columns = np.flatnonzero(red.sum(axis=0) >= 20)
     return float(columns.mean()) if columns.size else None
+
+
+def css_rgb(colour: str) -> str:
+    """`#0072B2` as the browser's computed style writes it: `rgb(0, 114, 178)`."""
+    red, green, blue = (int(colour[i : i + 2], 16) for i in (1, 3, 5))
+    return f"rgb({red}, {green}, {blue})"
+
+
+def selected_text(select) -> str:
+    """The text a dropdown shows: its selected option's, empty when none is selected."""
+    return select.evaluate("s => s.selectedIndex < 0 ? '' : s.options[s.selectedIndex].text")
 
 
 def readout(slider) -> float:
@@ -216,7 +229,7 @@ def test_snapshot_explorer_in_jupyterlab(page, lab, labeled_run, shots):
     assert f"student: {chosen.student_action}, expert: {chosen.expert_action}" in text
 
     # Picture and distribution: the package's own images for this snapshot, not empty ones.
-    picture, _, distribution, labels = snapshot_card(chosen)
+    picture, _, distribution, _ = snapshot_card(chosen)
     images = shown_images(card)
     assert len(images) == 2
     assert same_picture(image_pixels(images[0]), image_pixels(picture.data)), "picture"
@@ -226,10 +239,104 @@ def test_snapshot_explorer_in_jupyterlab(page, lab, labeled_run, shots):
     )
     assert all(natural > 0 and width > 0 for natural, width in sizes)
 
-    # Labels: every line of the package's label table, with the quadrant picked.
+    # Labels: every line of the package's label table (name, value, standard error, n), the
+    # quadrant picked after a square of its palette colour.
     table = card.locator("table.dataframe tbody tr").evaluate_all(
         "rows => rows.map(row => [row.querySelector('th').textContent,"
-        " row.querySelector('td').textContent])"
+        " ...[...row.querySelectorAll('td')].map(cell => cell.textContent)])"
     )
-    assert dict(table) == labels.to_dict()["value"] == label_table(chosen).to_dict()["value"]
-    assert dict(table)["quadrant"] == quadrant
+    expected = label_table(chosen)
+    assert {name: cells for name, *cells in table} == {
+        name: line.to_list() for name, line in expected.iterrows()
+    }
+    assert dict((name, cells[0]) for name, *cells in table)["quadrant"] == quadrant
+    quadrant_line = card.locator("table.dataframe tbody tr", has_text="quadrant")
+    swatch = quadrant_line.locator("td span[style*=background]")
+    colour = swatch.evaluate("square => getComputedStyle(square).backgroundColor")
+    assert colour == css_rgb(QUADRANT_COLOURS[quadrant])
+
+
+def saved_choice(phase1) -> bytes | None:
+    """The chosen thresholds' file as it is on disk, None when there is none."""
+    path = phase1.thresholds_chosen
+    return path.read_bytes() if path.is_file() else None
+
+
+def test_picker_reset_restores_the_automatic_thresholds(page, lab, labeled_run, shots):
+    phase1 = labeled_run.layout.phase1
+    open_notebook(page, lab, "notebooks/01_labeling.ipynb")
+    run_all_cells(page)
+    picker = page.locator(".teachable-picker")
+    wait_for_widget(page, picker, WIDGET_WAIT_S)
+    settle(page, picker)
+    rows = load_rows(phase1.labeled_json)
+    automatic = Thresholds.model_validate(read_json(phase1.thresholds_auto))
+    chosen_before = saved_choice(phase1)
+
+    # Away from the automatic thresholds: both handles dragged to the far side of their track.
+    u_slider = picker.locator(".widget-slider", has_text="U threshold")
+    l_slider = picker.locator(".widget-slider", has_text="L threshold")
+    for slider in (u_slider, l_slider):
+        drag_handle(page, slider, 0.9 if handle_position(slider) < 0.5 else 0.1)
+        settle(page, picker)
+    assert readout(u_slider) != pytest.approx(automatic.U, rel=1e-3), "U did not move away"
+    assert readout(l_slider) != pytest.approx(automatic.L, rel=1e-3), "L did not move away"
+    shots.take(picker, "picker-moved")
+
+    picker.get_by_role("button", name="Reset to automatic").click()
+    status = picker.locator(".teachable-save-status")
+    status.get_by_text("Back at the automatic thresholds").wait_for(timeout=60_000)
+    settle(page, picker)
+    shots.take(picker, "picker-reset")
+
+    shown = (readout(u_slider), readout(l_slider))
+    assert shown == pytest.approx((automatic.U, automatic.L), rel=1e-3, abs=1e-9)
+    assert shown_counts(picker) == expected_counts(rows, automatic)
+    drawn = python_charts(rows, Thresholds(U=automatic.U, L=automatic.L, source="picker"))
+    after = shown_charts(picker)
+    for name in CHARTS:
+        assert same_picture(after[name], drawn[name]), f"{name} is not the automatic chart"
+    chosen_after = saved_choice(phase1)
+    assert chosen_after == chosen_before, "Reset saves nothing"
+
+
+def test_explorer_dropdown_has_the_run_levels(page, lab, labeled_run, shots):
+    rows = load_labeled(labeled_run.layout.phase1)
+    levels = sorted({row.level for row in rows})
+    open_notebook(page, lab, "notebooks/explore_snapshots.ipynb")
+    run_all_cells(page)
+    explorer = page.locator(".teachable-explorer")
+    wait_for_widget(page, explorer, WIDGET_WAIT_S)
+    settle(page, explorer)
+    shots.take(explorer, "explorer-filters")
+
+    level = explorer.locator(".widget-dropdown", has_text="level").locator("select")
+    quadrant = explorer.locator(".widget-dropdown", has_text="quadrant").locator("select")
+    assert level.locator("option").all_inner_texts() == ["any", *levels]
+    assert selected_text(level) == "any", "the level box is blank"
+    assert quadrant.locator("option").all_inner_texts() == ["any", *QUADRANTS]
+    assert selected_text(quadrant) == "any", "the quadrant box is blank"
+
+    # The ranges read in full: the run's own values (a single value gets 0.05 either side),
+    # not the label's whole range, and not clipped by their box.
+    for axis in ("U", "L"):
+        text = explorer.locator(f".teachable-range-{axis}")
+        values = [getattr(row, axis) for row in rows if getattr(row, axis) is not None]
+        low, high = (float(part) for part in re.findall(r"-?\d+\.\d+", text.inner_text()))
+        assert min(values) - 0.05 <= low <= min(values), text.inner_text()
+        assert max(values) <= high <= max(values) + 0.06, text.inner_text()
+        assert text.inner_text().endswith("(all)")
+        clipped = text.evaluate(
+            "box => [...box.querySelectorAll('*')].concat([box])"
+            ".some(part => part.scrollWidth > part.clientWidth)"
+        )
+        assert not clipped, f"the {axis} range is cut off"
+
+    found = explorer.locator(".teachable-matches")
+    for name in levels:
+        level.select_option(label=name)
+        settle(page, explorer)
+        expected = sum(row.level == name for row in rows)
+        assert found.inner_text().strip() == f"{expected} of {len(rows)} snapshots match"
+        assert selected_text(level) == name
+    shots.take(explorer, "explorer-level-picked")
