@@ -3,14 +3,13 @@ per kind of training and format), the chosen doses with their check, and the gat
 
 from __future__ import annotations
 
-import html
-
 import altair as alt
 import pandas as pd
 
 from teachable.measure.gains import estimate_columns
 from teachable.records.adapter_probe import AdapterProbe
 from teachable.records.dose import DoseCalibration
+from teachable.reports.verdicts import gate_html
 
 FIGURES = ("specificity", "drift", "target_change", "expert_change")
 
@@ -110,22 +109,11 @@ BANNERS = {
 
 
 def verdict_html(calibration: DoseCalibration, continuing: bool) -> str:
-    """The gate as a banner: green when it holds, amber when inconclusive, red when it fails,
-    saying whether the run stops; every verdict below it with its figure, interval and n."""
-    if calibration.outcome in BANNERS:
-        colour, title, outcome = BANNERS[calibration.outcome]
-    elif continuing:
-        colour, title = "#dc2626", "DOSE GATE FAILS: CONTINUING ANYWAY"
-        outcome = (
-            "training.continue_on_failed_gate is true, so the run goes on with an instrument "
-            "not shown to teach its states without harm."
-        )
-    else:
-        colour, title = "#dc2626", "DOSE GATE FAILS"
-        outcome = "No later phase trains: the runner stops the pipeline after this phase."
-    lines = "".join(f"<li>{html.escape(verdict.line())}</li>" for verdict in calibration.verdicts)
-    return (
-        f'<div style="border:4px solid {colour};padding:12px;margin:8px 0">'
-        f'<div style="color:{colour};font-size:1.6em;font-weight:bold">{title}</div>'
-        f"<ul>{lines}</ul><p><b>{outcome}</b></p></div>"
+    """The gate as a banner for the report (`reports.verdicts.gate_html`)."""
+    why = (
+        "training.continue_on_failed_gate is true, so the run goes on with an instrument not "
+        "shown to teach its states without harm."
+    )
+    return gate_html(
+        calibration.outcome, calibration.verdicts, BANNERS, "DOSE GATE", why if continuing else None
     )

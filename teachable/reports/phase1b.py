@@ -6,8 +6,6 @@ other cheap label tracks the utility.
 
 from __future__ import annotations
 
-import html
-
 import altair as alt
 import pandas as pd
 
@@ -19,6 +17,7 @@ from teachable.records.cpt_validation import (
     CPTGate,
 )
 from teachable.reports.palette import quadrant_colour
+from teachable.reports.verdicts import gate_html
 from teachable.vocabulary import QUADRANTS
 
 
@@ -189,23 +188,11 @@ BANNERS = {
 
 
 def verdict_html(correlation: CPTGate, continuing: bool) -> str:
-    """The gate as a banner for the report: green when it holds, amber when inconclusive (the
-    run goes on), red when it fails, saying whether the run stops or goes on regardless; each
-    verdict below it with its figure, interval and n."""
-    if correlation.outcome in BANNERS:
-        colour, title, outcome = BANNERS[correlation.outcome]
-    elif continuing:
-        colour, title = "#dc2626", "CPT GATE FAILS: CONTINUING ANYWAY"
-        outcome = (
-            "phase1b.continue_on_failed_gate is true, so the run goes on; every later result "
-            "rests on CPT labels that did not predict micro-training."
-        )
-    else:
-        colour, title = "#dc2626", "CPT GATE FAILS"
-        outcome = "The runner stops the pipeline after this phase (exit code 1)."
-    lines = "".join(f"<li>{html.escape(verdict.line())}</li>" for verdict in correlation.verdicts)
-    return (
-        f'<div style="border:4px solid {colour};padding:12px;margin:8px 0">'
-        f'<div style="color:{colour};font-size:1.6em;font-weight:bold">{title}</div>'
-        f"<ul>{lines}</ul><p><b>{outcome}</b></p></div>"
+    """The gate as a banner for the report (`reports.verdicts.gate_html`)."""
+    why = (
+        "phase1b.continue_on_failed_gate is true, so the run goes on; every later result "
+        "rests on CPT labels that did not predict micro-training."
+    )
+    return gate_html(
+        correlation.outcome, correlation.verdicts, BANNERS, "CPT GATE", why if continuing else None
     )

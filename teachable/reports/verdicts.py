@@ -3,11 +3,12 @@ interval and n."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import html
+from collections.abc import Mapping, Sequence
 
 import pandas as pd
 
-from teachable.records.verdicts import Verdict
+from teachable.records.verdicts import Outcome, Verdict
 
 COLUMNS = [
     "phase",
@@ -46,3 +47,34 @@ def verdict_frame(verdicts: Sequence[Verdict]) -> pd.DataFrame:
     ]
     frame = pd.DataFrame(rows, columns=[*COLUMNS, "outcome", "note"])
     return frame.astype({"value": float, "low": float, "high": float})
+
+
+Banner = tuple[str, str, str]  # colour, title, what the run does next
+
+
+FAIL_COLOUR = "#dc2626"
+
+
+def gate_html(
+    outcome: Outcome,
+    verdicts: Sequence[Verdict],
+    banners: Mapping[str, Banner],
+    gate: str,
+    continuing: str | None,
+) -> str:
+    """A gate as a banner for the report: `banners` for holds and inconclusive; red when it
+    fails, with `continuing` (why the run goes on regardless) or the stop; each verdict below
+    it with its figure, interval and n."""
+    if outcome in banners:
+        colour, title, next_step = banners[outcome]
+    elif continuing is not None:
+        colour, title, next_step = FAIL_COLOUR, f"{gate} FAILS: CONTINUING ANYWAY", continuing
+    else:
+        next_step = "The runner stops the pipeline after this phase (exit code 1)."
+        colour, title = FAIL_COLOUR, f"{gate} FAILS"
+    lines = "".join(f"<li>{html.escape(verdict.line())}</li>" for verdict in verdicts)
+    return (
+        f'<div style="border:4px solid {colour};padding:12px;margin:8px 0">'
+        f'<div style="color:{colour};font-size:1.6em;font-weight:bold">{title}</div>'
+        f"<ul>{lines}</ul><p><b>{next_step}</b></p></div>"
+    )
