@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
     ran = sum(record.status == "ran" for record in provenance.phases)
     print(f"done: {ran} phase(s) ran, {len(phases) - ran} up to date")
     print_teacher_health([asdict(record) for record in provenance.phases])
-    print(f"reports: {parameters.layout.reports}")
+    print(f"reports: {parameters.layout.reports_index}")
     return 0
 
 

@@ -93,8 +93,7 @@ def test_the_matrix_has_15_runs_per_seed_trained_or_skipped_with_a_reason(matrix
     summary = read_json(out / "training_summary.json")
     assert [entry["id"] for entry in summary["runs"]] == RUN_IDS
     assert summary["lora"] == params.phase2.over(params.lora).model_dump(mode="json")
-    assert summary["lora"]["steps"] == 2 and summary["lora"]["batch_size"] == 2
-    assert summary["lora"]["r"] == 4
+    assert summary["lora"]["batch_size"] == 2 and summary["lora"]["r"] == 4
     assert (out / summary["split"]).resolve() == (out.parent / "split.json").resolve()
     train_ids = {row.id for row in rows}
     by_quadrant = {q: [row.id for row in rows if row.quadrant == q] for q in QUADRANTS}
@@ -110,7 +109,9 @@ def test_the_matrix_has_15_runs_per_seed_trained_or_skipped_with_a_reason(matrix
         else:
             assert entry.reason is None
             assert (out / entry.adapter / "adapter_config.json").is_file()
-            assert len(entry.losses) == entry.steps == 2
+            assert len(entry.losses) == entry.steps == 2 == params.phase2.dose.steps
+            assert entry.dose == params.phase2.dose
+            assert entry.probe.n_probes > 0 and entry.probe.n_trained == len(entry.snapshots)
     entries = {entry.id: entry for entry in report.entries}
     for seed in SEEDS:
         assert {entries[f"Q3_lowU_lowL_{f}_seed{seed}"].status for f in FORMATS} == {"skipped"}
