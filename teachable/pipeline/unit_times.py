@@ -68,8 +68,8 @@ PILOT = UnitTable(
         SNAPSHOTS_TO_LABEL: 1.4,  # 57 s for 40 (4 + 4 + 4 x 2 rollouts of 8 steps each)
         TEST_SNAPSHOTS: 1.4,  # 17 s for 12
         RETEST_SNAPSHOTS: 1.25,  # 10 s for 8
-        DOSE_TRAININGS: 10.0,  # 16 min 10 s for 27 at a load that slowed phase 3 4.9x
-        MICRO_TRAININGS: 9.0,  # 6 min 23 s for 12 (true and control) at that load
+        DOSE_TRAININGS: 11.5,  # 5 min 10 s for 27 on an idle machine (pilot at 4bc3cb9)
+        MICRO_TRAININGS: 30.0,  # 6 min 9 s for 12, true and control, on an idle machine
         MATRIX_RUNS: 11.5,  # 161 s for 14 runs of 6 steps at batch 4
         MODELS_TO_EVALUATE: 9.0,  # 135 s for 15 models, 12 items of 1 episode each
         PREDICTOR_FITS: 3.0,  # 15 s for 5 folds, then the final fit
