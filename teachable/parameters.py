@@ -415,9 +415,10 @@ class Phase1Parameters(Section):
     )
     n_per_condition: int = Field(
         8,
-        ge=1,
+        ge=2,
         description="rollouts per CPT condition (base, placebo, demo, hint, contrast) at each "
-        "snapshot; rollout i of every condition shares its random stream",
+        "snapshot; rollout i of every condition shares its random stream; ELP_net credits each "
+        "half of the streams with the format best on the other half",
     )
     max_steps: int = Field(15, ge=1, description="step limit of each labeling rollout")
     temperature: float = Field(
@@ -593,7 +594,10 @@ class Phase1BParameters(DosedTraining):
         "the placebo) or one fixed format",
     )
     n_validation_rollouts: int = Field(
-        3, ge=1, description="rollouts from the snapshot before and after micro-training"
+        3,
+        ge=2,
+        description="rollouts from the snapshot before and after micro-training; their two "
+        "halves give the utility's split-half reliability",
     )
     max_steps: int = Field(15, ge=1, description="step limit of each validation rollout")
     temperature: float = Field(

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from teachable.__main__ import main
-from teachable.measure.labels import cpt_from_outcomes
+from teachable.measure.labels import CPT_CONDITIONS, cpt_from_outcomes
 from teachable.models import labeling
 from teachable.models.conditions import LABELS, RETEST, RolloutCondition, teacher_request
 from teachable.models.labeling import measure, uncertainty
@@ -46,7 +46,7 @@ from teachable.records.reliability import load_reliability
 from teachable.records.snapshot import Snapshot, SnapshotError, save_snapshots
 from teachable.records.store import read_json, read_jsonl, write_jsonl
 from teachable.reports.phase1 import reliability_table, write_plots
-from teachable.vocabulary import QUADRANTS
+from teachable.vocabulary import FORMATS, QUADRANTS
 from teachable.world.replay import load_replayed_rows
 from teachable.world.splits import Split
 from teachable.world.text_world import env_id, expert_trajectory
@@ -160,13 +160,35 @@ def test_ELP_ELP_net_and_route_are_means_of_paired_differences():
     # demo - base = (1, 0, 1, 0): sd 0.577, se 0.289; contrast - placebo = (1, 0, 0, 1)
     assert cpt.ELP_se["demo"] == pytest.approx(np.std([1, 0, 1, 0], ddof=1) / 2, abs=1e-6)
     assert cpt.ELP_se["hint"] == 0.25  # (0, 0, 1, 0)
-    assert (cpt.ELP_net, cpt.route_net) == (0.5, "contrast")
-    assert cpt.ELP_net_se == pytest.approx(np.std([1, 0, 0, 1], ddof=1) / 2, abs=1e-6)
+    assert cpt.route_net == "contrast"  # contrast - placebo = (1, 0, 0, 1), the best mean
+    # streams 0-1 get the format best on streams 2-3 (contrast: its net there is (0, 1)),
+    # streams 2-3 the one best on 0-1 (demo, first of the tie with contrast at (1, 0)):
+    # credited (1, 0) + (0, 0)
+    assert cpt.ELP_net == 0.25
+    assert cpt.ELP_net_se == pytest.approx(np.std([1, 0, 0, 0], ddof=1) / 2, abs=1e-6)
     assert cpt.n_per_condition == 4
     tie = cpt_from_outcomes({**outcomes, "contrast": outcomes["demo"]})
     assert (tie.route_net, tie.ELP_net) == ("demo", 0.25)
     with pytest.raises(ValueError, match="placebo"):
         cpt_from_outcomes({c: v for c, v in outcomes.items() if c != "placebo"})
+    with pytest.raises(ValueError, match="at least 2"):
+        cpt_from_outcomes({c: v[:1] for c, v in outcomes.items()})
+
+
+def test_cross_fitted_ELP_net_is_unbiased_on_a_planted_null():
+    """No format beats the placebo (every condition succeeds with p = 0.4 on its own draws):
+    over 4000 simulated snapshots of 8 streams, the mean cross-fitted ELP_net is within 3
+    standard errors of 0, while the best format's own mean (the winner of three, measured on
+    the streams it was picked on) sits well above 0."""
+    rng = np.random.default_rng(0)
+    credited, winners = [], []
+    for _ in range(4000):
+        outcomes = {c: (rng.random(8) < 0.4).astype(float) for c in CPT_CONDITIONS}
+        credited.append(cpt_from_outcomes(outcomes).ELP_net)
+        winners.append(max((outcomes[f] - outcomes["placebo"]).mean() for f in FORMATS))
+    se = np.std(credited, ddof=1) / np.sqrt(len(credited))
+    assert abs(np.mean(credited)) < 3 * se
+    assert np.mean(winners) > 10 * se
 
 
 # --- paired streams ----------------------------------------------------------------------------

@@ -17,13 +17,14 @@ from labeled_rows import labeled_rows
 from teachable.__main__ import main
 from teachable.measure.cpt_gate import gate
 from teachable.measure.intervals import spearman
+from teachable.measure.reliability import split_half
 from teachable.models.instrument import Instrument
 from teachable.models.micro_training import (
     control_target,
     expert_logprobs,
     micro_adapter,
     result_key,
-    validation_success,
+    validation_outcomes,
 )
 from teachable.models.student import Student
 from teachable.models.supervision import sft_example
@@ -31,10 +32,17 @@ from teachable.models.workers import LocalWorkers
 from teachable.parameters import Parameters
 from teachable.phases.phase1b_cpt_validation import choose_panel, validate_cpt
 from teachable.records.cpt_validation import CPTGate
+from teachable.records.estimate import Estimate
 from teachable.records.layout import Phase1BLayout, RunLayout
 from teachable.records.store import read_json, read_jsonl, write_json, write_jsonl
 from teachable.records.verdicts import Verdicts
-from teachable.reports.phase1b import comparator_chart, comparator_frame, delta_chart, panel_frame
+from teachable.reports.phase1b import (
+    comparator_chart,
+    comparator_frame,
+    delta_chart,
+    noise_frame,
+    panel_frame,
+)
 from teachable.vocabulary import ACTIONS, FORMATS, QUADRANTS
 
 FIXTURES = Path(__file__).parent / "notebooks" / "gate"
@@ -192,8 +200,9 @@ def test_phase1b_replays_the_same_streams_writes_its_files_and_resumes(
     assert [result.delta_vs_control for result in report.results] == [0.0] * 4
     for result in report.results:
         (row,) = [r for r in rows if r.id == result.id]
-        alone = validation_success(student, [row], params.phase1b, params.run.seed)
-        assert alone == {result.id: result.before}
+        alone = validation_outcomes(student, [row], params.phase1b, params.run.seed)[row.id]
+        assert alone.mean() == pytest.approx(result.before)
+        assert result.halves == [0.0, 0.0]  # the same streams, halves too
         assert result.format == "demo"
         assert len(result.losses) == 1 and result.n_rollouts == 8
         assert (result.U, result.L_local) == (row.U, row.L)
@@ -511,3 +520,37 @@ def test_command_line_settings_are_validated_like_the_file(tmp_path, capsys):
     assert main([*base, "--gradient-accumulation-steps", "-1"]) == 2
     assert "phase2.gradient_accumulation_steps" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
+
+
+def test_the_gate_reads_rho_against_the_ceiling_of_both_reliabilities():
+    """Utility halves that agree with r = 0.5 over the panel (reliability 2/3) and an ELP_net
+    test-retest r of 0.6: the ceiling is sqrt(0.6 x 2/3) ~ 0.63 and the disattenuated rho is rho
+    over it, labeled so; without ELP_net's reliability no ceiling is drawn."""
+    panel = _panel(0.6)
+    rng = np.random.default_rng(2)
+    common = rng.normal(size=len(panel))
+    panel = panel.assign(
+        first_half=common + rng.normal(size=len(panel)),
+        second_half=common + rng.normal(size=len(panel)),
+    )
+    retest = Estimate(value=0.6, low=0.3, high=0.8, n=12)
+    verdict = gate(panel, seed=0, resamples=200, elp_reliability=retest)
+    utility = verdict.reliability["delta_vs_control"]
+    assert utility == split_half(panel["first_half"], panel["second_half"])
+    assert 0.4 < utility.value < 0.9
+    assert verdict.ceiling == pytest.approx(np.sqrt(0.6 * utility.value), abs=1e-6)
+    assert verdict.disattenuated.value == pytest.approx(
+        min(1.0, verdict.spearman.value / verdict.ceiling), abs=1e-6
+    )
+    assert "disattenuated" in verdict.disattenuated.method
+    table = noise_frame(verdict)
+    assert list(table["figure"]) == [
+        "reliability of ELP_net",
+        "reliability of delta_vs_control",
+        "ceiling on rho",
+        "rho",
+        "rho disattenuated",
+    ]
+    alone = gate(panel, seed=0, resamples=200)
+    assert alone.ceiling is None and alone.disattenuated is None
+    assert alone.reliability["delta_vs_control"] == utility

@@ -4,7 +4,8 @@ control's), within each quadrant too, Q1's mean utility against Q2's, each judge
 its interval; and, unjudged, the same figures on the raw delta and the comparators (rho of every
 other cheap label with the utility). Rho has a Fisher-z interval and a permutation p-value, Q1
 against Q2 a Welch t interval (the percentile bootstrap of two groups of 3 covered 0.77-0.86),
-and each mean a t interval over its snapshots."""
+and each mean a t interval over its snapshots. Beside rho, its ceiling from the reliabilities of
+ELP_net and of the utility, and rho disattenuated by it."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from teachable.measure.intervals import hierarchical_mean, spearman
+from teachable.measure.reliability import ceiling, disattenuated, split_half
 from teachable.measure.specificity import welch_t
 from teachable.measure.verdicts import combined, judge
 from teachable.records.cpt_validation import (
@@ -54,13 +56,25 @@ def mean_change(frame: pd.DataFrame, column: str) -> Estimate | None:
     return hierarchical_mean(frame[column].dropna().to_numpy(float))
 
 
-def gate(frame: pd.DataFrame, seed: int, resamples: int = 1000) -> CPTGate:
+def utility_reliability(frame: pd.DataFrame) -> Estimate | None:
+    """The utility's split-half reliability over the panel rows that kept their halves."""
+    halves = frame[["first_half", "second_half"]].dropna() if "first_half" in frame else None
+    return None if halves is None or halves.empty else split_half(*halves.to_numpy(float).T)
+
+
+def gate(
+    frame: pd.DataFrame,
+    seed: int,
+    resamples: int = 1000,
+    elp_reliability: Estimate | None = None,
+) -> CPTGate:
     """The gate on a panel (columns quadrant, ELP_net, delta_vs_control, delta): Spearman's rho
     of ELP_net and the utility delta_vs_control must reach 0.3, and the mean utility of Q1 must
     exceed Q2's; each criterion is judged on its interval. The raw delta gets the same figures,
     reported beside them. Each comparator column the panel holds (L_local, U, delta_logp) gets
     its rho with the utility, and delta_logp and control_delta_logp their means, each with its
-    interval; none is judged."""
+    interval; none is judged. With `elp_reliability` (Phase 1's test-retest r of ELP_net) and
+    the halves of the utility, rho's ceiling and rho disattenuated, never judged."""
     elp = frame["ELP_net"].to_numpy(float)
     rho = spearman(elp, frame[UTILITY].to_numpy(float), resamples, seed)
     per_quadrant = {
@@ -87,6 +101,8 @@ def gate(frame: pd.DataFrame, seed: int, resamples: int = 1000) -> CPTGate:
         for label in COMPARATORS
         if label in frame
     }
+    reliability = {"ELP_net": elp_reliability, UTILITY: utility_reliability(frame)}
+    corrected = disattenuated(rho, list(reliability.values()))
     return CPTGate(
         n=len(frame),
         spearman=rho,
@@ -99,4 +115,7 @@ def gate(frame: pd.DataFrame, seed: int, resamples: int = 1000) -> CPTGate:
         comparators=comparators,
         mean_delta_logp=mean_change(frame, "delta_logp"),
         mean_control_delta_logp=mean_change(frame, "control_delta_logp"),
+        reliability=reliability,
+        ceiling=ceiling(list(reliability.values())),
+        disattenuated=corrected,
     )

@@ -255,16 +255,36 @@ def spearman(
     )
     if np.isnan(rho) or len(x) < 4:
         return estimate
+    low, high = fisher_z(rho, np.sqrt((1 + rho**2 / 2) / (len(x) - 3)), confidence)
+    p_value = rank_permutation_p(x, y, resamples, seed)
+    return estimate.model_copy(update={"low": low, "high": high, "p_value": number(p_value)})
+
+
+def fisher_z(r: float, se: float, confidence: float) -> tuple[float, float]:
+    """A correlation's interval: symmetric on atanh(r) with standard error `se`, mapped back."""
     with np.errstate(divide="ignore"):
-        center = np.arctanh(rho)
-    half = stats.norm.ppf((1 + confidence) / 2) * np.sqrt((1 + rho**2 / 2) / (len(x) - 3))
-    return estimate.model_copy(
-        update={
-            "low": number(np.tanh(center - half)),
-            "high": number(np.tanh(center + half)),
-            "p_value": number(rank_permutation_p(x, y, resamples, seed)),
-        }
+        center = np.arctanh(r)
+    half = stats.norm.ppf((1 + confidence) / 2) * se
+    return number(np.tanh(center - half)), number(np.tanh(center + half))
+
+
+def pearson(x: Sequence[float], y: Sequence[float], confidence: float = CONFIDENCE) -> Estimate:
+    """Pearson's r of paired x and y with its Fisher-z interval (standard error
+    1 / sqrt(n - 3)); no r where a side is constant or n < 3, and no interval for n < 4."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    constant = len(x) < 3 or np.std(x) == 0 or np.std(y) == 0
+    r = float("nan") if constant else float(np.corrcoef(x, y)[0, 1])
+    estimate = Estimate(
+        value=number(r),
+        n=len(x),
+        confidence=confidence,
+        method="pearson, Fisher z interval",
+        counts={"distinct x": len(np.unique(x)), "distinct y": len(np.unique(y))},
     )
+    if np.isnan(r) or len(x) < 4:
+        return estimate
+    low, high = fisher_z(r, 1 / np.sqrt(len(x) - 3), confidence)
+    return estimate.model_copy(update={"low": low, "high": high})
 
 
 def rank_permutation_p(x: np.ndarray, y: np.ndarray, resamples: int, seed: int) -> float:

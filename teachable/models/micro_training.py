@@ -16,10 +16,10 @@ from dataclasses import dataclass, replace
 import numpy as np
 from scipy.special import log_softmax
 
-from teachable.models.conditions import RolloutCondition, stable_int
+from teachable.models.conditions import RolloutCondition, outcomes, stable_int
 from teachable.models.instrument import Instrument
 from teachable.models.lora import TrainResult
-from teachable.models.rollouts import prompt_for, run_episodes, success_rate
+from teachable.models.rollouts import prompt_for, run_episodes
 from teachable.models.student import Student
 from teachable.models.supervision import sft_example
 from teachable.parameters import LoraParameters, Phase1BParameters, StudentParameters
@@ -83,10 +83,11 @@ def result_key(
     return hashlib.sha1(json.dumps(shaping, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def validation_success(
+def validation_outcomes(
     student: Student, rows: Sequence[LabeledSnapshot], phase1b: Phase1BParameters, seed: int
-) -> dict[str, float]:
-    """Success rate of the student from each snapshot, every rollout in one batched call."""
+) -> dict[str, np.ndarray]:
+    """Success (1) or not (0) of each of the student's validation rollouts from each snapshot,
+    in stream order, every rollout in one batched call."""
     conditions = [RolloutCondition(row, CONDITION, phase1b.n_validation_rollouts) for row in rows]
     specs = [spec for condition in conditions for spec in condition.specs(seed, CONDITION)]
     episodes = run_episodes(
@@ -94,9 +95,21 @@ def validation_success(
     )
     n = phase1b.n_validation_rollouts
     return {
-        row.id: round(success_rate(episodes[index * n : (index + 1) * n]), 6)
-        for index, row in enumerate(rows)
+        row.id: outcomes(episodes[index * n : (index + 1) * n]) for index, row in enumerate(rows)
     }
+
+
+def rate(successes: np.ndarray) -> float:
+    """The success rate of a snapshot's rollouts, rounded as a result stores it."""
+    return round(float(successes.mean()), 6)
+
+
+def split_halves(after: np.ndarray, control_after: np.ndarray) -> list[float]:
+    """The utility (after minus the control's after) on the first and on the second half of the
+    validation streams: two measurements of it whose agreement over the panel is its split-half
+    reliability."""
+    half = len(after) // 2
+    return [rate(after[:half] - control_after[:half]), rate(after[half:] - control_after[half:])]
 
 
 def expert_logprobs(
@@ -158,7 +171,8 @@ class PanelBefore:
 
 def success_before(student: Student, unit: PanelBefore) -> dict[str, float]:
     """The work of the `before` unit: every panel rollout in one batched call."""
-    return validation_success(student, unit.rows, unit.phase1b, unit.seed)
+    played = validation_outcomes(student, unit.rows, unit.phase1b, unit.seed)
+    return {snapshot: rate(successes) for snapshot, successes in played.items()}
 
 
 def micro_train(student: Student, unit: MicroTraining) -> MicroResult:
@@ -170,11 +184,11 @@ def micro_train(student: Student, unit: MicroTraining) -> MicroResult:
     history = student.params.history
     logp_before = expert_logprobs(student, [row], history)[row.id]
     trained, probe = micro_adapter(student, row, phase1b, lora, unit.instrument)
-    after = validation_success(trained.student, [row], phase1b, seed)[row.id]
+    after = validation_outcomes(trained.student, [row], phase1b, seed)[row.id]
     logp_after = expert_logprobs(trained.student, [row], history)[row.id]
     wrong = control_target(row, seed)
     control, _ = micro_adapter(student, row, phase1b, lora, unit.instrument, wrong)
-    control_after = validation_success(control.student, [row], phase1b, seed)[row.id]
+    control_after = validation_outcomes(control.student, [row], phase1b, seed)[row.id]
     control_logp_after = expert_logprobs(control.student, [row], history)[row.id]
     return MicroResult(
         id=row.id,
@@ -187,15 +201,16 @@ def micro_train(student: Student, unit: MicroTraining) -> MicroResult:
         format=trained_format(row, phase1b),
         target=row.expert_action,
         before=before,
-        after=after,
-        delta=round(after - before, 6),
+        after=rate(after),
+        delta=round(rate(after) - before, 6),
         logp_before=logp_before,
         logp_after=logp_after,
         delta_logp=round(logp_after - logp_before, 6),
         control_target=wrong,
-        control_after=control_after,
-        control_delta=round(control_after - before, 6),
-        delta_vs_control=round(after - control_after, 6),
+        control_after=rate(control_after),
+        control_delta=round(rate(control_after) - before, 6),
+        delta_vs_control=rate(after - control_after),
+        halves=split_halves(after, control_after),
         control_logp_after=control_logp_after,
         control_delta_logp=round(control_logp_after - logp_before, 6),
         dose=unit.instrument.dose(trained_format(row, phase1b)),

@@ -42,7 +42,6 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from teachable.measure.intervals import RESAMPLES
 from teachable.measure.reliability import label_reliability
 from teachable.models.conditions import (
     RETEST,
@@ -214,7 +213,6 @@ def label_snapshots(
     teacher: Teacher,
     out: Phase1Layout,
     progress: bool = True,
-    resamples: int = RESAMPLES,
 ) -> LabelingReport:
     """All of Phase 1 labeling for `snapshots`, resumable, into `out`.
 
@@ -224,8 +222,8 @@ def label_snapshots(
     and writes `labeled_snapshots.json`, the threshold files and `labeling.json`, and the
     teacher's health in `teacher_health.json`. Every rollout's stream derives from the run's
     `seed`. With `phase1.reliability_panel`, that many labeled rows are labeled again on the
-    `retest` streams and `reliability.json` gets their test-retest r (`resamples` bootstrap
-    resamples each).
+    `retest` streams and `reliability.json` gets their test-retest r with its Fisher-z
+    interval.
 
     Finished rows whose teacher answer fell back to the bot are asked again first. When more
     than `teacher.max_invalid_fraction` of the answers the rows hold are invalid or failed,
@@ -277,7 +275,7 @@ def label_snapshots(
     if phase1.reliability_panel:
         panel = reliability_panel(assignment.rows, phase1.reliability_panel, seed)
         retest = retest_panel(workers, panel, phase1, seed, out, progress)
-        reliability = label_reliability(panel, retest, resamples, seed)
+        reliability = label_reliability(panel, retest)
         save_reliability(out, panel, reliability, RETEST)
         if len(panel) < phase1.reliability_panel:
             notes.append(

@@ -17,7 +17,9 @@ Beside the gate, and never judged, the comparators say which cheap label does tr
 utility: Spearman's rho of L_local, of U, and of `delta_logp` (the change of log pi(a*), the
 policy's log-probability of the expert action at the snapshot's unpatched prompt, caused by the
 adapter) with delta_vs_control, each with its interval, and the mean change of log pi(a*) from
-the true and from the control adapter, each with its interval.
+the true and from the control adapter, each with its interval. What noise allows is reported
+too: the reliabilities of ELP_net (Phase 1's retest) and of the utility (split halves of the
+validation streams), the ceiling they set on rho, and rho disattenuated by it.
 
 Results go to `micro_training.jsonl` as each snapshot finishes (a rerun skips finished ones),
 then to `micro_training_results.json` and `cpt_correlation.json`, and the gate's verdicts to the
@@ -45,6 +47,7 @@ from teachable.models.micro_training import (
 from teachable.models.workers import Workers, WorkUnit
 from teachable.parameters import LoraParameters, Phase1BParameters
 from teachable.records.cpt_validation import PHASE, CPTGate, MicroResult, result_frame
+from teachable.records.estimate import Estimate
 from teachable.records.labeled import LabeledSnapshot
 from teachable.records.layout import Phase1BLayout
 from teachable.records.store import append_jsonl, read_jsonl, write_json
@@ -99,11 +102,13 @@ def validate_cpt(
     out: Phase1BLayout,
     progress: bool = True,
     verdicts: Path | None = None,
+    elp_reliability: Estimate | None = None,
 ) -> MicroTrainingReport:
     """All of Phase 1B for the labeled `rows`, resumable, into `out`: micro-training with the
     shared `lora` settings under Phase 1B's batch shape, with the `instrument`'s one-snapshot
     dose, anchor and probes, rollouts seeded by `seed`.
-    The gate's verdicts also go into `verdicts`, the run's verdicts file, when given."""
+    The gate's verdicts also go into `verdicts`, the run's verdicts file, when given;
+    `elp_reliability` (Phase 1's test-retest r of ELP_net) gives rho its ceiling."""
     panel = choose_panel(rows, phase1b.n_per_quadrant, seed)
     if not panel:
         raise ValueError("no labeled snapshot has both a quadrant and CPT labels: nothing to test")
@@ -131,7 +136,8 @@ def validate_cpt(
             done[result.id] = result
     results = [with_labels(done[row.id], row) for row in panel]
     write_json(out.results, [result.model_dump(mode="json") for result in results])
-    correlation = gate(result_frame(results), seed, phase1b.bootstrap_resamples)
+    resamples = phase1b.bootstrap_resamples
+    correlation = gate(result_frame(results), seed, resamples, elp_reliability)
     write_json(out.correlation, correlation.model_dump(mode="json"))
     if verdicts is not None:
         save_phase_verdicts(verdicts, PHASE, correlation.verdicts)

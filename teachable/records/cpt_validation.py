@@ -47,8 +47,10 @@ class MicroResult(BaseModel):
     control: the same dose on the same example with a wrong action (`control_target`) as its
     target, played on the same streams. `delta_vs_control` (after minus the control's after)
     is the paired utility the gate reads; `control_delta_logp` is the control's change of
-    log pi(a*), which a wrong target should not raise. `probe` is the adapter's drift and
-    specificity at the probe states; both adapters are trained with `dose`."""
+    log pi(a*), which a wrong target should not raise. `halves` is delta_vs_control on the first
+    and on the second half of the validation streams (its split-half reliability; None in
+    results made before it was kept). `probe` is the adapter's drift and specificity at the
+    probe states; both adapters are trained with `dose`."""
 
     id: str
     quadrant: Quadrant
@@ -71,6 +73,7 @@ class MicroResult(BaseModel):
     delta_vs_control: float
     control_logp_after: float
     control_delta_logp: float
+    halves: list[float] | None = None
     dose: Dose
     probe: AdapterProbe
     n_rollouts: int
@@ -105,10 +108,13 @@ def result_frame(results: Sequence[MicroResult]) -> pd.DataFrame:
     ]
     frame = pd.DataFrame([r.model_dump(include=set(columns)) for r in results])
     frame = frame.reindex(columns=columns).astype({"L_local": float})
+    halves = [r.halves or [None, None] for r in results]
     return frame.assign(
         drift=[r.probe.drift.value for r in results],
         specificity=[r.probe.specificity.value for r in results],
-    )
+        first_half=[first for first, _ in halves],
+        second_half=[second for _, second in halves],
+    ).astype({"first_half": float, "second_half": float})
 
 
 class QuadrantPanel(BaseModel):
@@ -125,8 +131,11 @@ class CPTGate(BaseModel):
     intervals and n, its two verdicts, and its outcome: `fails` when a verdict fails, `holds`
     when both hold, else `inconclusive`. Reported beside it and never judged: the same figures
     on the raw delta (`raw_spearman`, `raw_q1_minus_q2`), `comparators` (rho of each other
-    cheap label with the utility), and the mean change of log pi(a*) from the true
-    (`mean_delta_logp`) and from the control micro-training (`mean_control_delta_logp`)."""
+    cheap label with the utility), the mean change of log pi(a*) from the true
+    (`mean_delta_logp`) and from the control micro-training (`mean_control_delta_logp`), and
+    what noise allows: the `reliability` of ELP_net (Phase 1's test-retest) and of the utility
+    (split halves of the validation streams), the `ceiling` they set on rho
+    (sqrt of their product), and rho `disattenuated` by it, labeled as such."""
 
     n: int
     spearman: Estimate
@@ -139,6 +148,9 @@ class CPTGate(BaseModel):
     comparators: dict[Comparator, Estimate] = {}
     mean_delta_logp: Estimate | None = None
     mean_control_delta_logp: Estimate | None = None
+    reliability: dict[str, Estimate | None] = {}
+    ceiling: float | None = None
+    disattenuated: Estimate | None = None
 
     @classmethod
     def load(cls, path: Path) -> CPTGate:

@@ -110,9 +110,10 @@ class Leverage(BaseModel):
 class CPT(BaseModel):
     """Success rate per patch condition over `n_per_condition` paired rollouts (rollout i of
     every condition on one random stream; `base` is the student on its own, as in leverage);
-    `ELP[f] = mean_i(f_i - base_i)`, `ELP_net = max_f mean_i(f_i - placebo_i)` and `route_net`
-    that format; `ELP_se` and `ELP_net_se` are their standard errors (None where not measured
-    from rollouts)."""
+    `ELP[f] = mean_i(f_i - base_i)`; `route_net = argmax_f mean_i(f_i - placebo_i)`, and
+    `ELP_net = mean_i(r_i - placebo_i)` with `r_i` the format best on the other half of the
+    streams than i's (cross-fitted, so unbiased by the choice); `ELP_se` and `ELP_net_se` are
+    their standard errors (None where not measured from rollouts)."""
 
     model_config = ConfigDict(extra="forbid")
 

@@ -146,6 +146,23 @@ def comparator_frame(correlation: CPTGate) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns)
 
 
+def noise_frame(correlation: CPTGate) -> pd.DataFrame:
+    """What noise allows rho to show: the reliability of ELP_net (test-retest) and of the
+    utility (split halves), the ceiling they set, rho and rho disattenuated by the ceiling
+    (labeled as such, never judged); each with its interval and n where it has one."""
+    figures = [(f"reliability of {label}", e) for label, e in correlation.reliability.items()]
+    figures += [("rho", correlation.spearman), ("rho disattenuated", correlation.disattenuated)]
+    rows = [
+        [name, None, None, None, None] if e is None else [name, e.value, e.low, e.high, e.n]
+        for name, e in figures
+    ]
+    rows.insert(
+        len(correlation.reliability), ["ceiling on rho", correlation.ceiling, None, None, None]
+    )
+    columns = ["figure", "value", "low", "high", "n"]
+    return pd.DataFrame(rows, columns=columns)
+
+
 LABEL_TITLES = {"ELP_net": "ELP_net (CPT label, the gate)", **COMPARATORS}
 
 
