@@ -25,7 +25,7 @@ from collections.abc import Callable, Hashable, Sequence
 import numpy as np
 from scipy import stats
 
-from teachable.records.estimate import CONFIDENCE, Estimate
+from teachable.records.estimate import CONFIDENCE, Design, Estimate, VarianceComponent
 
 RESAMPLES = 2000
 
@@ -54,13 +54,16 @@ def wilson(successes: int, n: int, confidence: float = CONFIDENCE) -> Estimate:
     if n == 0:
         return Estimate(value=None, n=0, confidence=confidence, method="wilson")
     interval = stats.binomtest(int(successes), int(n)).proportion_ci(confidence, method="wilson")
+    rate = successes / n
     return Estimate(
-        value=number(successes / n),
+        value=number(rate),
         low=number(interval.low),
         high=number(interval.high),
         n=int(n),
         confidence=confidence,
         method="wilson",
+        components=[VarianceComponent(level="n", variance=rate * (1 - rate), over={"n": int(n)})],
+        design="normal",
     )
 
 
@@ -118,33 +121,44 @@ def hierarchical_mean(
         value, low, high, method = paired_score(cube[0], confidence)
     else:
         value, low, high, method = items_t(cells[0], confidence)
+    design: Design = "crossed" if len(cube) > 1 else "normal" if binary else "welch"
     return Estimate(
         value=number(value),
         low=number(low),
         high=number(high),
         method=method,
         counts=counts,
+        components=level_components(cube, (replicates, *LEVELS[1:])),
+        design=design,
         **sizes,
     )
 
 
-def crossed_t(cells: np.ndarray, confidence: float, replicates: str) -> Interval:
-    """The grand mean of a (replicates, items) table of cell means with its t interval. Seeds
-    and items are crossed random effects: an item effect shared by every seed does not show in
-    the spread of the seed means, so a t on seed means alone misses it. The variance of the
-    mean, (seed + item + residual components) / (seeds x items), takes each component from the
-    mean squares, a negative one as 0 (so it is never below the residual's); the degrees of
-    freedom are Satterthwaite's, never fewer than those of the smallest mean square with a
-    positive weight. One item leaves the t on seed means."""
+def mean_squares(cells: np.ndarray) -> tuple[float, float | None, float | None]:
+    """The mean squares of seeds, items and their residual in a (replicates, items) table of
+    cell means (None for items and residual where there is one item)."""
     seeds, items = cells.shape
     grand = float(cells.mean())
     by_seed, by_item = cells.mean(axis=1), cells.mean(axis=0)
-    seed_square = items * np.sum((by_seed - grand) ** 2) / (seeds - 1)
+    seed_square = float(items * np.sum((by_seed - grand) ** 2) / (seeds - 1))
+    if items < 2:
+        return seed_square, None, None
+    item_square = float(seeds * np.sum((by_item - grand) ** 2) / (items - 1))
+    residuals = cells - by_seed[:, None] - by_item[None, :] + grand
+    return seed_square, item_square, float(np.sum(residuals**2) / ((seeds - 1) * (items - 1)))
+
+
+def crossed_half(
+    squares: tuple[float, float | None, float | None], seeds: int, items: int, confidence: float
+) -> float:
+    """The crossed t interval's half-width from the mean squares of a seeds x items table. The
+    variance of the mean, (seed + item + residual components) / (seeds x items), takes each
+    component from the mean squares, a negative one as 0 (so it is never below the
+    residual's); the degrees of freedom are Satterthwaite's, never fewer than those of the
+    smallest mean square with a positive weight. One item leaves the t on seed means."""
+    seed_square, item_square, residual_square = squares
     terms = [(seed_square, seeds - 1)]
-    if items > 1:
-        item_square = seeds * np.sum((by_item - grand) ** 2) / (items - 1)
-        residuals = cells - by_seed[:, None] - by_item[None, :] + grand
-        residual_square = np.sum(residuals**2) / ((seeds - 1) * (items - 1))
+    if item_square is not None:
         terms = [
             (square, df)
             for square, df in ((seed_square, seeds - 1), (item_square, items - 1))
@@ -152,13 +166,77 @@ def crossed_t(cells: np.ndarray, confidence: float, replicates: str) -> Interval
         ]
         terms.append(((1 - len(terms)) * residual_square, (seeds - 1) * (items - 1)))
     combined = float(sum(square for square, _ in terms))
-    method = f"crossed {replicates} x items t interval (Satterthwaite)"
     if combined <= 0:
-        return grand, grand, grand, method
+        return 0.0
     satterthwaite = combined**2 / sum(square**2 / df for square, df in terms)
     freedom = max(satterthwaite, min(df for square, df in terms if square > 0))
-    half = float(stats.t.ppf((1 + confidence) / 2, freedom) * np.sqrt(combined / (seeds * items)))
-    return grand, grand - half, grand + half, method
+    return float(stats.t.ppf((1 + confidence) / 2, freedom) * np.sqrt(combined / (seeds * items)))
+
+
+def crossed_t(cells: np.ndarray, confidence: float, replicates: str) -> Interval:
+    """The grand mean of a (replicates, items) table of cell means with its t interval. Seeds
+    and items are crossed random effects: an item effect shared by every seed does not show in
+    the spread of the seed means, so a t on seed means alone misses it (`crossed_half`)."""
+    grand = float(cells.mean())
+    half = crossed_half(mean_squares(cells), *cells.shape, confidence)
+    return (
+        grand,
+        grand - half,
+        grand + half,
+        f"crossed {replicates} x items t interval (Satterthwaite)",
+    )
+
+
+def level_components(cube: np.ndarray, names: Sequence[str]) -> list[VarianceComponent]:
+    """The variance components of the mean of a (replicates, items, episodes) cube without
+    NaN cells, named by `names`: over several replicates, replicates, items and their
+    interaction from the mean squares; at one, the items' (their means' variance); and, where
+    items hold several episodes, the episodes' within a cell, taken out of the finest level
+    above it. These are the unbiased ANOVA estimates, so one may be negative (a component
+    smaller than its noise); the interval and the planner bound their sum, not each. At this
+    run's sizes they give back the mean squares the interval used."""
+    seeds, items, episodes = cube.shape
+    replicate, item, episode = names
+    cells = np.nanmean(cube, axis=2)
+    within = float(np.nanmean(np.nanvar(cube, axis=2, ddof=1))) if episodes > 1 else 0.0
+    if seeds > 1:
+        seed_square, item_square, residual = mean_squares(cells)
+        if item_square is None:
+            return [
+                VarianceComponent(level=replicate, variance=seed_square, over={replicate: seeds})
+            ]
+        finest = (replicate, item)
+        parts = [
+            VarianceComponent(
+                level=replicate,
+                variance=(seed_square - residual) / items,
+                over={replicate: seeds},
+            ),
+            VarianceComponent(
+                level=item, variance=(item_square - residual) / seeds, over={item: items}
+            ),
+        ]
+    else:
+        finest, parts = (item,), []
+        residual = float(np.var(cells[0], ddof=1)) if items > 1 else 0.0
+    sizes = {replicate: seeds, item: items, episode: episodes}
+    crossing = " x ".join(finest)
+    parts.append(
+        VarianceComponent(
+            level=crossing,
+            variance=residual - within / episodes,
+            over={name: sizes[name] for name in finest},
+        )
+    )
+    if episodes > 1:
+        parts.append(
+            VarianceComponent(
+                level=episode,
+                variance=within,
+                over=sizes if seeds > 1 else {item: items, episode: episodes},
+            )
+        )
+    return parts
 
 
 def items_t(means: np.ndarray, confidence: float) -> Interval:
@@ -257,7 +335,8 @@ def spearman(
         return estimate
     low, high = fisher_z(rho, np.sqrt((1 + rho**2 / 2) / (len(x) - 3)), confidence)
     p_value = rank_permutation_p(x, y, resamples, seed)
-    return estimate.model_copy(update={"low": low, "high": high, "p_value": number(p_value)})
+    update = {"low": low, "high": high, "p_value": number(p_value)}
+    return estimate.model_copy(update=update | z_components(1 + rho**2 / 2, len(x)))
 
 
 def fisher_z(r: float, se: float, confidence: float) -> tuple[float, float]:
@@ -284,7 +363,14 @@ def pearson(x: Sequence[float], y: Sequence[float], confidence: float = CONFIDEN
     if np.isnan(r) or len(x) < 4:
         return estimate
     low, high = fisher_z(r, 1 / np.sqrt(len(x) - 3), confidence)
-    return estimate.model_copy(update={"low": low, "high": high})
+    return estimate.model_copy(update={"low": low, "high": high} | z_components(1.0, len(x)))
+
+
+def z_components(variance: float, n: int) -> dict:
+    """A correlation's variance on atanh's scale, `variance / (pairs - 3)`, as the fields of
+    its estimate."""
+    component = VarianceComponent(level="pairs", variance=variance, over={"pairs": n})
+    return {"components": [component], "design": "fisher z"}
 
 
 def rank_permutation_p(x: np.ndarray, y: np.ndarray, resamples: int, seed: int) -> float:
@@ -362,7 +448,9 @@ def bootstrap_rows(
         defined = defined[~np.isnan(defined)]
         if estimate.value is not None and len(defined):
             low, high = np.percentile(defined, [tail, 100 - tail])
-            estimate = estimate.model_copy(update={"low": number(low), "high": number(high)})
+            spread = VarianceComponent(level="rows", variance=n * defined.var(), over={"rows": n})
+            update = {"low": number(low), "high": number(high), "components": [spread]}
+            estimate = estimate.model_copy(update=update | {"design": "normal"})
         estimates[name] = estimate
     return estimates
 
@@ -390,9 +478,24 @@ def bootstrap_clusters(
     method = f"percentile bootstrap over {len(groups)} clusters ({len(clusters)} rows)"
     update: dict[str, object] = {"n": len(clusters), "method": method}
     if len(groups) < 2:
-        update |= {"low": None, "high": None}
+        update |= {"low": None, "high": None, "components": []}
     estimates = bootstrap_rows(len(groups), of_clusters, resamples, seed, confidence)
-    return {name: estimate.model_copy(update=update) for name, estimate in estimates.items()}
+    return {
+        name: estimate.model_copy(update=per_row(estimate, len(clusters)) | update)
+        for name, estimate in estimates.items()
+    }
+
+
+def per_row(estimate: Estimate, rows: int) -> dict:
+    """A cluster bootstrap's variance counted per row (clusters grow with rows at a fixed
+    cluster size), as the fields of its estimate."""
+    shares = [c.share() for c in estimate.components]
+    return {
+        "components": [
+            VarianceComponent(level="rows", variance=share * rows, over={"rows": rows})
+            for share in shares
+        ]
+    }
 
 
 def negated(estimate: Estimate) -> Estimate:

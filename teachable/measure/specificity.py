@@ -23,7 +23,7 @@ from scipy import stats
 
 from teachable.measure.intervals import number
 from teachable.records.adapter_probe import AdapterProbe
-from teachable.records.estimate import CONFIDENCE, Estimate
+from teachable.records.estimate import CONFIDENCE, Estimate, VarianceComponent
 
 
 @dataclass(frozen=True)
@@ -84,6 +84,11 @@ def welch_t(
     if variance > 0:
         freedom = variance**2 / sum(term**2 / df for term, df in terms)
         half = float(stats.t.ppf((1 + confidence) / 2, freedom) * np.sqrt(variance))
+    components = [
+        VarianceComponent(level=name, variance=float(part.var(ddof=1)), over={name: len(part)})
+        for name, part in parts.items()
+        if len(part) > 1
+    ]
     return Estimate(
         value=number(value),
         low=number(value - half),
@@ -91,6 +96,8 @@ def welch_t(
         n=n,
         confidence=confidence,
         method=method,
+        components=components,
+        design="welch",
     )
 
 

@@ -3,9 +3,31 @@ every reported figure and verdict carries. The estimators that fill it live in `
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel
 
 CONFIDENCE = 0.95
+
+
+Design = Literal["normal", "welch", "crossed", "fisher z"]
+
+
+class VarianceComponent(BaseModel):
+    """One term of an estimate's variance: `variance` per unit of `level`, divided by the
+    product of the sizes in `over` (the levels it is averaged over, as large as this run made
+    them). The planner scales `over` to predict the interval of a run of other sizes."""
+
+    level: str
+    variance: float
+    over: dict[str, int]
+
+    def share(self, sizes: dict[str, float] | None = None) -> float:
+        """The term's part of the variance at `sizes` (this run's where None)."""
+        divisor = 1.0
+        for name, size in self.over.items():
+            divisor *= size if sizes is None else sizes.get(name, size)
+        return self.variance / divisor
 
 
 class Estimate(BaseModel):
@@ -16,7 +38,11 @@ class Estimate(BaseModel):
     (seeds, items, episodes), and the figure is reported by its parts, never their product.
     `counts` names what else the interval rests on (discordant pairs of binary outcomes, the
     distinct values of each side of a rank correlation), and `p_value` is a test of no effect
-    where the method has one."""
+    where the method has one. `components` and `design` say how the interval arises from the
+    sizes: its variance components, and how their sum becomes an interval (`normal`: a normal
+    quantile; `welch`: independent groups, a t with Welch-Satterthwaite degrees of freedom;
+    `crossed`: seeds and items crossed, a t with Satterthwaite's; `fisher z`: a correlation
+    whose variance is on atanh's scale)."""
 
     value: float | None
     low: float | None = None
@@ -27,6 +53,8 @@ class Estimate(BaseModel):
     parts: dict[str, int] = {}
     counts: dict[str, int] = {}
     p_value: float | None = None
+    components: list[VarianceComponent] = []
+    design: Design | None = None
 
     @property
     def known(self) -> bool:
