@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, field_validator
 
 CONFIDENCE = 0.95
 
@@ -21,6 +21,13 @@ class VarianceComponent(BaseModel):
     level: str
     variance: float
     over: dict[str, int]
+
+    @field_validator("variance")
+    @classmethod
+    def _significant(cls, variance: float) -> float:
+        """Six significant digits, as a figure is kept: a figure recomputed from its logged
+        data gives the same record."""
+        return float(f"{variance:.6g}")
 
     def share(self, sizes: dict[str, float] | None = None) -> float:
         """The term's part of the variance at `sizes` (this run's where None)."""
