@@ -416,6 +416,59 @@ def add_compare_command(commands: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=compare)
 
 
+def plan(args: argparse.Namespace) -> int:
+    """Print, for each primary verdict of a run, today's interval, the one expected at the
+    sizes of `--for` and the sizes (with their parameters and compute) needed to decide it;
+    write the plan to the run's `plan.json`."""
+    from teachable.pipeline.planner import plan_run, plan_text
+
+    try:
+        parameters = run_parameters(args.run)
+        planned = load_parameters(args.planned) if args.planned else parameters
+    except ValueError as error:
+        print(error, file=sys.stderr)
+        return 2
+    target = args.target if args.target and args.target > 0 else None
+    planned_for = str(args.planned or parameters.source)
+    result = plan_run(
+        parameters.layout, parameters, planned, planned_for, target, args.student_parameters
+    )
+    print(plan_text(result))
+    print(f"\nplan: {parameters.layout.plan}")
+    return 0
+
+
+def add_plan_command(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "plan",
+        help="from a run's primary verdicts: the intervals at other sizes, the sizes that "
+        "would decide each, and their CPU and GPU hours (writes plan.json)",
+    )
+    parser.add_argument(
+        "run",
+        type=Path,
+        help="a run folder (its provenance.json names its parameter file) or a parameter file",
+    )
+    parser.add_argument(
+        "--for",
+        dest="planned",
+        type=Path,
+        help="the parameter file planned for (default: the run's own)",
+    )
+    parser.add_argument(
+        "--target",
+        type=float,
+        help="a half-width to reach instead of an interval clear of the threshold",
+    )
+    parser.add_argument(
+        "--student-parameters",
+        type=float,
+        help="the student's parameter count for the GPU hours (e.g. 8e9; default: the "
+        "configured student's)",
+    )
+    parser.set_defaults(handler=plan)
+
+
 def params(args: argparse.Namespace) -> int:
     """Print every parameter key as a Markdown table per section: type, default, description,
     and with a parameter file the value it holds."""
@@ -479,6 +532,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_check_command(commands)
     add_status_command(commands)
     add_compare_command(commands)
+    add_plan_command(commands)
     add_params_command(commands)
     return parser
 

@@ -366,6 +366,11 @@ class RunLayout(FolderLayout):
         return self.folder / "verdicts.json"
 
     @property
+    def plan(self) -> Path:
+        """The planner's last plan from this run: each primary verdict at other sizes."""
+        return self.folder / "plan.json"
+
+    @property
     def provenance(self) -> Path:
         """The last invocation of `run` on this folder: parameters, code, machine, phases."""
         return self.folder / "provenance.json"
