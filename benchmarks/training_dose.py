@@ -10,7 +10,10 @@ on, with true and with shuffled targets, and reported on the check half of the p
 log pi(a*) at the labeled and at the retention probe states, each with its 95% interval and n.
 
     .venv/bin/python benchmarks/training_dose.py --run runs/pilot [--snapshots 4]
-        [--n-train 10] [--anchor-per-step 8]
+        [--n-train 10] [--anchor-per-step 8] [--also cell:1e-3,12,5 ...] [--rows also]
+
+`--also KIND:LR,STEPS,ANCHOR` measures a further dose of that kind beside the old and the
+chosen one (a dose the run's grid did not hold); `--rows` keeps only some of the three.
 """
 
 from __future__ import annotations
@@ -58,6 +61,13 @@ def shuffled(unit: ProbedTraining, seed: int) -> ProbedTraining:
     return replace(unit, targets=tuple(rows[i].expert_action for i in order))
 
 
+def extra_dose(text: str) -> tuple[str, Dose]:
+    """`cell:1e-3,12,5` as the kind and its dose."""
+    kind, _, numbers = text.partition(":")
+    rate, steps, anchor = numbers.split(",")
+    return kind, Dose(learning_rate=float(rate), steps=int(steps), anchor_weight=float(anchor))
+
+
 def pooled(
     measured: Measurement, student: Student, shuffle: bool
 ) -> tuple[AdapterProbe, AdapterProbe]:
@@ -98,6 +108,16 @@ def main() -> None:
     parser.add_argument("--n-train", type=int, default=10, help="snapshots of a cell")
     parser.add_argument("--anchor-per-step", type=int, default=8, help="anchor states a step")
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    parser.add_argument(
+        "--also", type=extra_dose, nargs="*", default=[], help="KIND:LR,STEPS,ANCHOR doses"
+    )
+    parser.add_argument(
+        "--rows",
+        nargs="*",
+        choices=("old", "chosen", "also"),
+        default=("old", "chosen", "also"),
+        help="which doses to measure",
+    )
     args = parser.parse_args()
     run = RunLayout(args.run.resolve())
     student = load_prepared_student(run.phase0)
@@ -127,7 +147,9 @@ def main() -> None:
             "change of log pi(a*), retention |\n|---|---|---|---|---|---|---|---|"
         )
         for name, kind in kinds.items():
-            for label, dose in (("old", OLD[name]), ("chosen", chosen[name])):
+            extra = [("also", dose) for kind_name, dose in args.also if kind_name == name]
+            doses = [("old", OLD[name]), ("chosen", chosen[name]), *extra]
+            for label, dose in [(label, dose) for label, dose in doses if label in args.rows]:
                 measured = measurement(
                     kind, "demo", dose, checked_on, anchors, probes, per_step, "check"
                 )

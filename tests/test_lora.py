@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -237,6 +238,7 @@ def test_the_saved_adapter_is_the_same_bytes_in_every_process(tmp_path):
     """Processes with different hash seeds (as Ray workers have) write identical adapters."""
     script = """
 import sys
+import warnings
 from pathlib import Path
 from teachable.models.lora import SFTExample, train_lora
 from teachable.models.student import Prompt, Student
@@ -256,3 +258,14 @@ train_lora(student, [example], lora, output_dir=Path(sys.argv[1]))
     assert set(folders[0]) >= {"adapter_config.json", "adapter_model.safetensors"}
     assert folders[0] == folders[1]
     assert json.loads(folders[0]["adapter_config.json"])["target_modules"] == ["q_proj", "v_proj"]
+
+
+def test_a_fresh_adapter_shows_no_library_deprecation_notice(student):
+    """PEFT's use of a name transformers deprecated is not the reader's concern: training
+    raises no FutureWarning into the reports."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        train_lora(
+            student, [SFTExample(PROMPT, "go forward")], LORA.model_copy(update={"steps": 1})
+        )
+    assert [w for w in caught if issubclass(w.category, FutureWarning)] == []

@@ -103,7 +103,7 @@ def mean_difference(model: str, control: str, items=TASKS) -> float:
 
 
 def test_the_overall_table_sets_every_run_and_cell_against_the_control_of_its_seed():
-    table = overall_table(episodes(), units(runs()), 500, 0).set_index("model")
+    table = overall_table(episodes(), units(runs())).set_index("model")
     seed0 = mean_difference(f"{CELL}_seed0", f"{CONTROL}_seed0")
     seed1 = mean_difference(f"{CELL}_seed1", f"{CONTROL}_seed1")
     assert (seed0, seed1) == (0.5, -1 / 6)
@@ -124,11 +124,11 @@ def test_the_overall_table_sets_every_run_and_cell_against_the_control_of_its_se
 
 def test_the_gain_over_the_control_is_the_paired_estimate_in_every_play_mode():
     frame = episodes()
-    table = overall_table(frame, units(runs()), 500, 0).set_index("model")
+    table = overall_table(frame, units(runs())).set_index("model")
     cell_runs = [f"{CELL}_seed0", f"{CELL}_seed1"]
     controls = [f"{CONTROL}_seed0", f"{CONTROL}_seed1"]
     for mode, prefix in (("sampled", ""), ("greedy", "greedy_")):
-        paired = paired_gain(frame, cell_runs, controls, "tasks", 500, 0, mode)
+        paired = paired_gain(frame, cell_runs, controls, "tasks", mode)
         row = table.loc[CELL]
         figures = [row[f"{prefix}gain_vs_control{part}"] for part in ("", "_low", "_high", "_n")]
         assert figures == rounded([paired.value, paired.low, paired.high, paired.n])
@@ -138,13 +138,13 @@ def test_the_gain_over_the_control_is_the_paired_estimate_in_every_play_mode():
 
 
 def test_a_seed_without_a_control_is_left_out_and_pairs_never_cross_seeds():
-    table = overall_table(episodes(), units(runs(control_seeds=(0,))), 500, 0).set_index("model")
+    table = overall_table(episodes(), units(runs(control_seeds=(0,)))).set_index("model")
     seed0 = mean_difference(f"{CELL}_seed0", f"{CONTROL}_seed0")
     assert table.loc[CELL, "gain_vs_control"] == rounded(seed0)
     assert table.loc[CELL, "gain_vs_control_n"] == 3 * 2
     assert pd.isna(table.loc[f"{CELL}_seed1", "gain_vs_control"])
 
-    only_seed1 = overall_table(episodes(), units(runs(cell_seeds=(1,))), 500, 0)
+    only_seed1 = overall_table(episodes(), units(runs(cell_seeds=(1,))))
     cell = only_seed1.set_index("model").loc[CELL]
     same_seed = mean_difference(f"{CELL}_seed1", f"{CONTROL}_seed1")
     assert same_seed != mean_difference(f"{CELL}_seed1", f"{CONTROL}_seed0")
@@ -152,7 +152,7 @@ def test_a_seed_without_a_control_is_left_out_and_pairs_never_cross_seeds():
 
 
 def test_the_per_quadrant_table_pairs_the_control_on_each_quadrants_snapshots():
-    table = per_quadrant_table(episodes(), units(runs()), 500, 0)
+    table = per_quadrant_table(episodes(), units(runs()))
     q1 = table[table["eval_quadrant"] == Q1].set_index("model")
     swapped = {f"{CONTROL}_seed{s}": TASKS[f"{CONTROL}_seed{1 - s}"] for s in (0, 1)}
     planted = TASKS | swapped
@@ -170,7 +170,7 @@ def test_the_per_quadrant_table_pairs_the_control_on_each_quadrants_snapshots():
 def test_without_a_trained_control_no_gain_over_it_is_claimed():
     models = (BASE, f"{CELL}_seed0", f"{CELL}_seed1")
     for measured in (units(runs(control_seeds=())), units(runs()[:2])):
-        table = overall_table(episodes(models), measured, 200, 0)
+        table = overall_table(episodes(models), measured)
         assert not any(
             column.endswith(("gain_vs_control", "gain_vs_control_n")) for column in table
         )
@@ -190,7 +190,7 @@ def evaluation_of(entries: list[RunEntry]):
         {"model": model, "episodes": group.drop(columns="model").to_dict("records")}
         for model, group in frame.groupby("model", sort=False)
     ]
-    return tabulate(["GoToLocal"], entries, rows, 500, 0)
+    return tabulate(["GoToLocal"], entries, rows)
 
 
 def test_each_cell_but_the_control_has_a_verdict_on_its_gain_over_the_control():

@@ -346,14 +346,14 @@ def test_a_cells_gain_pools_its_seeds_and_pairs_each_episode_with_the_bases():
         "a_seed1": {"t": [[0, 1], [1, 0], [1, 1]]},  # +1 of 6
     }
     episodes = synthetic_episodes(outcomes, "tasks")
-    gain = paired_gain(episodes, ["a_seed0", "a_seed1"], [BASE], "tasks", 500, seed=0)
+    gain = paired_gain(episodes, ["a_seed0", "a_seed1"], [BASE], "tasks")
     assert gain.value == pytest.approx(4 / 12)
     assert gain.n == 12
     assert gain.low <= gain.value <= gain.high
-    same = paired_gain(episodes, ["a_seed0", "a_seed1"], ["a_seed0", "a_seed1"], "tasks", 500, 0)
+    same = paired_gain(episodes, ["a_seed0", "a_seed1"], ["a_seed0", "a_seed1"], "tasks")
     assert (same.value, same.low, same.high) == (0.0, 0.0, 0.0)
     with pytest.raises(ValueError, match="2 models against 3 references"):
-        paired_gain(episodes, ["a_seed0", "a_seed1"], [BASE, BASE, BASE], "tasks", 100, 0)
+        paired_gain(episodes, ["a_seed0", "a_seed1"], [BASE, BASE, BASE], "tasks")
 
 
 def quadrant_runs() -> list[RunEntry]:
@@ -375,7 +375,7 @@ def test_transfer_matrix_and_summary_pair_the_diagonal_with_the_off_diagonal():
     }
     episodes = synthetic_episodes(outcomes, "snapshots")
     measured = units(quadrant_runs())
-    matrix = transfer_matrix(episodes, measured, 200, 0).dropna(subset=["gain"])
+    matrix = transfer_matrix(episodes, measured).dropna(subset=["gain"])
     gain = matrix.set_index(["format", "train_quadrant", "eval_quadrant"])["gain"]
     expected = {
         ("demo", Q1, Q1): 0.5,
@@ -397,7 +397,7 @@ def test_transfer_matrix_and_summary_pair_the_diagonal_with_the_off_diagonal():
     assert (matrix["gain_n"] == 4 * matrix["seeds"]).all()  # 2 snapshots x 2 episodes per run
     assert matrix["diagonal"].tolist() == [train == seen for _, train, seen in gain.index]
 
-    summary = transfer_summary(episodes, measured, 200, 0).set_index("format")
+    summary = transfer_summary(episodes, measured).set_index("format")
     assert summary.loc["demo", "diagonal_gain"] == pytest.approx(0.5)
     assert summary.loc["demo", "off_diagonal_gain"] == pytest.approx(-0.125)
     assert summary.loc["demo", "difference"] == pytest.approx(0.625)
@@ -415,9 +415,7 @@ def test_q1_against_q2_pairs_runs_of_one_format_and_seed():
         f"{Q2}_demo_seed0": {"t": [[0, 0], [1, 0], [0, 0], [0, 0]]},
         f"{Q1}_hint_seed0": {"t": [[1, 1], [1, 1], [1, 1], [1, 1]]},  # no Q2 hint to pair with
     }
-    estimate = quadrant_comparison(
-        synthetic_episodes(outcomes, "tasks"), units(quadrant_runs()), 500, 0
-    )
+    estimate = quadrant_comparison(synthetic_episodes(outcomes, "tasks"), units(quadrant_runs()))
     assert estimate.value == pytest.approx(7 / 8 - 1 / 8)
     assert estimate.n == 8
     assert estimate.low > 0
@@ -431,7 +429,7 @@ def test_the_retention_drop_is_paired_over_the_fixed_set_and_can_be_negative():
     }
     runs = [run_entry("helps", "all"), run_entry("harms", "all")]
     episodes = synthetic_episodes(outcomes, "retention")
-    table = retention_table(episodes, units(runs), ["GoToLocal"], 500, 0)
+    table = retention_table(episodes, units(runs), ["GoToLocal"])
     row = table[table["unit"] == "cell"].set_index(["cell", "level"])
     helps = row.loc[("helps", "all")]
     assert helps["n_items"] == 6  # the tasks the base fails count too
@@ -478,7 +476,7 @@ def test_identical_models_play_identical_episodes_on_the_shared_streams(evaluate
     assert len(first) and first.index.equals(twin.index)
     assert first["actions"].tolist() == twin["actions"].tolist()
     for suite in ("tasks", "snapshots", "retention"):
-        gain = paired_gain(episodes, [TRAINED[4]], [TRAINED[3]], suite, 200, seed=0)
+        gain = paired_gain(episodes, [TRAINED[4]], [TRAINED[3]], suite)
         assert gain.value == 0.0 and gain.counts == {"discordant": 0}
         assert gain.n == len(first.loc[suite].query("mode == 'sampled'"))
     overall = evaluation.overall.set_index("model")

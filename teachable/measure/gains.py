@@ -66,8 +66,6 @@ def paired_gain(
     models: Sequence[str],
     reference: Sequence[str],
     suite: str,
-    resamples: int,
-    seed: int,
     mode: PlayMode = "sampled",
     replicates: str = "seeds",
 ) -> Estimate:
@@ -75,8 +73,7 @@ def paired_gain(
     the interval `hierarchical_mean` gives its shape (seeds, items, episodes): over several
     runs (`replicates`, seeds unless named) the crossed t, for one the paired score interval.
     Either side may be one model (the base, set against every run of the other side); else both
-    hold as many, paired in order (seed by seed). The interval is analytic: `resamples` and
-    `seed` are accepted for the callers that pass them and not read."""
+    hold as many, paired in order (seed by seed)."""
     if len(models) != len(reference) and 1 not in (len(models), len(reference)):
         raise ValueError(
             f"{len(models)} models against {len(reference)} references: pair one by one or "
@@ -166,8 +163,6 @@ def suite_figures(
     episodes: pd.DataFrame,
     unit: Unit,
     suite: str,
-    resamples: int,
-    seed: int,
     controls: Mapping[str, str],
 ) -> dict:
     """A unit's items, success (Wilson) and paired gain over the base on a suite, per mode,
@@ -178,41 +173,28 @@ def suite_figures(
         figures = {
             "n_items": n_items(episodes, suite, mode),
             **estimate_columns("success", success_rate(episodes, unit.runs, suite, mode)),
-            **estimate_columns(
-                "gain", paired_gain(episodes, unit.runs, [BASE], suite, resamples, seed, mode)
-            ),
+            **estimate_columns("gain", paired_gain(episodes, unit.runs, [BASE], suite, mode)),
         }
         if paired:
-            versus = paired_gain(
-                episodes, paired, [controls[run] for run in paired], suite, resamples, seed, mode
-            )
+            versus = paired_gain(episodes, paired, [controls[run] for run in paired], suite, mode)
             figures |= estimate_columns("gain_vs_control", versus)
         columns |= in_mode(mode, figures)
     return columns
 
 
-def overall_table(
-    episodes: pd.DataFrame, units: Sequence[Unit], resamples: int, seed: int
-) -> pd.DataFrame:
+def overall_table(episodes: pd.DataFrame, units: Sequence[Unit]) -> pd.DataFrame:
     """Success on the held-out tasks and the gain over the base (and over the control), per
     run and per cell; skipped runs and cells keep their row, without numbers."""
     controls = control_runs(units)
     return pd.DataFrame(
         [
-            unit.columns()
-            | (
-                suite_figures(episodes, unit, "tasks", resamples, seed, controls)
-                if unit.runs
-                else {}
-            )
+            unit.columns() | (suite_figures(episodes, unit, "tasks", controls) if unit.runs else {})
             for unit in units
         ]
     )
 
 
-def per_quadrant_table(
-    episodes: pd.DataFrame, units: Sequence[Unit], resamples: int, seed: int
-) -> pd.DataFrame:
+def per_quadrant_table(episodes: pd.DataFrame, units: Sequence[Unit]) -> pd.DataFrame:
     """Success from each quadrant's test snapshots and the gain over the base (and over the
     control) there, per evaluated run and cell; every quadrant has a row (no figures where it
     has no snapshot)."""
@@ -223,7 +205,7 @@ def per_quadrant_table(
             continue
         for quadrant in QUADRANTS:
             chosen = episodes[episodes["quadrant"] == quadrant]
-            figures = suite_figures(chosen, unit, "snapshots", resamples, seed, controls)
+            figures = suite_figures(chosen, unit, "snapshots", controls)
             rows.append(unit.columns() | {"eval_quadrant": quadrant} | figures)
     return pd.DataFrame(rows)
 
@@ -235,9 +217,7 @@ def over_control(table: pd.DataFrame) -> pd.DataFrame:
     return table[table["gain_vs_control"].notna()]
 
 
-def quadrant_comparison(
-    episodes: pd.DataFrame, units: Sequence[Unit], resamples: int, seed: int
-) -> Estimate:
+def quadrant_comparison(episodes: pd.DataFrame, units: Sequence[Unit]) -> Estimate:
     """How much more success on the held-out tasks the runs trained on Q1 have than those
     trained on Q2, paired by format and seed (the base cancels out of the two gains); each
     (format, seed) pair is one of the `runs` the interval replicates over."""
@@ -249,8 +229,6 @@ def quadrant_comparison(
         [runs[(first, *pair)] for pair in pairs],
         [runs[(second, *pair)] for pair in pairs],
         "tasks",
-        resamples,
-        seed,
         replicates="runs",
     )
 
@@ -259,8 +237,6 @@ def retention_table(
     episodes: pd.DataFrame,
     units: Sequence[Unit],
     training_levels: Sequence[str],
-    resamples: int,
-    seed: int,
 ) -> pd.DataFrame:
     """Success before (the base) and after (each evaluated run and cell) on the fixed retention
     set, per level and over all, and the paired drop before - after with its interval: negative
@@ -278,7 +254,7 @@ def retention_table(
                 "training_level": None if level == "all" else level in training_levels,
             }
             for mode in modes_of(episodes):
-                drop = paired_gain(chosen, [BASE], unit.runs, "retention", resamples, seed, mode)
+                drop = paired_gain(chosen, [BASE], unit.runs, "retention", mode)
                 figures = {
                     "n_items": n_items(chosen, "retention", mode),
                     **estimate_columns("before", success_rate(chosen, [BASE], "retention", mode)),
@@ -307,8 +283,6 @@ def method_result(
     seeds: Sequence[int],
     k: int,
     picked: PickedLabels,
-    resamples: int,
-    seed: int,
 ) -> MethodResult:
     """One selection method's success, gains and retention drop over its runs `ids`, trained
     at `seeds`, against the base student."""
@@ -321,9 +295,9 @@ def method_result(
         seeds=list(seeds),
         k=k,
         success=wilson(int(played.sum()), len(played)),
-        gain=paired_gain(episodes, ids, [BASE], "tasks", resamples, seed),
-        snapshot_gain=paired_gain(episodes, ids, [BASE], "snapshots", resamples, seed),
-        retention_drop=negated(paired_gain(episodes, ids, [BASE], "retention", resamples, seed)),
+        gain=paired_gain(episodes, ids, [BASE], "tasks"),
+        snapshot_gain=paired_gain(episodes, ids, [BASE], "snapshots"),
+        retention_drop=negated(paired_gain(episodes, ids, [BASE], "retention")),
         per_seed_gain=per_seed,
         picked=picked,
     )

@@ -23,9 +23,7 @@ def quadrant_cells(units: Sequence[Unit]) -> list[Unit]:
     return [u for u in units if u.kind == "cell" and u.quadrant in QUADRANTS and u.runs]
 
 
-def transfer_matrix(
-    episodes: pd.DataFrame, units: Sequence[Unit], resamples: int, seed: int
-) -> pd.DataFrame:
+def transfer_matrix(episodes: pd.DataFrame, units: Sequence[Unit]) -> pd.DataFrame:
     """Gain over the base of each quadrant x format cell on each quadrant's test snapshots,
     with its interval over seeds, snapshots and episodes; then per train quadrant every
     format's runs together (`format` = "mean", its interval over those runs). `diagonal` marks
@@ -41,9 +39,7 @@ def transfer_matrix(
         replicates = "runs" if format == "mean" else "seeds"  # pooled formats' runs, or seeds
         for quadrant in QUADRANTS:
             chosen = episodes[episodes["quadrant"] == quadrant]
-            gain = paired_gain(
-                chosen, runs, [BASE], "snapshots", resamples, seed, replicates=replicates
-            )
+            gain = paired_gain(chosen, runs, [BASE], "snapshots", replicates=replicates)
             rows.append(
                 {
                     "format": format,
@@ -84,15 +80,12 @@ def transfer_cubes(episodes: pd.DataFrame, runs: Sequence[Unit]) -> tuple[np.nda
     return diagonal, off
 
 
-def transfer_summary(
-    episodes: pd.DataFrame, units: Sequence[Unit], resamples: int, seed: int
-) -> pd.DataFrame:
+def transfer_summary(episodes: pd.DataFrame, units: Sequence[Unit]) -> pd.DataFrame:
     """Per format, and for every format together (`mean`): the gain on the test snapshots of
     the run trained on their quadrant (diagonal), the mean gain of the runs trained on the
     other quadrants (off-diagonal), and the paired difference, each with its interval over
     (format, seed) pairs (`runs`), snapshots and episodes. `diagonal_ahead` is the three-way
-    outcome of difference > 0 (the plan expects it to hold). The intervals are analytic:
-    `resamples` and `seed` are accepted for the callers that pass them and not read."""
+    outcome of difference > 0 (the plan expects it to hold)."""
     runs = [u for u in units if u.kind == "run" and u.quadrant in QUADRANTS and u.runs]
     formats = list(dict.fromkeys(run.format for run in runs))
     rows = []

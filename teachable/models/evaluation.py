@@ -294,10 +294,8 @@ def tabulate(
     levels: Sequence[str],
     runs: Sequence[RunEntry],
     rows: Sequence[dict],
-    resamples: int,
-    seed: int,
 ) -> Evaluation:
-    """The tables from each model's logged episodes; `seed` seeds every bootstrap."""
+    """The tables from each model's logged episodes."""
     measured = units(runs)
     episodes = pd.DataFrame(
         [{"model": row["model"], **episode} for row in rows for episode in row["episodes"]],
@@ -305,15 +303,15 @@ def tabulate(
     )
     base = episodes[(episodes["model"] == BASE) & (episodes["mode"] == "sampled")]
     counts = base.groupby("suite")["key"].nunique()
-    comparison = quadrant_comparison(episodes, measured, resamples, seed)
+    comparison = quadrant_comparison(episodes, measured)
     return Evaluation(
         units=unit_table(runs),
         episodes=episodes,
-        overall=overall_table(episodes, measured, resamples, seed),
-        per_quadrant=per_quadrant_table(episodes, measured, resamples, seed),
-        transfer=transfer_matrix(episodes, measured, resamples, seed),
-        transfer_summary=transfer_summary(episodes, measured, resamples, seed),
-        retention=retention_table(episodes, measured, levels, resamples, seed),
+        overall=overall_table(episodes, measured),
+        per_quadrant=per_quadrant_table(episodes, measured),
+        transfer=transfer_matrix(episodes, measured),
+        transfer_summary=transfer_summary(episodes, measured),
+        retention=retention_table(episodes, measured, levels),
         stuckness=stuckness_table(episodes),
         record={
             "n_items": {suite: int(counts.get(suite, 0)) for suite in SUITES},
@@ -357,7 +355,7 @@ def evaluate_runs(
     rows, played = models_episodes(play, models, items, workers, log, progress)
     write_jsonl(log, rows)  # rows of earlier parameters or runs are dropped
 
-    result = tabulate(levels, summary.runs, rows, evaluation.bootstrap_resamples, seed)
+    result = tabulate(levels, summary.runs, rows)
     result.record.update(
         training_summary=str(trained.training_summary),
         temperature=evaluation.temperature,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import json
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -185,6 +186,17 @@ def save_adapter(model: PeftModel, folder: Path) -> None:
     config_file.write_text(json.dumps(config, indent=2, sort_keys=True))
 
 
+def fresh_adapter(student: Student, lora: LoraParameters) -> PeftModel:
+    """A new LoRA adapter over a copy of the student's base weights. PEFT asks the model
+    through a name transformers has deprecated: that notice is for PEFT, not for a reader of
+    the reports, so it is not shown."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message=".*is_gradient_checkpointing", category=FutureWarning
+        )
+        return get_peft_model(sharing_copy(student.base_model), _lora_config(lora))
+
+
 def train_lora(
     student: Student,
     examples: Sequence[SFTExample],
@@ -210,7 +222,7 @@ def train_lora(
     started = time.perf_counter()
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(lora.seed)
-        model = get_peft_model(sharing_copy(student.base_model), _lora_config(lora))
+        model = fresh_adapter(student, lora)
         trainee = Student(model, student.tokenizer, student.params, student.base_model)
         trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
         optimizer = torch.optim.AdamW(trainable, lr=lora.learning_rate)

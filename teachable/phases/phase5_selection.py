@@ -399,9 +399,7 @@ def run_selection(
             progress,
         )
         logs.append(trained.evaluation.episodes)
-    summary = selection_summary(
-        phase5, evaluation, lora, seed, runs, evaluations, len(pool), bought
-    )
+    summary = selection_summary(phase5, evaluation, lora, runs, evaluations, len(pool), bought)
     write_json(out.summary, summary.model_dump(mode="json"))
     save_phase_verdicts(run.verdicts, "phase5", summary.verdicts)
     return SelectionReport(runs, entries, evaluations, summary)
@@ -443,7 +441,6 @@ def selection_summary(
     phase5: Phase5Parameters,
     evaluation: EvaluationParameters,
     lora: LoraParameters,
-    seed: int,
     runs: dict[SelectionMethod, list[MatrixRun]],
     evaluations: dict[SelectionMethod, Evaluation],
     pool_size: int,
@@ -456,7 +453,6 @@ def selection_summary(
     if "oracle" in runs:
         oracle_ids = {row.id for row in runs["oracle"][0].rows}
     episodes = pooled_episodes(evaluations.values())
-    resamples = evaluation.bootstrap_resamples
     methods = {
         method: method_result(
             episodes,
@@ -464,14 +460,12 @@ def selection_summary(
             [run.seed for run in method_runs],
             k,
             picked_labels(method_runs, bought.labels, oracle_ids),
-            resamples,
-            seed,
         )
         for method, method_runs in runs.items()
     }
     differences = {
         f"{first}-{second}": paired_gain(
-            episodes, methods[first].runs, methods[second].runs, "tasks", resamples, seed
+            episodes, methods[first].runs, methods[second].runs, "tasks"
         )
         for first, second in ORDER
         if first in methods and second in methods

@@ -19,6 +19,7 @@ import pandas as pd
 from tabulate import tabulate
 
 from teachable.pipeline.provenance import Provenance
+from teachable.records.estimate import Estimate
 from teachable.records.layout import RunLayout
 from teachable.records.verdicts import OUTCOMES, Verdict, Verdicts
 
@@ -35,12 +36,19 @@ class VerdictPair:
     b: Verdict | None
 
     def change(self) -> str:
-        """`outcome`, `figure`, `only A`, `only B`, or empty when both agree."""
+        """`outcome`, `figure` (its value, interval or n), `only A`, `only B`, or empty when
+        both agree; how an estimate is kept (its method, its variance components) is no
+        change of figure."""
         if self.a is None or self.b is None:
             return "only A" if self.b is None else "only B"
         if self.a.outcome != self.b.outcome:
             return "outcome"
-        return "figure" if self.a.estimate != self.b.estimate else ""
+        return "figure" if shown(self.a.estimate) != shown(self.b.estimate) else ""
+
+
+def shown(estimate: Estimate) -> tuple:
+    """What a reader sees of an estimate: its value, interval and n by its parts."""
+    return estimate.value, estimate.low, estimate.high, estimate.size()
 
 
 def _keyed(verdicts: Sequence[Verdict]) -> dict[tuple[str, str, int], Verdict]:
@@ -193,7 +201,7 @@ def comparison_frame(comparison: Comparison) -> pd.DataFrame:
             "estimate": verdict.estimate.value,
             "low": verdict.estimate.low,
             "high": verdict.estimate.high,
-            "n": verdict.estimate.n,
+            "n": verdict.estimate.size(),
             "threshold": verdict.threshold,
             "outcome": verdict.outcome,
         }

@@ -25,8 +25,9 @@ from teachable.records.quadrants import load_thresholds
 from teachable.records.reliability import load_reliability
 from teachable.records.selection import SelectionSummary
 from teachable.records.store import read_json, write_json
-from teachable.records.verdicts import OUTCOMES, Verdicts
+from teachable.records.verdicts import Verdicts
 from teachable.reports.charts import save_chart
+from teachable.reports.palette import outcome_colour
 from teachable.reports.phase1 import scatter_chart as quadrant_scatter_chart
 from teachable.reports.phase1b import panel_frame
 from teachable.reports.phase1b import scatter_chart as cpt_scatter_chart
@@ -138,9 +139,6 @@ def frontier_figure(run: RunLayout) -> alt.TopLevelMixin:
     return frontier_chart(frontier_frame(run))
 
 
-OUTCOME_COLOURS = alt.Scale(domain=list(OUTCOMES), range=["#16a34a", "#dc2626", "#d97706"])
-
-
 def predictor_target_frame(run: RunLayout) -> pd.DataFrame:
     """Phase 4's verdicts: R² of U and L_local, quadrant accuracy, and at each K the
     predictor's NDCG@K over the entropy ranking's, each with its interval and threshold."""
@@ -161,7 +159,7 @@ def predictor_figure(run: RunLayout) -> alt.TopLevelMixin:
     base = alt.Chart(frame).encode(x=x, tooltip=tooltip)
     bars = base.mark_bar(size=28, opacity=0.7).encode(
         y=alt.Y("value:Q", scale=scale, title="test value (clipped to [-1, 1])"),
-        color=alt.Color("outcome:N", scale=OUTCOME_COLOURS),
+        color=outcome_colour(),
     )
     intervals = base.mark_rule(strokeWidth=2).encode(
         y=alt.Y("low:Q", scale=scale), y2=alt.Y2("high:Q")

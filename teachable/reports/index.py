@@ -20,36 +20,17 @@ import altair as alt
 import pandas as pd
 from jinja2 import Environment
 
-from teachable.records.estimate import Estimate
 from teachable.records.layout import RunLayout
 from teachable.records.store import read_json
 from teachable.records.verdicts import Role, Verdict, Verdicts
-from teachable.reports.artifacts import OUTCOME_COLOURS
 from teachable.reports.charts import chart_png
-
-ESTIMATE = "estimate [low, high]"
+from teachable.reports.palette import outcome_colour, outcome_css
+from teachable.reports.tables import ESTIMATE, estimate_text
 
 ROLE_SHAPES = alt.Scale(domain=list(get_args(Role)), range=["diamond", "circle"])
 
 # The packages a reader checks first; provenance.json keeps them all.
 KEY_PACKAGES = ("teachable", "torch", "transformers", "peft", "minigrid", "numpy", "pandas")
-
-
-def figure(value: float | None) -> str:
-    """`0.125`, `n/a` for no figure; never `-0.000`."""
-    if value is None:
-        return "n/a"
-    text = f"{value:.3f}"
-    return text.lstrip("-") if float(text) == 0 else text
-
-
-def estimate_text(estimate: Estimate) -> str:
-    """`0.125 [0.050, 0.200]`; `0.125 [no interval]`; `n/a`."""
-    if estimate.value is None:
-        return "n/a"
-    if estimate.low is None or estimate.high is None:
-        return f"{figure(estimate.value)} [no interval]"
-    return f"{figure(estimate.value)} [{figure(estimate.low)}, {figure(estimate.high)}]"
 
 
 def in_order(verdicts: Sequence[Verdict]) -> list[Verdict]:
@@ -108,7 +89,7 @@ def forest_chart(frame: pd.DataFrame) -> alt.FacetChart:
     scale = alt.Scale(zero=False, nice=True)
     axis = alt.Axis(title=None, tickCount=4, grid=False, labelFontSize=9)
     y = alt.Y("verdict:N", title=None, axis=alt.Axis(labelLimit=360, labelFontSize=11, ticks=False))
-    colour = alt.Color("outcome:N", scale=OUTCOME_COLOURS, title="outcome")
+    colour = outcome_colour()
     threshold = (
         alt.Chart()
         .mark_rule(color="black", strokeDash=[4, 3])
@@ -218,8 +199,7 @@ th { background: #f9fafb; white-space: nowrap; }
 td.figure { font-variant-numeric: tabular-nums; white-space: nowrap; }
 td.short { white-space: nowrap; }
 .outcome { font-weight: 600; padding: 0.05rem 0.45rem; border-radius: 0.6rem; color: white; }
-.outcome-holds { background: #16a34a; } .outcome-fails { background: #dc2626; }
-.outcome-inconclusive { background: #d97706; }
+{{ outcome_css }}
 .missing { color: #9ca3af; }
 img.forest { max-width: 100%; height: auto; }
 </style>
@@ -290,6 +270,7 @@ def write_index(
     table = verdict_table(verdicts)
     finished = provenance["finished_at"] or "now"
     page = PAGE.render(
+        outcome_css=outcome_css(),
         name=run.folder.name,
         lede=f"{len(verdicts)} verdicts; last invocation {provenance['status']}, "
         f"{provenance['started_at']} to {finished}",

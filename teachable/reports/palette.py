@@ -1,6 +1,7 @@
-"""The quadrants' colours, spelled once: a quadrant has the same colour in every chart, table
-and widget (the threshold plots, the picker, the explorer, Phase 1B's and Phase 2's charts, the
-paper's figures). Okabe and Ito's colours, which readers with a colour-vision deficiency tell
+"""The colours, spelled once: a quadrant has the same colour in every chart, table and widget
+(the threshold plots, the picker, the explorer, Phase 1B's and Phase 2's charts, the paper's
+figures), and so has a verdict's outcome (the gates' banners, the forest plots, the index page).
+The quadrants take Okabe and Ito's colours, which readers with a colour-vision deficiency tell
 apart too; the teachable moments (Q1) are the green."""
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from collections.abc import Mapping
 
 import altair as alt
 
+from teachable.records.verdicts import OUTCOMES, Outcome
 from teachable.vocabulary import QUADRANTS, Quadrant
 
 QUADRANT_COLOURS: Mapping[Quadrant, str] = {
@@ -26,6 +28,24 @@ CELL_COLOURS: Mapping[str, str] = {
     "random": "#CC79A7",
     "shuffled": "#000000",
 }
+
+
+OUTCOME_COLOURS: Mapping[Outcome, str] = {
+    "holds": "#16a34a",
+    "fails": "#dc2626",
+    "inconclusive": "#d97706",
+}
+
+
+def outcome_colour(title: str = "outcome") -> alt.Color:
+    """A colour encoding of the `outcome` field by a verdict's outcome."""
+    scale = alt.Scale(domain=list(OUTCOMES), range=[OUTCOME_COLOURS[o] for o in OUTCOMES])
+    return alt.Color("outcome:N", scale=scale, title=title)
+
+
+def outcome_css() -> str:
+    """CSS rules `.outcome-holds { background: ... }` for every outcome."""
+    return " ".join(f".outcome-{o} {{ background: {c}; }}" for o, c in OUTCOME_COLOURS.items())
 
 
 def quadrant_colour(field: str = "quadrant", title: str = "quadrant") -> alt.Color:

@@ -9,6 +9,7 @@ import pandas as pd
 from teachable.measure.gains import estimate_columns
 from teachable.records.adapter_probe import AdapterProbe
 from teachable.records.dose import DoseCalibration
+from teachable.reports.palette import OUTCOME_COLOURS
 from teachable.reports.verdicts import gate_html
 
 FIGURES = ("specificity", "drift", "target_change", "expert_change")
@@ -99,9 +100,13 @@ def dose_response_chart(calibration: DoseCalibration) -> alt.VConcatChart:
 
 
 BANNERS = {
-    "holds": ("#16a34a", "DOSE GATE HOLDS", "Phases 1B, 2 and 5 train with the chosen doses."),
+    "holds": (
+        OUTCOME_COLOURS["holds"],
+        "DOSE GATE HOLDS",
+        "Phases 1B, 2 and 5 train with the chosen doses.",
+    ),
     "inconclusive": (
-        "#d97706",
+        OUTCOME_COLOURS["inconclusive"],
         "DOSE GATE INCONCLUSIVE: THE RUN GOES ON",
         "A dose is specific, but do-no-harm is not shown either way: its intervals are too wide.",
     ),

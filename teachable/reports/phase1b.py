@@ -16,7 +16,7 @@ from teachable.records.cpt_validation import (
     UTILITY,
     CPTGate,
 )
-from teachable.reports.palette import quadrant_colour
+from teachable.reports.palette import OUTCOME_COLOURS, quadrant_colour
 from teachable.reports.verdicts import gate_html
 from teachable.vocabulary import QUADRANTS
 
@@ -194,9 +194,9 @@ def comparator_chart(correlation: CPTGate) -> alt.LayerChart:
 
 
 BANNERS = {
-    "holds": ("#16a34a", "CPT GATE HOLDS", "Phase 2 may build on these labels."),
+    "holds": (OUTCOME_COLOURS["holds"], "CPT GATE HOLDS", "Phase 2 may build on these labels."),
     "inconclusive": (
-        "#d97706",
+        OUTCOME_COLOURS["inconclusive"],
         "CPT GATE INCONCLUSIVE: THE RUN GOES ON",
         "No criterion fails, but not every one holds: the intervals are too wide to tell. "
         "Every later result rests on CPT labels not yet shown to predict micro-training.",

@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 import pandas as pd
 
 from teachable.records.verdicts import Outcome, Verdict
+from teachable.reports.palette import OUTCOME_COLOURS
 
 COLUMNS = [
     "phase",
@@ -37,7 +38,7 @@ def verdict_frame(verdicts: Sequence[Verdict]) -> pd.DataFrame:
             "value": verdict.estimate.value,
             "low": verdict.estimate.low,
             "high": verdict.estimate.high,
-            "n": verdict.estimate.n,
+            "n": verdict.estimate.size(),
             "side": verdict.side,
             "threshold": verdict.threshold,
             "outcome": verdict.outcome,
@@ -50,9 +51,6 @@ def verdict_frame(verdicts: Sequence[Verdict]) -> pd.DataFrame:
 
 
 Banner = tuple[str, str, str]  # colour, title, what the run does next
-
-
-FAIL_COLOUR = "#dc2626"
 
 
 def gate_html(
@@ -68,10 +66,14 @@ def gate_html(
     if outcome in banners:
         colour, title, next_step = banners[outcome]
     elif continuing is not None:
-        colour, title, next_step = FAIL_COLOUR, f"{gate} FAILS: CONTINUING ANYWAY", continuing
+        colour, title, next_step = (
+            OUTCOME_COLOURS["fails"],
+            f"{gate} FAILS: CONTINUING ANYWAY",
+            continuing,
+        )
     else:
         next_step = "The runner stops the pipeline after this phase (exit code 1)."
-        colour, title = FAIL_COLOUR, f"{gate} FAILS"
+        colour, title = OUTCOME_COLOURS["fails"], f"{gate} FAILS"
     lines = "".join(f"<li>{html.escape(verdict.line())}</li>" for verdict in verdicts)
     return (
         f'<div style="border:4px solid {colour};padding:12px;margin:8px 0">'
