@@ -260,12 +260,12 @@ train_lora(student, [example], lora, output_dir=Path(sys.argv[1]))
     assert json.loads(folders[0]["adapter_config.json"])["target_modules"] == ["q_proj", "v_proj"]
 
 
-def test_a_fresh_adapter_shows_no_library_deprecation_notice(student):
-    """PEFT's use of a name transformers deprecated is not the reader's concern: training
-    raises no FutureWarning into the reports."""
+def test_adapters_show_no_library_deprecation_notice(student, tmp_path):
+    """PEFT's use of a name transformers deprecated is not the reader's concern: training an
+    adapter and loading it raise no FutureWarning into the reports."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        train_lora(
-            student, [SFTExample(PROMPT, "go forward")], LORA.model_copy(update={"steps": 1})
-        )
+        one_step = LORA.model_copy(update={"steps": 1})
+        train_lora(student, [SFTExample(PROMPT, "go forward")], one_step, output_dir=tmp_path)
+        student.with_adapter(tmp_path)
     assert [w for w in caught if issubclass(w.category, FutureWarning)] == []

@@ -13,7 +13,6 @@ from __future__ import annotations
 import copy
 import json
 import time
-import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -28,6 +27,7 @@ from teachable.models.student import (
     Continuation,
     Prompt,
     Student,
+    peft_notices_hidden,
     publish_folder,
     sharing_copy,
 )
@@ -187,13 +187,8 @@ def save_adapter(model: PeftModel, folder: Path) -> None:
 
 
 def fresh_adapter(student: Student, lora: LoraParameters) -> PeftModel:
-    """A new LoRA adapter over a copy of the student's base weights. PEFT asks the model
-    through a name transformers has deprecated: that notice is for PEFT, not for a reader of
-    the reports, so it is not shown."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings(
-            "ignore", message=".*is_gradient_checkpointing", category=FutureWarning
-        )
+    """A new LoRA adapter over a copy of the student's base weights."""
+    with peft_notices_hidden():
         return get_peft_model(sharing_copy(student.base_model), _lora_config(lora))
 
 

@@ -20,8 +20,10 @@ import itertools
 import os
 import shutil
 import tempfile
+import warnings
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -269,6 +271,17 @@ def float32_weight(weight: torch.Tensor) -> torch.Tensor:
     return _FLOAT32_WEIGHTS[key]
 
 
+@contextmanager
+def peft_notices_hidden() -> Iterator[None]:
+    """PEFT asks a model through a name transformers has deprecated: that notice is for PEFT,
+    not for a reader of the reports, so adapters are made and loaded without it."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message=".*is_gradient_checkpointing", category=FutureWarning
+        )
+        yield
+
+
 class Student:
     """A causal LM and its tokenizer, acting by scoring the valid actions.
 
@@ -314,7 +327,8 @@ class Student:
         adapter = Path(adapter)
         if not (adapter / "adapter_config.json").is_file():
             raise FileNotFoundError(f"student.adapter: {adapter} holds no adapter_config.json")
-        model = PeftModel.from_pretrained(sharing_copy(self.base_model), adapter)
+        with peft_notices_hidden():
+            model = PeftModel.from_pretrained(sharing_copy(self.base_model), adapter)
         return Student(
             model, self.tokenizer, self.params, self.base_model, adapter, self.float32_head
         )
