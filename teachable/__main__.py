@@ -354,18 +354,23 @@ def status(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_status_command(commands: argparse._SubParsersAction) -> None:
-    parser = commands.add_parser(
-        "status",
-        help="what `run` would do now: each phase up to date or stale and why, its units, the "
-        "time and teacher cost expected (reads only)",
-    )
+def add_run_argument(parser: argparse.ArgumentParser) -> None:
+    """RUN, as `status` and `plan` read it (`pipeline.status.run_parameters`)."""
     parser.add_argument(
         "run",
         type=Path,
         help="a run folder (as `check` takes it; its provenance.json names its parameter file) "
         "or a parameter file (as `run` takes it)",
     )
+
+
+def add_status_command(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "status",
+        help="what `run` would do now: each phase up to date or stale and why, its units, the "
+        "time and teacher cost expected (reads only)",
+    )
+    add_run_argument(parser)
     parser.add_argument(
         "--notebooks-dir", type=Path, default=NOTEBOOKS_DIR, help="folder of the phase notebooks"
     )
@@ -444,11 +449,7 @@ def add_plan_command(commands: argparse._SubParsersAction) -> None:
         help="from a run's primary verdicts: the intervals at other sizes, the sizes that "
         "would decide each, and their CPU and GPU hours (writes plan.json)",
     )
-    parser.add_argument(
-        "run",
-        type=Path,
-        help="a run folder (its provenance.json names its parameter file) or a parameter file",
-    )
+    add_run_argument(parser)
     parser.add_argument(
         "--for",
         dest="planned",

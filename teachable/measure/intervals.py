@@ -324,19 +324,12 @@ def spearman(
     No rho where a side is constant or n < 3, and no interval for n < 4."""
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     rho = _spearman(x, y)
-    estimate = Estimate(
-        value=number(rho),
-        n=len(x),
-        confidence=confidence,
-        method="spearman, Fisher z interval (Bonett-Wright standard error), permutation p",
-        counts={"distinct x": len(np.unique(x)), "distinct y": len(np.unique(y))},
-    )
-    if np.isnan(rho) or len(x) < 4:
+    method = "spearman, Fisher z interval (Bonett-Wright standard error), permutation p"
+    estimate = correlation(rho, x, y, 1 + rho**2 / 2, method, confidence)
+    if estimate.low is None:
         return estimate
-    low, high = fisher_z(rho, np.sqrt((1 + rho**2 / 2) / (len(x) - 3)), confidence)
     p_value = rank_permutation_p(x, y, resamples, seed)
-    update = {"low": low, "high": high, "p_value": number(p_value)}
-    return estimate.model_copy(update=update | z_components(1 + rho**2 / 2, len(x)))
+    return estimate.model_copy(update={"p_value": number(p_value)})
 
 
 def fisher_z(r: float, se: float, confidence: float) -> tuple[float, float]:
@@ -353,24 +346,29 @@ def pearson(x: Sequence[float], y: Sequence[float], confidence: float = CONFIDEN
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     constant = len(x) < 3 or np.std(x) == 0 or np.std(y) == 0
     r = float("nan") if constant else float(np.corrcoef(x, y)[0, 1])
+    return correlation(r, x, y, 1.0, "pearson, Fisher z interval", confidence)
+
+
+def correlation(
+    r: float, x: np.ndarray, y: np.ndarray, variance: float, method: str, confidence: float
+) -> Estimate:
+    """A correlation `r` of paired x and y, the distinct values of each side counted, with its
+    Fisher-z interval at standard error sqrt(variance / (n - 3)) and that variance kept as its
+    component; no interval where r is undefined or n < 4."""
     estimate = Estimate(
         value=number(r),
         n=len(x),
         confidence=confidence,
-        method="pearson, Fisher z interval",
+        method=method,
         counts={"distinct x": len(np.unique(x)), "distinct y": len(np.unique(y))},
     )
     if np.isnan(r) or len(x) < 4:
         return estimate
-    low, high = fisher_z(r, 1 / np.sqrt(len(x) - 3), confidence)
-    return estimate.model_copy(update={"low": low, "high": high} | z_components(1.0, len(x)))
-
-
-def z_components(variance: float, n: int) -> dict:
-    """A correlation's variance on atanh's scale, `variance / (pairs - 3)`, as the fields of
-    its estimate."""
-    component = VarianceComponent(level="pairs", variance=variance, over={"pairs": n})
-    return {"components": [component], "design": "fisher z"}
+    low, high = fisher_z(r, np.sqrt(variance / (len(x) - 3)), confidence)
+    component = VarianceComponent(level="pairs", variance=variance, over={"pairs": len(x)})
+    return estimate.model_copy(
+        update={"low": low, "high": high, "components": [component], "design": "fisher z"}
+    )
 
 
 def rank_permutation_p(x: np.ndarray, y: np.ndarray, resamples: int, seed: int) -> float:
