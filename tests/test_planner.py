@@ -17,10 +17,10 @@ from teachable.measure.planning import SCALES, current_sizes, needed_scale, pred
 from teachable.measure.specificity import welch_t
 from teachable.measure.verdicts import judge
 from teachable.parameters import load_parameters
-from teachable.pipeline.planner import LEVERS, Lever, load_defaults, plannable
+from teachable.pipeline.planner import LEVERS, Lever, load_defaults, plannable, stated_default
 from teachable.records.estimate import VarianceComponent
 from teachable.records.plan import Plan
-from teachable.records.verdicts import PRIMARY_FAMILY, Verdicts
+from teachable.records.verdicts import PRIMARY_FAMILY, Verdict, Verdicts
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -208,3 +208,16 @@ def test_plan_writes_each_primary_from_the_run_or_the_defaults(tmp_path, capsys)
 def test_a_component_keeps_six_significant_digits():
     component = VarianceComponent(level="items", variance=1 / 3, over={"items": 3})
     assert component.variance == 0.333333 and component.share({"items": 6}) == 0.333333 / 6
+
+
+def test_a_stated_default_round_trips_through_its_record():
+    """A finished run's verdict made a stated default keeps the verdict and the lever values
+    it was measured at, as `plan_defaults.json` holds them."""
+    pilot = load_parameters(ROOT / "parameters" / "pilot.yaml")
+    x = np.random.default_rng(5).normal(size=30)
+    verdict = judge("phase1b", "rho", "rho >= 0.3", spearman(x, x**2, resamples=20), ">=", 0.3)
+    entry = stated_default(verdict, pilot, "a test run").as_json()
+    assert entry["source"] == "a test run"
+    assert entry["levers"]["phase1b.n_per_quadrant"] == pilot.phase1b.n_per_quadrant
+    assert entry["levers"]["phase2.seeds x phase2.formats"] == 3
+    assert Verdict.model_validate(entry["verdict"]) == verdict

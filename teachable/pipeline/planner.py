@@ -6,16 +6,17 @@ its levels is set by one parameter, its lever (`LEVERS`): a level grows with its
 (a list of seeds with its length). For each primary verdict the planner gives today's interval,
 the half-width expected at the sizes `PARAMS` plans (95%, as today's), and the sizes needed to
 decide it, at the confidence of Holm's first step (so that it is decided whatever its rank in
-the family): every level grown by one factor until the expected interval clears the threshold
-if the estimate holds, or reaches `--target`. Each size comes with the parameters that set it
+the family): of every set of its levels grown together by the smallest factor that makes the
+expected interval clear the threshold if the estimate holds (or reach `--target`), the one of
+fewest CPU hours (items alone, seeds alone, both). Each size comes with the parameters that set it
 (those of `PARAMS`, the verdict's levers changed) and the compute of a fresh run at those
 parameters (`pipeline.compute_cost`). A level this run has one of (one seed) has no variance
 to scale and stays at one.
 
 A verdict the run has not judged, or whose interval carries no information, is planned from
 the stated defaults (`plan_defaults.json`: the pilot's estimates where they inform, else the
-first mini run's), and says so. Sizes are as the parameters plan them: where
-the snapshots or quadrants run short, a run gets fewer.
+first mini run's), and says so. Sizes are as the parameters plan them: where the snapshots or
+quadrants run short, a run gets fewer.
 """
 
 from __future__ import annotations
@@ -163,7 +164,7 @@ def sizes_at(
 
 
 def lever_values(parameters: Parameters) -> dict[str, int | None]:
-    """Every lever's value under the parameters, by its path."""
+    """Every lever's value under the parameters, by its key."""
     return {
         lever.key: lever.value(parameters)
         for levers in LEVERS.values()
