@@ -15,7 +15,7 @@ def test_shown_joins_each_interval_and_drops_rows_without_a_figure():
             "value": [0.41, np.nan, -0.0001],
             "low": [0.2, np.nan, -0.3],
             "high": [0.6, np.nan, np.nan],
-            "n": [12, 0, 3],
+            "n": [12.0, np.nan, 3.0],
             "gain": [0.125, np.nan, 0.5],
             "gain_low": [0.05, np.nan, 0.1],
             "gain_high": [0.2, np.nan, 0.9],
@@ -29,6 +29,7 @@ def test_shown_joins_each_interval_and_drops_rows_without_a_figure():
     assert list(table[ESTIMATE]) == ["0.410 [0.200, 0.600]", "0.000 [no interval]"]
     assert list(table["gain [low, high]"]) == ["0.125 [0.050, 0.200]", "0.500 [0.100, 0.900]"]
     assert table["steps"].iloc[0] == 4.123
+    assert list(table["n"]) == [12, 3] and str(table["n"].dtype) == "Int64"
 
 
 def test_a_frame_without_intervals_is_only_rounded():

@@ -56,8 +56,8 @@ def interval_columns(frame: pd.DataFrame) -> list[tuple[str, str, str]]:
 
 def shown(frame: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
     """The frame as a report shows it: every interval triple joined into `X [low, high]` (the
-    `estimate [low, high]` of a `value`), rows without any figure dropped, other numbers
-    rounded to `digits`."""
+    `estimate [low, high]` of a `value`), rows without any figure dropped, counts as whole
+    numbers, other numbers rounded to `digits`."""
     triples = interval_columns(frame)
     if triples:
         figures = [name for name, _, _ in triples]
@@ -69,4 +69,12 @@ def shown(frame: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
             for v, lo, hi in zip(frame[name], frame[low], frame[high], strict=True)
         ]
         frame = frame.drop(columns=[low, high]).rename(columns={name: header})
+    counts = [c for c in frame.columns if is_count(c) and pd.api.types.is_float_dtype(frame[c])]
+    frame = frame.astype({column: "Int64" for column in counts})
     return frame.round(digits).reset_index(drop=True)
+
+
+def is_count(column: object) -> bool:
+    """`n`, `n_items`, `gain_n`: a count, shown as a whole number even beside missing ones."""
+    name = str(column)
+    return name == "n" or name.startswith("n_") or name.endswith("_n")
