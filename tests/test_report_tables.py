@@ -35,3 +35,5 @@ def test_shown_joins_each_interval_and_drops_rows_without_a_figure():
 def test_a_frame_without_intervals_is_only_rounded():
     frame = pd.DataFrame({"r": [0.12345], "n": [3]})
     assert shown(frame).to_dict("list") == {"r": [0.123], "n": [3]}
+    means = shown(pd.DataFrame({"mean_n": [2.5, np.nan]}))
+    assert str(means["mean_n"].dtype) == "float64", "a count column that is not whole stays"

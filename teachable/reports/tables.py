@@ -69,9 +69,15 @@ def shown(frame: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
             for v, lo, hi in zip(frame[name], frame[low], frame[high], strict=True)
         ]
         frame = frame.drop(columns=[low, high]).rename(columns={name: header})
-    counts = [c for c in frame.columns if is_count(c) and pd.api.types.is_float_dtype(frame[c])]
+    counts = [c for c in frame.columns if is_count(c) and whole(frame[c])]
     frame = frame.astype({column: "Int64" for column in counts})
     return frame.round(digits).reset_index(drop=True)
+
+
+def whole(values: pd.Series) -> bool:
+    """Float values that are all whole numbers where present."""
+    present = values.dropna()
+    return pd.api.types.is_float_dtype(values) and bool((present == present.round()).all())
 
 
 def is_count(column: object) -> bool:
