@@ -21,7 +21,7 @@ from teachable.measure.intervals import (
     tango,
     wilson,
 )
-from teachable.measure.reliability import disattenuated, split_half, test_retest
+from teachable.measure.reliability import ceiling, disattenuated, split_half, test_retest
 from teachable.records.estimate import Estimate
 
 
@@ -205,12 +205,13 @@ def test_split_half_steps_up_and_disattenuation_reads_the_ceiling() -> None:
     assert reliability.low < reliability.value < reliability.high
     rho = Estimate(value=0.3, low=0.1, high=0.48, n=40)
     known = [Estimate(value=0.5, n=12), Estimate(value=0.72, n=12)]
-    corrected = disattenuated(rho, known)
+    corrected = disattenuated(rho, ceiling(known))
     assert (corrected.value, corrected.low, corrected.high) == pytest.approx(
         (0.5, 1 / 6, 0.8), abs=1e-6
     )
     assert "disattenuated" in corrected.method
-    assert disattenuated(rho, [known[0], Estimate(value=-0.1, n=12)]) is None
+    assert ceiling([known[0], Estimate(value=-0.1, n=12)]) is None
+    assert disattenuated(rho, None) is None
 
 
 def test_row_bootstrap_pairs_its_figures_and_covers_a_known_mean() -> None:

@@ -102,7 +102,7 @@ def gate(
         if label in frame
     }
     reliability = {"ELP_net": elp_reliability, UTILITY: utility_reliability(frame)}
-    corrected = disattenuated(rho, list(reliability.values()))
+    bound = ceiling(list(reliability.values()))
     return CPTGate(
         n=len(frame),
         spearman=rho,
@@ -116,6 +116,6 @@ def gate(
         mean_delta_logp=mean_change(frame, "delta_logp"),
         mean_control_delta_logp=mean_change(frame, "control_delta_logp"),
         reliability=reliability,
-        ceiling=ceiling(list(reliability.values())),
-        disattenuated=corrected,
+        ceiling=bound,
+        disattenuated=disattenuated(rho, bound),
     )

@@ -70,12 +70,11 @@ def ceiling(reliabilities: Sequence[Estimate | None]) -> float | None:
     return number(np.sqrt(np.prod(values)))
 
 
-def disattenuated(rho: Estimate, reliabilities: Sequence[Estimate | None]) -> Estimate | None:
-    """`rho / ceiling`, the correlation the labels would show without measurement noise, its
-    interval rho's divided the same way (the reliabilities taken as known, so it is narrower
-    than the truth) and clipped to [-1, 1]. None where rho or the ceiling is unknown: noise
-    alone may then explain the labels."""
-    bound = ceiling(reliabilities)
+def disattenuated(rho: Estimate, bound: float | None) -> Estimate | None:
+    """`rho / bound` (the `ceiling` of both reliabilities), the correlation the labels would
+    show without measurement noise, its interval rho's divided the same way (the reliabilities
+    taken as known, so it is narrower than the truth) and clipped to [-1, 1]. None where rho or
+    the ceiling is unknown: noise alone may then explain the labels."""
     if rho.value is None or bound is None:
         return None
 

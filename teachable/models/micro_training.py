@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 from scipy.special import log_softmax
 
+from teachable.measure.labels import rate
 from teachable.models.conditions import RolloutCondition, outcomes, stable_int
 from teachable.models.instrument import Instrument
 from teachable.models.lora import TrainResult
@@ -97,11 +98,6 @@ def validation_outcomes(
     return {
         row.id: outcomes(episodes[index * n : (index + 1) * n]) for index, row in enumerate(rows)
     }
-
-
-def rate(successes: np.ndarray) -> float:
-    """The success rate of a snapshot's rollouts, rounded as a result stores it."""
-    return round(float(successes.mean()), 6)
 
 
 def split_halves(after: np.ndarray, control_after: np.ndarray) -> list[float]:

@@ -65,9 +65,10 @@ class Lever:
             value = getattr(value, key)
         return value
 
-    def count(self, parameters: Parameters, path: str) -> int | None:
+    @staticmethod
+    def count(parameters: Parameters, path: str) -> int | None:
         """The size a parameter gives: its value, a list's length; None where unset (null)."""
-        setting = self.setting(parameters, path)
+        setting = Lever.setting(parameters, path)
         return len(setting) if isinstance(setting, list) else setting
 
     def value(self, parameters: Parameters) -> int | None:
