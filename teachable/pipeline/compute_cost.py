@@ -18,11 +18,17 @@ the work is an upper bound.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from teachable.parameters import Parameters
-from teachable.pipeline.unit_times import expected_time, recorded_phase, unit_table
+from teachable.pipeline.unit_times import (
+    RecordedPhase,
+    UnitTable,
+    expected_time,
+    recorded_phase,
+    unit_table,
+)
 from teachable.pipeline.workload import (
     DOSE_TRAININGS,
     EXPERT_EPISODES,
@@ -153,17 +159,23 @@ def _ratio(kind: str, planned: Parameters, paced: Parameters) -> float:
     return then / now if now > 0 else 1.0
 
 
-def cpu_seconds(planned: Parameters, paced: Parameters, run: RunLayout | None) -> float:
+def recorded_phases(run: RunLayout, table: UnitTable) -> dict[str, RecordedPhase | None]:
+    """Each phase as `run` last ran units of it (None where it has no record), read once."""
+    return {phase: recorded_phase(run, phase, table) for phase in WORKLOADS}
+
+
+def cpu_seconds(
+    planned: Parameters, paced: Parameters, recorded: Mapping[str, RecordedPhase | None]
+) -> float:
     """The seconds a fresh run of `planned` takes on this kind of machine: each phase's start
-    and its units at the pace `run` recorded (the table's where it has none), each unit
+    and its units at the pace the run `recorded` (the table's where it has none), each unit
     scaled by its work under `planned` over its work under `paced`, the parameters that pace
     was measured with."""
     table = unit_table(planned.student)
     total = 0.0
     for phase, units in planned_units(planned).items():
         scaled = {kind: count * _ratio(kind, planned, paced) for kind, count in units.items()}
-        recorded = recorded_phase(run, phase, table) if run is not None else None
-        total += expected_time(scaled, recorded, table).seconds
+        total += expected_time(scaled, recorded.get(phase), table).seconds
     return total
 
 

@@ -25,6 +25,7 @@ import itertools
 import json
 import math
 from dataclasses import dataclass
+from functools import cached_property
 from importlib import resources
 
 from teachable.measure.multiplicity import FAMILYWISE_ERROR
@@ -36,7 +37,14 @@ from teachable.measure.planning import (
 )
 from teachable.measure.verdicts import uninformative
 from teachable.parameters import Parameters, with_overrides
-from teachable.pipeline.compute_cost import cost_model, cpu_seconds, gpu_seconds, student_size
+from teachable.pipeline.compute_cost import (
+    cost_model,
+    cpu_seconds,
+    gpu_seconds,
+    recorded_phases,
+    student_size,
+)
+from teachable.pipeline.unit_times import RecordedPhase, unit_table
 from teachable.records.estimate import CONFIDENCE, Estimate
 from teachable.records.layout import RunLayout
 from teachable.records.plan import Compute, Plan, VerdictPlan
@@ -197,8 +205,13 @@ class Planning:
     target: float | None = None
     size: float | None = None
 
+    @cached_property
+    def paces(self) -> dict[str, RecordedPhase | None]:
+        """The run's recorded phases, read once for every compute of the plan."""
+        return recorded_phases(self.run, unit_table(self.planned.student))
+
     def compute(self, parameters: Parameters) -> Compute:
-        hours = cpu_seconds(parameters, self.parameters, self.run) / 3600
+        hours = cpu_seconds(parameters, self.parameters, self.paces) / 3600
         gpu = gpu_seconds(parameters, self.size)
         return Compute(
             cpu_hours=round(hours, 2), gpu_hours=None if gpu is None else round(gpu / 3600, 3)
