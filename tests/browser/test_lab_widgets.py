@@ -110,6 +110,17 @@ def drag_handle(page, slider, fraction: float) -> None:
     page.mouse.up()
 
 
+def open_explorer(page, lab, shots, step: str):
+    """The snapshot explorer notebook run in JupyterLab, its widget drawn and shot as `step`."""
+    open_notebook(page, lab, "notebooks/explore_snapshots.ipynb")
+    run_all_cells(page)
+    explorer = page.locator(".teachable-explorer")
+    wait_for_widget(page, explorer, WIDGET_WAIT_S)
+    settle(page, explorer)
+    shots.take(explorer, step)
+    return explorer
+
+
 def test_threshold_picker_in_jupyterlab(page, lab, labeled_run, shots):
     phase1 = labeled_run.layout.phase1
     open_notebook(page, lab, "notebooks/01_labeling.ipynb")
@@ -200,12 +211,7 @@ def test_snapshot_explorer_in_jupyterlab(page, lab, labeled_run, shots):
     matches = [row for row in rows if row.quadrant == quadrant]
     chosen = matches[-1]
 
-    open_notebook(page, lab, "notebooks/explore_snapshots.ipynb")
-    run_all_cells(page)
-    explorer = page.locator(".teachable-explorer")
-    wait_for_widget(page, explorer, WIDGET_WAIT_S)
-    settle(page, explorer)
-    shots.take(explorer, "explorer-opened")
+    explorer = open_explorer(page, lab, shots, "explorer-opened")
     found = explorer.locator(".teachable-matches")
     assert found.inner_text().strip() == f"{len(rows)} of {len(rows)} snapshots match"
 
@@ -303,12 +309,7 @@ def test_picker_reset_restores_the_automatic_thresholds(page, lab, labeled_run, 
 def test_explorer_dropdown_has_the_run_levels(page, lab, labeled_run, shots):
     rows = load_labeled(labeled_run.layout.phase1)
     levels = sorted({row.level for row in rows})
-    open_notebook(page, lab, "notebooks/explore_snapshots.ipynb")
-    run_all_cells(page)
-    explorer = page.locator(".teachable-explorer")
-    wait_for_widget(page, explorer, WIDGET_WAIT_S)
-    settle(page, explorer)
-    shots.take(explorer, "explorer-filters")
+    explorer = open_explorer(page, lab, shots, "explorer-filters")
 
     level = explorer.locator(".widget-dropdown", has_text="level").locator("select")
     quadrant = explorer.locator(".widget-dropdown", has_text="quadrant").locator("select")
