@@ -4,13 +4,14 @@ one-snapshot micro-training and an `n_train`-snapshot cell.
 
 Reads a run folder whose Phases 0, 1 and 1A have run: its prepared student, labeled snapshots,
 anchor and probe states, and the doses `dose.json` chose (on the calibration half of the probes,
-in the demo format). Each dose is trained at the check seed on snapshots Phase 1A did not choose
-on, with true and with shuffled targets, and reported on the check half of the probes: drift
+in the demo format). Each dose is trained at each of `--seeds` on snapshots Phase 1A did not
+choose on, with true and with shuffled targets, and reported on the check half of the probes: drift
 (KL per probe state), specificity, the change of log pi(target) at the trained states and of
 log pi(a*) at the labeled and at the retention probe states, each with its 95% interval and n.
 
     .venv/bin/python benchmarks/training_dose.py --run runs/pilot [--snapshots 4]
-        [--n-train 10] [--anchor-per-step 8] [--also cell:1e-3,12,5 ...] [--rows also]
+        [--n-train 10] [--anchor-per-step 8] [--seeds 1 2 3] [--also cell:1e-3,12,5 ...]
+        [--rows also]
 
 `--also KIND:LR,STEPS,ANCHOR` measures a further dose of that kind beside the old and the
 chosen one (a dose the run's grid did not hold); `--rows` keeps only some of the three.
@@ -75,8 +76,8 @@ def pooled(
     probe states alone."""
     units = [shuffled(unit, 0) if shuffle else unit for unit in measured.units]
     results = [probe_training(student, replace(unit, retention=True)) for unit in units]
-    overall = drift_and_specificity([result.changes for result in results])
-    return overall, drift_and_specificity([result.retention for result in results])
+    overall = drift_and_specificity(measured.by_seed([result.changes for result in results]))
+    return overall, drift_and_specificity(measured.by_seed([r.retention for r in results]))
 
 
 def machine() -> str:
@@ -108,6 +109,9 @@ def main() -> None:
     parser.add_argument("--n-train", type=int, default=10, help="snapshots of a cell")
     parser.add_argument("--anchor-per-step", type=int, default=8, help="anchor states a step")
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    parser.add_argument(
+        "--seeds", type=int, nargs="+", default=[1], help="LoRA seeds each dose is trained at"
+    )
     parser.add_argument(
         "--also", type=extra_dose, nargs="*", default=[], help="KIND:LR,STEPS,ANCHOR doses"
     )
@@ -151,7 +155,7 @@ def main() -> None:
             doses = [("old", OLD[name]), ("chosen", chosen[name]), *extra]
             for label, dose in [(label, dose) for label, dose in doses if label in args.rows]:
                 measured = measurement(
-                    kind, "demo", dose, checked_on, anchors, probes, per_step, "check"
+                    kind, "demo", dose, checked_on, anchors, probes, per_step, "check", args.seeds
                 )
                 for shuffle in (False, True):
                     probe, retention = pooled(measured, student, shuffle)

@@ -547,6 +547,12 @@ class TrainingParameters(Section):
         "each alone for a one-snapshot dose, all together for a cell dose",
     )
     grid: DoseGrid = Field(default_factory=DoseGrid, description="the doses calibrated")
+    check_seeds: list[int] = Field(
+        default_factory=lambda: [1, 2, 3],
+        description="LoRA seeds the chosen dose is trained anew at on the check snapshots (the "
+        "grid trains at seed 0): a cell's specificity moves with its seed, so the check's "
+        "intervals cross seeds with states",
+    )
     drift_budget: float = Field(
         0.05,
         gt=0.0,
@@ -564,6 +570,8 @@ class TrainingParameters(Section):
         description="go on when no dose is specific or the chosen dose does harm (announced "
         "loudly); false: the run stops there",
     )
+
+    _distinct_seeds = field_validator("check_seeds")(distinct_seeds)
 
 
 class Phase1BParameters(DosedTraining):

@@ -40,6 +40,7 @@ def _params(root: Path, **sections: dict) -> Parameters:
                 "calibration_snapshots": 2,
                 "grid": {"learning_rates": [1e-2], "steps": [12], "anchor_weights": [0.0, 1e3]},
                 "drift_budget": 0.05,
+                "check_seeds": [1, 2],
             },
             "phase1b": {"format": "demo"},
             "phase2": {"n_train": 2, "formats": ["demo"]},
@@ -121,6 +122,9 @@ def test_the_curve_the_choice_and_the_check(calibrated):
             best = max(kept, key=lambda p: p.probe.specificity.value)
             assert choice.dose == best.dose
         assert choice.check.n_probes > 0
+        assert choice.check.drift.design == "crossed"  # the two check seeds crossed with probes
+        assert choice.check.drift.parts["training seeds"] == 2
+        assert "2 training seeds x" in choice.check.specificity.method
     cell = next(choice for choice in calibration.chosen if choice.kind == "cell")
     assert cell.retention is not None and cell.retention.n_probes == 3  # one retention task
     criteria = [verdict.criterion for verdict in calibration.verdicts]

@@ -1,6 +1,6 @@
 """Drift and specificity: the figures equal a per-state computation with the student's scoring,
 specificity tells a state-specific signal from a push of one action everywhere, and its
-interval covers on simulated crossed designs."""
+interval covers on simulated crossed designs, at one training seed and over several."""
 
 import numpy as np
 import pytest
@@ -128,7 +128,7 @@ def test_the_intervals_cover_on_simulated_crossed_designs(n_probes, n_trained, f
     rng = np.random.default_rng(0)
     covered = dict.fromkeys(figures, 0)
     for _ in range(400):
-        probe = drift_and_specificity([crossed_changes(n_probes, n_trained, rng)[0]])
+        probe = drift_and_specificity([[crossed_changes(n_probes, n_trained, rng)[0]]])
         for name in covered:
             estimate = getattr(probe, name)
             covered[name] += estimate.low <= 1.0 <= estimate.high
@@ -143,7 +143,7 @@ def test_one_trained_state_is_fixed_and_the_probes_carry_the_interval():
     covered = 0
     for _ in range(400):
         changes, own = crossed_changes(52, 1, rng)
-        probe = drift_and_specificity([changes])
+        probe = drift_and_specificity([[changes]])
         covered += probe.specificity.low <= own <= probe.specificity.high
     assert 0.92 <= covered / 400 <= 0.98
     assert probe.target_change.low is None and probe.target_change.value is not None
@@ -165,5 +165,64 @@ def test_welch_t_adds_the_parts_and_keeps_a_single_value_fixed():
     assert flat.low == flat.high == 1.0
     with pytest.raises(ValueError, match="at least one"):
         drift_and_specificity(
-            [PolicyChanges(np.zeros(0), np.zeros(0), np.ones(2), np.zeros((0, 2)))]
+            [[PolicyChanges(np.zeros(0), np.zeros(0), np.ones(2), np.zeros((0, 2)))]]
         )
+
+
+def seeded_changes(
+    n_seeds: int, n_probes: int, n_trained: int, rng: np.random.Generator
+) -> list[list[PolicyChanges]]:
+    """Simulated cell trainings of the same states at `n_seeds` seeds, of specificity and drift
+    1 over states and seeds: each seed shifts every trained state's change (and the drift at
+    every probe) by its own luck, as a cell's seed does."""
+    state = rng.normal(0, 1, n_trained)
+    target = 0.8 * state + rng.normal(0, 0.5, n_trained)
+    probe = rng.normal(0, 0.5, (n_probes, 1))
+    drift = rng.normal(1, 0.3, n_probes)
+    by_seed = []
+    for _ in range(n_seeds):
+        luck = rng.normal(0, 0.4)
+        at_probes = probe + target + rng.normal(0, 0.3, (n_probes, n_trained))
+        trained = 1 + state + luck + rng.normal(0, 0.3, n_trained)
+        moved = drift + luck + rng.normal(0, 0.2, n_probes)
+        by_seed.append([PolicyChanges(moved, rng.normal(0, 1, n_probes), trained, at_probes)])
+    return by_seed
+
+
+@pytest.mark.parametrize("n_probes, n_trained", [(50, 10), (50, 4)])
+def test_over_seeds_the_intervals_cross_seeds_with_states_and_cover(n_probes, n_trained):
+    """Three seeds training the same states: the crossed intervals cover 1, while pooling the
+    seeds' trainings as if their states were others misses the seeds' shared luck."""
+    rng = np.random.default_rng(2)
+    crossed, pooled = (
+        dict.fromkeys(("specificity", "drift"), 0),
+        dict.fromkeys(("specificity", "drift"), 0),
+    )
+    for _ in range(400):
+        by_seed = seeded_changes(3, n_probes, n_trained, rng)
+        probe = drift_and_specificity(by_seed)
+        flat = drift_and_specificity([[t for seed in by_seed for t in seed]])
+        for name in crossed:
+            crossed[name] += getattr(probe, name).low <= 1.0 <= getattr(probe, name).high
+            pooled[name] += getattr(flat, name).low <= 1.0 <= getattr(flat, name).high
+    for name in crossed:
+        assert 0.92 <= crossed[name] / 400 <= 0.995, (name, crossed[name] / 400)
+        assert pooled[name] / 400 < 0.85, (name, pooled[name] / 400)
+    assert probe.drift.design == "crossed" and probe.drift.parts == {
+        "training seeds": 3,
+        "probe states": n_probes,
+    }
+    assert probe.specificity.method == (
+        f"Welch t interval over 3 training seeds x {n_trained} trained states + "
+        f"{n_probes} probe states"
+    )
+    assert (probe.n_trained, probe.target_change.n) == (n_trained, 3 * n_trained)
+    levels = [c.level for c in probe.drift.components]
+    assert levels == ["training seeds", "probe states", "training seeds x probe states"]
+
+
+def test_every_seed_must_train_the_same_states():
+    rng = np.random.default_rng(3)
+    first, second = seeded_changes(1, 5, 3, rng)[0], seeded_changes(1, 5, 2, rng)[0]
+    with pytest.raises(ValueError, match="same states"):
+        drift_and_specificity([first, second])

@@ -148,23 +148,32 @@ def mean_squares(cells: np.ndarray) -> tuple[float, float | None, float | None]:
     return seed_square, item_square, float(np.sum(residuals**2) / ((seeds - 1) * (items - 1)))
 
 
+def crossed_terms(
+    squares: tuple[float, float | None, float | None], seeds: float, items: float
+) -> list[tuple[float, float]]:
+    """The weighted mean squares of a seeds x items table, each with its degrees of freedom,
+    whose sum is seeds x items times the variance of the grand mean: (seed + item + residual
+    components) from the mean squares, a negative component taken as 0 (so the sum is never
+    below the residual's). One item leaves the seed means' mean square alone."""
+    seed_square, item_square, residual_square = squares
+    if item_square is None:
+        return [(seed_square, seeds - 1)]
+    terms = [
+        (square, df)
+        for square, df in ((seed_square, seeds - 1), (item_square, items - 1))
+        if square > residual_square
+    ]
+    terms.append(((1 - len(terms)) * residual_square, (seeds - 1) * (items - 1)))
+    return terms
+
+
 def crossed_half(
     squares: tuple[float, float | None, float | None], seeds: int, items: int, confidence: float
 ) -> float:
-    """The crossed t interval's half-width from the mean squares of a seeds x items table. The
-    variance of the mean, (seed + item + residual components) / (seeds x items), takes each
-    component from the mean squares, a negative one as 0 (so it is never below the
-    residual's); the degrees of freedom are Satterthwaite's, never fewer than those of the
-    smallest mean square with a positive weight. One item leaves the t on seed means."""
-    seed_square, item_square, residual_square = squares
-    terms = [(seed_square, seeds - 1)]
-    if item_square is not None:
-        terms = [
-            (square, df)
-            for square, df in ((seed_square, seeds - 1), (item_square, items - 1))
-            if square > residual_square
-        ]
-        terms.append(((1 - len(terms)) * residual_square, (seeds - 1) * (items - 1)))
+    """The crossed t interval's half-width from the mean squares of a seeds x items table
+    (`crossed_terms`), with Satterthwaite's degrees of freedom, never fewer than those of the
+    smallest mean square with a positive weight."""
+    terms = crossed_terms(squares, seeds, items)
     combined = float(sum(square for square, _ in terms))
     if combined <= 0:
         return 0.0

@@ -6,11 +6,14 @@ the change of log pi of every trained state's target. Specificity is the mean ch
 trained states minus the mean change of the same target actions at the probe states, which is
 what a push of the labels' action mix alone gives everywhere, so such a push scores 0.
 
-Intervals: t intervals over states. Specificity crosses the two sets (probe states x trained
-targets), so its standard error adds the trained states' part (the spread of each trained
-state's change minus its target's mean change at the probes) and the probe states' part (the
-spread of each probe state's change of the trained mix), with Welch-Satterthwaite degrees of
-freedom; a set of one state is taken as fixed.
+Intervals: t intervals over states at one training seed; over several seeds (the same states
+trained anew at each), seeds and states are crossed random effects (`crossed_terms`), so a
+seed's luck shared by all its states widens the interval instead of passing for many states.
+Specificity crosses the two sets (probe states x trained targets), so its standard error adds
+the trained states' part (each trained state's change minus its target's mean change at the
+probes, per seed: the seeds' spread of specificity lies here) and the probe states' part (the
+spread of each probe state's change of the trained mix, averaged over seeds), with
+Welch-Satterthwaite degrees of freedom; a set of one state is taken as fixed.
 """
 
 from __future__ import annotations
@@ -21,7 +24,13 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-from teachable.measure.intervals import number
+from teachable.measure.intervals import (
+    crossed_t,
+    crossed_terms,
+    level_components,
+    mean_squares,
+    number,
+)
 from teachable.records.adapter_probe import AdapterProbe
 from teachable.records.estimate import CONFIDENCE, Estimate, VarianceComponent
 
@@ -67,15 +76,48 @@ class PolicyChanges:
         )
 
 
+SEEDS = "training seeds"  # the level of the seeds a dose is trained anew at
+
+
+def part_terms(part: np.ndarray) -> list[tuple[float, float]]:
+    """The squared standard error of a part's mean, split in terms with their degrees of
+    freedom: a (seeds, states) table over several seeds by its crossed mean squares, else the
+    states' variance over their number (nothing for a single value, which is fixed)."""
+    if part.ndim == 2 and len(part) > 1:
+        seeds, states = part.shape
+        squares = crossed_terms(mean_squares(part), seeds, states)
+        return [(square / (seeds * states), df) for square, df in squares]
+    flat = part.reshape(-1)
+    return [(float(flat.var(ddof=1)) / len(flat), len(flat) - 1)] if len(flat) > 1 else []
+
+
+def part_components(name: str, part: np.ndarray) -> list[VarianceComponent]:
+    """The variance components of a part's mean: the states' variance, or over several seeds
+    the seeds', the states' and their crossing's."""
+    if part.ndim == 2 and len(part) > 1:
+        return level_components(part[:, :, None], (SEEDS, name, "episodes"))
+    flat = part.reshape(-1)
+    if len(flat) < 2:
+        return []
+    return [VarianceComponent(level=name, variance=float(flat.var(ddof=1)), over={name: len(flat)})]
+
+
+def part_size(name: str, part: np.ndarray) -> str:
+    """`4 probe states`, or `3 training seeds x 4 probe states` over several seeds."""
+    if part.ndim == 2 and len(part) > 1:
+        return f"{len(part)} {SEEDS} x {part.shape[1]} {name}"
+    return f"{part.size} {name}"
+
+
 def welch_t(
     value: float, parts: Mapping[str, np.ndarray], n: int, confidence: float = CONFIDENCE
 ) -> Estimate:
     """`value` (a sum or difference of the means of independent named `parts`) with a t
     interval: the squared standard errors of the parts add, the degrees of freedom are
-    Welch-Satterthwaite's, and a part of one value adds nothing (it is fixed)."""
-    samples = parts.values()
-    terms = [(part.var(ddof=1) / len(part), len(part) - 1) for part in samples if len(part) > 1]
-    sizes = " + ".join(f"{len(part)} {name}" for name, part in parts.items())
+    Welch-Satterthwaite's, and a part of one value adds nothing (it is fixed). A part is a
+    vector of states, or a (seeds, states) table whose seeds and states are crossed."""
+    terms = [term for part in parts.values() for term in part_terms(part)]
+    sizes = " + ".join(part_size(name, part) for name, part in parts.items())
     method = f"Welch t interval over {sizes}"
     if not terms:
         return Estimate(value=number(value), n=n, confidence=confidence, method=method)
@@ -84,11 +126,6 @@ def welch_t(
     if variance > 0:
         freedom = variance**2 / sum(term**2 / df for term, df in terms)
         half = float(stats.t.ppf((1 + confidence) / 2, freedom) * np.sqrt(variance))
-    components = [
-        VarianceComponent(level=name, variance=float(part.var(ddof=1)), over={name: len(part)})
-        for name, part in parts.items()
-        if len(part) > 1
-    ]
     return Estimate(
         value=number(value),
         low=number(value - half),
@@ -96,38 +133,66 @@ def welch_t(
         n=n,
         confidence=confidence,
         method=method,
-        components=components,
+        components=[c for name, part in parts.items() for c in part_components(name, part)],
         design="welch",
     )
 
 
+def state_mean(table: np.ndarray, level: str, confidence: float = CONFIDENCE) -> Estimate:
+    """The mean of a (seeds, states) table: a t interval over states at one seed, else the
+    crossed seeds x states t interval (the estimator the planner mirrors)."""
+    if len(table) == 1:
+        return welch_t(table.mean(), {level: table[0]}, table.size, confidence)
+    value, low, high, _ = crossed_t(table, confidence, SEEDS)
+    seeds, states = table.shape
+    return Estimate(
+        value=number(value),
+        low=number(low),
+        high=number(high),
+        n=table.size,
+        confidence=confidence,
+        method=f"crossed t interval over {seeds} {SEEDS} x {states} {level} (Satterthwaite)",
+        parts={SEEDS: seeds, level: states},
+        components=part_components(level, table),
+        design="crossed",
+    )
+
+
 def drift_and_specificity(
-    trainings: Sequence[PolicyChanges], confidence: float = CONFIDENCE
+    by_seed: Sequence[Sequence[PolicyChanges]], confidence: float = CONFIDENCE
 ) -> AdapterProbe:
-    """The mean of each per-state change and specificity, each with its t interval and n,
-    pooled over `trainings` probed at the same probe states: a probe state's figures are
-    averaged over the trainings, and every trained state of every training counts once."""
+    """The mean of each per-state change and specificity, each with its interval and n, pooled
+    over trainings probed at the same probe states and grouped by training seed (each seed
+    training the same states): within a seed a probe state's figures are averaged over its
+    trainings and every trained state of every training counts once; over several seeds the
+    intervals cross seeds with states."""
+    trainings = [t for seed in by_seed for t in seed]
     if not trainings or any(not t.probe_target_change.size for t in trainings):
         raise ValueError("drift and specificity need at least one probe and one trained state")
-    drift = np.mean([t.drift for t in trainings], axis=0)
-    expert = np.mean([t.expert_change for t in trainings], axis=0)
-    targets = np.concatenate([t.target_change for t in trainings])
-    trained_part = np.concatenate(
-        [t.target_change - t.probe_target_change.mean(axis=0) for t in trainings]
+    if len({sum(len(t.target_change) for t in seed) for seed in by_seed}) > 1:
+        raise ValueError("every seed must train the same states")
+    drift = np.array([np.mean([t.drift for t in seed], axis=0) for seed in by_seed])
+    expert = np.array([np.mean([t.expert_change for t in seed], axis=0) for seed in by_seed])
+    targets = np.array([np.concatenate([t.target_change for t in seed]) for seed in by_seed])
+    trained_part = np.array(
+        [
+            np.concatenate([t.target_change - t.probe_target_change.mean(axis=0) for t in seed])
+            for seed in by_seed
+        ]
     )
     probe_part = np.mean([t.probe_target_change.mean(axis=1) for t in trainings], axis=0)
-    n_probes, n_trained = len(drift), len(targets)
     probes = "probe states"
+    one_seed = len(by_seed) == 1
     return AdapterProbe(
-        drift=welch_t(drift.mean(), {probes: drift}, n_probes, confidence),
-        expert_change=welch_t(expert.mean(), {probes: expert}, n_probes, confidence),
-        target_change=welch_t(targets.mean(), {"trained states": targets}, n_trained, confidence),
+        drift=state_mean(drift, probes, confidence),
+        expert_change=state_mean(expert, probes, confidence),
+        target_change=state_mean(targets, "trained states", confidence),
         specificity=welch_t(
             trained_part.mean(),
-            {"trained states": trained_part, probes: probe_part},
-            n_probes + n_trained,
+            {"trained states": trained_part[0] if one_seed else trained_part, probes: probe_part},
+            drift.shape[1] + targets.size,
             confidence,
         ),
-        n_probes=n_probes,
-        n_trained=n_trained,
+        n_probes=drift.shape[1],
+        n_trained=targets.shape[1],
     )

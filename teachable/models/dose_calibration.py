@@ -14,6 +14,7 @@ import itertools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import TypeVar
 
 import numpy as np
 
@@ -29,8 +30,9 @@ from teachable.records.dose import Dose, DosePoint, Half, Kind, ReferenceState
 from teachable.records.labeled import LabeledSnapshot
 from teachable.vocabulary import Format
 
-CALIBRATION_SEED = 0  # the LoRA seed doses are chosen at
-CHECK_SEED = 1  # the LoRA seed the chosen dose is checked at
+Result = TypeVar("Result")
+
+CALIBRATION_SEED = 0  # the LoRA seed doses are chosen at (the check's are parameters)
 
 
 def grid_doses(grid: DoseGrid) -> list[Dose]:
@@ -123,12 +125,21 @@ class Trainee:
 
 @dataclass(frozen=True)
 class Measurement:
-    """The trainings one figure pools: one dose of one kind and format, on one probe half."""
+    """The trainings one figure pools: one dose of one kind and format, on one probe half, at
+    each of `seeds` (every seed training the same snapshots)."""
 
     kind: Kind
     format: Format
     dose: Dose
     units: tuple[ProbedTraining, ...]
+    seeds: tuple[int, ...] = (CALIBRATION_SEED,)
+
+    def by_seed(self, results: Sequence[Result]) -> list[list[Result]]:
+        """The units' results (in the units' order) grouped by training seed."""
+        return [
+            [r for unit, r in zip(self.units, results, strict=True) if unit.lora.seed == seed]
+            for seed in self.seeds
+        ]
 
 
 def measurement(
@@ -140,23 +151,27 @@ def measurement(
     probes: Sequence[ReferenceState],
     per_step: int,
     half: Half,
+    seeds: Sequence[int] = (CALIBRATION_SEED,),
 ) -> Measurement:
-    """The trainings of `dose` on `rows`: at the calibration seed on the calibration half, or
-    at the check seed on the check half (with its retention states for a demo cell)."""
-    seed = CALIBRATION_SEED if half == "calibration" else CHECK_SEED
+    """The trainings of `dose` on `rows` at each of `seeds`, probed on `half` (with its
+    retention states for a demo cell checked)."""
     base = ProbedTraining(
         dose=dose,
         rows=(),
         format=format,
-        lora=trainee.lora.model_copy(update={"seed": seed}),
+        lora=trainee.lora,
         anchors=tuple(anchors),
         anchor_per_step=per_step,
         probes=tuple(probes),
         half=half,
         retention=half == "check" and trainee.kind == "cell" and format == "demo",
     )
-    units = tuple(replace(base, rows=trained) for trained in trainee.trainings(rows))
-    return Measurement(trainee.kind, format, dose, units)
+    units = tuple(
+        replace(base, rows=trained, lora=trainee.lora.model_copy(update={"seed": seed}))
+        for seed in seeds
+        for trained in trainee.trainings(rows)
+    )
+    return Measurement(trainee.kind, format, dose, units, tuple(seeds))
 
 
 def grid_measurements(
@@ -177,7 +192,7 @@ def grid_measurements(
 
 def dose_point(measured: Measurement, changes: Sequence[PolicyChanges], budget: float) -> DosePoint:
     """A grid point's drift and specificity, pooled over its trainings."""
-    probe = drift_and_specificity(changes)
+    probe = drift_and_specificity(measured.by_seed(changes))
     return DosePoint(
         kind=measured.kind,
         format=measured.format,

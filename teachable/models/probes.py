@@ -69,4 +69,4 @@ def probe_adapter(
 ) -> AdapterProbe:
     """Drift at the probe states and specificity of the change at the trained states, each
     with its interval and n (`measure.specificity`)."""
-    return drift_and_specificity([policy_changes(warmed, trained, probes, examples)])
+    return drift_and_specificity([[policy_changes(warmed, trained, probes, examples)]])

@@ -7,7 +7,8 @@ snapshot, Phase 1B; `cell`, many snapshots, Phases 2 and 5) and each format it w
 trains every dose of `training.grid` and measures drift and specificity on the calibration
 half of the probes. The dose with the largest specificity within `training.drift_budget` is
 chosen, unless the phase's parameters pin one (`phase1b.dose`, `phase2.dose`). Each chosen
-dose is trained anew at another seed on other snapshots and probed on the check half: a kind
+dose is trained anew at each of `training.check_seeds` on other snapshots and probed on the
+check half, its intervals crossing seeds with states: a kind
 with no dose shown specific there, or a cell dose that drifts beyond the budget or loses
 log pi(a*) at retention states (do-no-harm), fails the gate and stops the run.
 
@@ -175,18 +176,19 @@ def calibrate_dose(
             dose = kind.pinned or choose(curve).dose
             source = "pinned" if kind.pinned else "calibrated"
             choices.append((kind, format, dose, source))
+    seeds = training.check_seeds
     checks = [
-        measurement(kind, format, dose, checked_on, anchors, probes, per_step, "check")
+        measurement(kind, format, dose, checked_on, anchors, probes, per_step, "check", seeds)
         for kind, format, dose, _ in choices
     ]
     done = run_units(checks, workers, out.log, progress)
     chosen, specific, harm = [], [], []
     for (kind, format, dose, source), measured in zip(choices, checks, strict=True):
         results = _results(measured, done, student)
-        check = drift_and_specificity([r.changes for r in results])
+        check = drift_and_specificity(measured.by_seed([r.changes for r in results]))
         retention = None
         if results[0].retention is not None:
-            retention = drift_and_specificity([r.retention for r in results])
+            retention = drift_and_specificity(measured.by_seed([r.retention for r in results]))
             harm = harm_verdicts(check, retention, budget, training.retention_tolerance)
         specific.append(specificity_verdict(kind.kind, format, check))
         chosen.append(

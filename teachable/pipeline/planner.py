@@ -35,6 +35,7 @@ from teachable.measure.planning import (
     needed_scale,
     predicted_half,
 )
+from teachable.measure.specificity import SEEDS
 from teachable.measure.verdicts import uninformative
 from teachable.parameters import Parameters, with_overrides
 from teachable.pipeline.compute_cost import (
@@ -99,10 +100,14 @@ EVALUATED = {"items": Lever("phase3.n_tasks"), "episodes": Lever("evaluation.epi
 
 LEVERS: dict[tuple[str, str], dict[str, Lever]] = {
     ("phase1a", "do-no-harm drift"): {
-        "probe states": Lever("training.probe_tasks", ("training.probe_states_per_task",))
+        "probe states": Lever("training.probe_tasks", ("training.probe_states_per_task",)),
+        SEEDS: Lever("training.check_seeds"),
     },
     ("phase1a", "do-no-harm retention"): {
-        "probe states": Lever("training.probe_retention_tasks", ("training.probe_states_per_task",))
+        "probe states": Lever(
+            "training.probe_retention_tasks", ("training.probe_states_per_task",)
+        ),
+        SEEDS: Lever("training.check_seeds"),
     },
     ("phase1b", "rho"): {"pairs": Lever("phase1b.n_per_quadrant")},
     ("phase1b", "q1_minus_q2"): {
@@ -214,7 +219,7 @@ class Planning:
         hours = cpu_seconds(parameters, self.parameters, self.paces) / 3600
         gpu = gpu_seconds(parameters, self.size)
         return Compute(
-            cpu_hours=round(hours, 2), gpu_hours=None if gpu is None else round(gpu / 3600, 3)
+            cpu_hours=round(hours, 3), gpu_hours=None if gpu is None else round(gpu / 3600, 3)
         )
 
 

@@ -173,8 +173,8 @@ def phase1_units(parameters: Parameters, run: RunLayout | None) -> list[Units]:
 
 def phase1a_units(parameters: Parameters, run: RunLayout | None) -> list[Units]:
     """Every grid dose of every kind not pinned, in each of its formats, then each chosen
-    dose's check; a micro dose trains each calibration snapshot alone. Imported here: the
-    calibration loads torch."""
+    dose's check at each check seed; a micro dose trains each calibration snapshot alone.
+    Imported here: the calibration loads torch."""
     from teachable.models.dose_calibration import grid_doses
     from teachable.phases.phase1a_dose import trainees
 
@@ -185,7 +185,9 @@ def phase1a_units(parameters: Parameters, run: RunLayout | None) -> list[Units]:
     doses = len(grid_doses(training.grid))
     per_dose = {kind.kind: kind.size if kind.kind == "micro" else 1 for kind in kinds}
     planned = sum(
-        len(kind.formats) * per_dose[kind.kind] * (1 + (kind.pinned is None) * doses)
+        len(kind.formats)
+        * per_dose[kind.kind]
+        * (len(training.check_seeds) + (kind.pinned is None) * doses)
         for kind in kinds
     )
     done = len(_rows(run.phase1a.log)) if run else 0

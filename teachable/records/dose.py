@@ -84,7 +84,7 @@ class DosePoint(BaseModel):
 class DoseChoice(BaseModel):
     """The dose a kind and format trains with: `calibrated` (the grid's point with the largest
     specificity within the drift budget) or `pinned` by the parameters; `check` is that dose
-    trained anew at another seed on other snapshots and probed on the check half, and
+    trained anew at each check seed on other snapshots and probed on the check half, and
     `retention` the same at its retention states alone (demo cells: do-no-harm)."""
 
     kind: Kind
