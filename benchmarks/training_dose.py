@@ -11,10 +11,11 @@ log pi(a*) at the labeled and at the retention probe states, each with its 95% i
 
     .venv/bin/python benchmarks/training_dose.py --run runs/pilot [--snapshots 4]
         [--n-train 10] [--anchor-per-step 8] [--seeds 1 2 3] [--also cell:1e-3,12,5 ...]
-        [--rows also]
+        [--rows also] [--kinds micro]
 
 `--also KIND:LR,STEPS,ANCHOR` measures a further dose of that kind beside the old and the
-chosen one (a dose the run's grid did not hold); `--rows` keeps only some of the three.
+chosen one (a dose the run's grid did not hold); `--rows` keeps only some of the three, and
+`--kinds` some of the two kinds.
 """
 
 from __future__ import annotations
@@ -122,6 +123,13 @@ def main() -> None:
         default=("old", "chosen", "also"),
         help="which doses to measure",
     )
+    parser.add_argument(
+        "--kinds",
+        nargs="*",
+        choices=("micro", "cell"),
+        default=("micro", "cell"),
+        help="which kinds of training to measure",
+    )
     args = parser.parse_args()
     run = RunLayout(args.run.resolve())
     student = load_prepared_student(run.phase0)
@@ -134,6 +142,7 @@ def main() -> None:
     kinds = {  # Phase 1B's batch of one example, the mini's Phase 2 batch of four
         name: Trainee(name, ("demo",), lora.model_copy(update={"batch_size": batch}), None, size)
         for name, batch, size in (("micro", 1, args.snapshots), ("cell", 4, args.n_train))
+        if name in args.kinds
     }
     print(f"machine: {machine()}, {args.threads} torch threads")
     print(
