@@ -79,11 +79,16 @@ class PolicyChanges:
 SEEDS = "training seeds"  # the level of the seeds a dose is trained anew at
 
 
+def over_seeds(part: np.ndarray) -> bool:
+    """Whether a part is a (seeds, states) table of several seeds, whose levels cross."""
+    return part.ndim == 2 and len(part) > 1
+
+
 def part_terms(part: np.ndarray) -> list[tuple[float, float]]:
     """The squared standard error of a part's mean, split in terms with their degrees of
     freedom: a (seeds, states) table over several seeds by its crossed mean squares, else the
     states' variance over their number (nothing for a single value, which is fixed)."""
-    if part.ndim == 2 and len(part) > 1:
+    if over_seeds(part):
         seeds, states = part.shape
         squares = crossed_terms(mean_squares(part), seeds, states)
         return [(square / (seeds * states), df) for square, df in squares]
@@ -94,7 +99,7 @@ def part_terms(part: np.ndarray) -> list[tuple[float, float]]:
 def part_components(name: str, part: np.ndarray) -> list[VarianceComponent]:
     """The variance components of a part's mean: the states' variance, or over several seeds
     the seeds', the states' and their crossing's."""
-    if part.ndim == 2 and len(part) > 1:
+    if over_seeds(part):
         return level_components(part[:, :, None], (SEEDS, name, "episodes"))
     flat = part.reshape(-1)
     if len(flat) < 2:
@@ -104,7 +109,7 @@ def part_components(name: str, part: np.ndarray) -> list[VarianceComponent]:
 
 def part_size(name: str, part: np.ndarray) -> str:
     """`4 probe states`, or `3 training seeds x 4 probe states` over several seeds."""
-    if part.ndim == 2 and len(part) > 1:
+    if over_seeds(part):
         return f"{len(part)} {SEEDS} x {part.shape[1]} {name}"
     return f"{part.size} {name}"
 
@@ -182,14 +187,13 @@ def drift_and_specificity(
     )
     probe_part = np.mean([t.probe_target_change.mean(axis=1) for t in trainings], axis=0)
     probes = "probe states"
-    one_seed = len(by_seed) == 1
     return AdapterProbe(
         drift=state_mean(drift, probes, confidence),
         expert_change=state_mean(expert, probes, confidence),
         target_change=state_mean(targets, "trained states", confidence),
         specificity=welch_t(
             trained_part.mean(),
-            {"trained states": trained_part[0] if one_seed else trained_part, probes: probe_part},
+            {"trained states": trained_part, probes: probe_part},
             drift.shape[1] + targets.size,
             confidence,
         ),

@@ -8,9 +8,9 @@ trains every dose of `training.grid` and measures drift and specificity on the c
 half of the probes. The dose with the largest specificity within `training.drift_budget` is
 chosen, unless the phase's parameters pin one (`phase1b.dose`, `phase2.dose`). Each chosen
 dose is trained anew at each of `training.check_seeds` on other snapshots and probed on the
-check half, its intervals crossing seeds with states: a kind
-with no dose shown specific there, or a cell dose that drifts beyond the budget or loses
-log pi(a*) at retention states (do-no-harm), fails the gate and stops the run.
+check half, its intervals crossing seeds with states: a kind with no dose shown specific there,
+or a cell dose that drifts beyond the budget or loses log pi(a*) at retention states
+(do-no-harm), fails the gate and stops the run.
 
 Each training's changes go to `calibration.jsonl` as it ends (a rerun keeps those still asked
 for); the curve, the choices and the verdicts to `dose.json` and the run's `verdicts.json`.
